@@ -1,0 +1,104 @@
+//! The agent's typed configuration, validated once at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{AgentError, Result};
+
+/// Effective agent configuration (defaults < TOML file < environment < flags; the binary does
+/// the layering, this type holds the result).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Identity, spool and state live here.
+    pub state_dir: PathBuf,
+    /// Overrides the controller URL recorded at enrollment.
+    pub controller_url: Option<String>,
+    /// How often metrics are collected.
+    pub interval: Duration,
+    /// Upper bound of the on-disk spool of unacknowledged batches.
+    pub spool_max_bytes: u64,
+    pub heartbeat_interval: Duration,
+    /// Reconnect backoff: full jitter between zero and min(max, initial · 2^attempt).
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub hostname: String,
+}
+
+impl AgentConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            controller_url: None,
+            interval: Duration::from_secs(10),
+            spool_max_bytes: 64 * 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            hostname: hostname(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(86_400) {
+            return Err(AgentError::Config(format!(
+                "interval must be between 10ms and 1d (got {})",
+                humantime::format_duration(self.interval)
+            )));
+        }
+        if self.spool_max_bytes < 64 * 1024 {
+            return Err(AgentError::Config(format!(
+                "spool_max_bytes must be at least 65536 (got {})",
+                self.spool_max_bytes
+            )));
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return Err(AgentError::Config(
+                "backoff_initial must be > 0 and <= backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `agent.toml` file; every field optional, unknown fields rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub state_dir: Option<PathBuf>,
+    pub controller_url: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub interval: Option<Duration>,
+    pub spool_max_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub heartbeat_interval: Option<Duration>,
+}
+
+impl AgentFile {
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::io(format!("reading config {}", path.display()), e))?;
+        toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Durations in TOML are human strings: "10s", "1m30s".
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

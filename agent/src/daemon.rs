@@ -1,0 +1,188 @@
+//! The agent daemon: a collector, the link and certificate renewal, sharing one spool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use crate::error::{AgentError, Result};
+use crate::identity::Identity;
+use crate::metrics::{now_ms, MetricSource};
+use crate::spool::{Spool, SpoolState};
+use crate::{enroll, link};
+
+/// State shared by the daemon's tasks.
+pub(crate) struct Shared {
+    pub config: AgentConfig,
+    pub spool: Mutex<Spool>,
+    identity: RwLock<Identity>,
+    /// Wakes the link when a batch was spooled.
+    pub new_batch: Notify,
+    /// Wakes the collector for an immediate round (the `CollectNow` command).
+    pub collect_now: Notify,
+    pub interval: watch::Sender<Duration>,
+    connected: AtomicBool,
+}
+
+impl Shared {
+    pub fn identity(&self) -> Identity {
+        match self.identity.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_identity(&self, identity: Identity) {
+        match self.identity.write() {
+            Ok(mut guard) => *guard = identity,
+            Err(poisoned) => *poisoned.into_inner() = identity,
+        }
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+}
+
+/// An enrolled agent, ready to run.
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+/// A cheap handle for observing a running agent (used by `up` and by tests).
+#[derive(Clone)]
+pub struct AgentHandle {
+    shared: Arc<Shared>,
+}
+
+impl AgentHandle {
+    pub fn device_id(&self) -> String {
+        self.shared.identity().meta.device_id
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    pub async fn spool_state(&self) -> SpoolState {
+        self.shared.spool.lock().await.state()
+    }
+
+    /// Number of batches still waiting for the controller's acknowledgement.
+    pub async fn spooled_batches(&self) -> usize {
+        self.shared.spool.lock().await.len()
+    }
+}
+
+impl Agent {
+    /// Loads the identity and opens the spool; fails with a clear error when not enrolled.
+    pub fn new(config: AgentConfig) -> Result<Self> {
+        config.validate()?;
+        let identity = Identity::load(&config.state_dir)?
+            .ok_or_else(|| AgentError::NotEnrolled(config.state_dir.clone()))?;
+        let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
+        let (interval, _) = watch::channel(config.interval);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                spool: Mutex::new(spool),
+                identity: RwLock::new(identity),
+                new_batch: Notify::new(),
+                collect_now: Notify::new(),
+                interval,
+                connected: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn handle(&self) -> AgentHandle {
+        AgentHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled. Spooled batches stay on disk for the next start.
+    pub async fn run(self, source: Box<dyn MetricSource>, shutdown: CancellationToken) -> Result<()> {
+        let shared = self.shared;
+        tracing::info!(
+            device_id = %shared.identity().meta.device_id,
+            state_dir = %shared.config.state_dir.display(),
+            interval = %humantime::format_duration(shared.config.interval),
+            "agent starting"
+        );
+        let collector = run_collector(&shared, source, &shutdown);
+        let link = link::run_link(&shared, &shutdown);
+        let renewal = run_renewal(&shared, &shutdown);
+        let (collected, (), ()) = tokio::join!(collector, link, renewal);
+        tracing::info!("agent stopped");
+        collected
+    }
+}
+
+/// Collects on the configured interval (or on demand) and spools each round durably.
+async fn run_collector(
+    shared: &Shared,
+    mut source: Box<dyn MetricSource>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut interval = shared.interval.subscribe();
+    // A short first wait gives CPU usage a measurement window, then data flows at once.
+    let mut wait = Duration::from_millis(500).min(*interval.borrow());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.collect_now.notified() => {}
+            _ = interval.changed() => { wait = *interval.borrow_and_update(); continue; }
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        wait = *interval.borrow();
+        let samples = source.collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let mut spool = shared.spool.lock().await;
+        for chunk in samples.chunks(infrastructor_proto::MAX_BATCH_SAMPLES as usize) {
+            if let Err(error) = spool.append(chunk.to_vec()) {
+                // A full or broken disk must not kill the agent; the round is lost and logged.
+                tracing::error!(%error, "cannot spool metric batch");
+            }
+        }
+        drop(spool);
+        shared.new_batch.notify_one();
+    }
+}
+
+/// Renews the client certificate at two thirds of its lifetime; retries on failure.
+async fn run_renewal(shared: &Shared, shutdown: &CancellationToken) {
+    loop {
+        let identity = shared.identity();
+        let wait_ms = (identity.renew_at_ms() - now_ms()).max(0) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let url = shared
+            .config
+            .controller_url
+            .clone()
+            .unwrap_or_else(|| identity.meta.controller_url.clone());
+        match enroll::renew(&shared.config.state_dir, &identity, &url, &shared.config.hostname).await {
+            Ok(renewed) => {
+                tracing::info!(not_after_ms = renewed.meta.not_after_ms, "client certificate renewed");
+                shared.set_identity(renewed);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "certificate renewal failed; retrying");
+                let remaining = (identity.meta.not_after_ms - now_ms()).max(0) as u64;
+                let retry = Duration::from_millis((remaining / 10).clamp(1_000, 60_000));
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
