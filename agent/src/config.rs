@@ -41,7 +41,8 @@ impl AgentConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(86_400) {
+        if self.interval < Duration::from_millis(10) || self.interval > Duration::from_secs(86_400)
+        {
             return Err(AgentError::Config(format!(
                 "interval must be between 10ms and 1d (got {})",
                 humantime::format_duration(self.interval)

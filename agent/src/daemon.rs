@@ -105,7 +105,11 @@ impl Agent {
     }
 
     /// Runs until `shutdown` is cancelled. Spooled batches stay on disk for the next start.
-    pub async fn run(self, source: Box<dyn MetricSource>, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(
+        self,
+        source: Box<dyn MetricSource>,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
         let shared = self.shared;
         tracing::info!(
             device_id = %shared.identity().meta.device_id,
@@ -169,9 +173,19 @@ async fn run_renewal(shared: &Shared, shutdown: &CancellationToken) {
             .controller_url
             .clone()
             .unwrap_or_else(|| identity.meta.controller_url.clone());
-        match enroll::renew(&shared.config.state_dir, &identity, &url, &shared.config.hostname).await {
+        match enroll::renew(
+            &shared.config.state_dir,
+            &identity,
+            &url,
+            &shared.config.hostname,
+        )
+        .await
+        {
             Ok(renewed) => {
-                tracing::info!(not_after_ms = renewed.meta.not_after_ms, "client certificate renewed");
+                tracing::info!(
+                    not_after_ms = renewed.meta.not_after_ms,
+                    "client certificate renewed"
+                );
                 shared.set_identity(renewed);
             }
             Err(error) => {

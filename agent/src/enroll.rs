@@ -45,7 +45,10 @@ pub async fn enroll(options: EnrollOptions<'_>) -> Result<Identity> {
 
     // The CA handed back must be the one we pinned, not merely one the server also sent.
     let ca_certs = tls::parse_certs(&response.ca_certificate_pem)?;
-    if ca_certs.iter().all(|c| identity::fingerprint(c.as_ref()) != hex::encode(pin)) {
+    if ca_certs
+        .iter()
+        .all(|c| identity::fingerprint(c.as_ref()) != hex::encode(pin))
+    {
         return Err(AgentError::Tls(
             "controller returned a CA that does not match the pinned fingerprint".into(),
         ));
@@ -66,7 +69,12 @@ pub async fn enroll(options: EnrollOptions<'_>) -> Result<Identity> {
 }
 
 /// Obtains a fresh certificate for the same key over mTLS and stores it.
-pub async fn renew(state_dir: &Path, current: &Identity, url: &str, hostname: &str) -> Result<Identity> {
+pub async fn renew(
+    state_dir: &Path,
+    current: &Identity,
+    url: &str,
+    hostname: &str,
+) -> Result<Identity> {
     let key = KeyPair::from_pem(&current.key_pem)?;
     let csr_pem = identity::certificate_request(&key, hostname)?;
     let channel = tls::connect(url, tls::mutual_tls_config(current)?).await?;

@@ -12,7 +12,9 @@ pub enum AgentError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("this agent is not enrolled (no identity in {0}); run `infrastructor-agent enroll` first")]
+    #[error(
+        "this agent is not enrolled (no identity in {0}); run `infrastructor-agent enroll` first"
+    )]
     NotEnrolled(PathBuf),
     #[error("this agent is already enrolled as device {0}; pass --force to enroll again")]
     AlreadyEnrolled(String),

@@ -63,7 +63,8 @@ impl Identity {
     /// either the previous identity or none at all.
     pub fn store(&self, state_dir: &Path) -> Result<()> {
         let dir = Self::dir(state_dir);
-        create_private_dir(&dir).map_err(|e| AgentError::io(format!("creating {}", dir.display()), e))?;
+        create_private_dir(&dir)
+            .map_err(|e| AgentError::io(format!("creating {}", dir.display()), e))?;
         let meta = toml::to_string(&self.meta).map_err(|e| AgentError::Config(e.to_string()))?;
         for (name, content, mode) in [
             (KEY_FILE, self.key_pem.as_str(), 0o600),
@@ -129,7 +130,10 @@ mod tests {
         let colons = vec!["AB"; 32].join(":");
         assert_eq!(parse_fingerprint(&hex).unwrap(), [0xab; 32]);
         assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
-        assert_eq!(parse_fingerprint(&format!("SHA256:{hex}")).unwrap(), [0xab; 32]);
+        assert_eq!(
+            parse_fingerprint(&format!("SHA256:{hex}")).unwrap(),
+            [0xab; 32]
+        );
         assert!(parse_fingerprint("abcd").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
     }

@@ -55,13 +55,22 @@ pub(crate) async fn run_link(shared: &Shared, shutdown: &CancellationToken) {
 
 /// Full jitter: uniform in [0, min(max, initial · 2^attempt)], so a fleet reconnecting after a
 /// controller restart spreads out instead of arriving at once.
-pub fn backoff_delay(initial: Duration, max: Duration, attempt: u32, rng: &mut impl Rng) -> Duration {
+pub fn backoff_delay(
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: &mut impl Rng,
+) -> Duration {
     let factor = 2u32.saturating_pow(attempt.min(20));
     let ceiling = initial.saturating_mul(factor).min(max);
     Duration::from_millis(rng.gen_range(0..=ceiling.as_millis() as u64))
 }
 
-async fn run_session(shared: &Shared, shutdown: &CancellationToken, welcomed: &mut bool) -> Result<()> {
+async fn run_session(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    welcomed: &mut bool,
+) -> Result<()> {
     let identity = shared.identity();
     let url = shared
         .config
@@ -86,12 +95,19 @@ async fn run_session(shared: &Shared, shutdown: &CancellationToken, welcomed: &m
         }),
     )
     .await?;
-    let mut inbound = client.connect(ReceiverStream::new(outbound_rx)).await?.into_inner();
+    let mut inbound = client
+        .connect(ReceiverStream::new(outbound_rx))
+        .await?
+        .into_inner();
 
     let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(message))) => match message.body {
             Some(controller_message::Body::Welcome(welcome)) => welcome,
-            other => return Err(AgentError::Protocol(format!("expected welcome, got {other:?}"))),
+            other => {
+                return Err(AgentError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                )))
+            }
         },
         Ok(Ok(None)) => return Err(AgentError::Protocol("stream closed before welcome".into())),
         Ok(Err(status)) => return Err(status.into()),
@@ -181,7 +197,10 @@ async fn send(outbound: &mpsc::Sender<AgentMessage>, body: agent_message::Body) 
 
 fn handle_command(shared: &Shared, command: Command) -> CommandResult {
     let outcome = if command.deadline_unix_ms > 0 && command.deadline_unix_ms < now_ms() {
-        Err(("deadline_exceeded", "command arrived after its deadline".to_string()))
+        Err((
+            "deadline_exceeded",
+            "command arrived after its deadline".to_string(),
+        ))
     } else {
         match command.kind {
             Some(command::Kind::CollectNow(_)) => {
@@ -191,10 +210,15 @@ fn handle_command(shared: &Shared, command: Command) -> CommandResult {
             Some(command::Kind::SetInterval(set)) => {
                 let seconds = set.interval_seconds;
                 if (1..=86_400).contains(&seconds) {
-                    shared.interval.send_replace(Duration::from_secs(u64::from(seconds)));
+                    shared
+                        .interval
+                        .send_replace(Duration::from_secs(u64::from(seconds)));
                     Ok(format!("interval set to {seconds}s"))
                 } else {
-                    Err(("invalid_input", format!("interval_seconds must be 1..=86400, got {seconds}")))
+                    Err((
+                        "invalid_input",
+                        format!("interval_seconds must be 1..=86400, got {seconds}"),
+                    ))
                 }
             }
             None => Err(("invalid_input", "unknown command".to_string())),
@@ -224,12 +248,18 @@ mod tests {
         let initial = Duration::from_millis(100);
         let max = Duration::from_secs(5);
         for attempt in 0..40 {
-            let ceiling = initial.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(max);
+            let ceiling = initial
+                .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+                .min(max);
             let delay = backoff_delay(initial, max, attempt, &mut rng);
-            assert!(delay <= ceiling, "attempt {attempt}: {delay:?} > {ceiling:?}");
+            assert!(
+                delay <= ceiling,
+                "attempt {attempt}: {delay:?} > {ceiling:?}"
+            );
         }
-        let delays: std::collections::HashSet<_> =
-            (0..50).map(|_| backoff_delay(initial, max, 10, &mut rng)).collect();
+        let delays: std::collections::HashSet<_> = (0..50)
+            .map(|_| backoff_delay(initial, max, 10, &mut rng))
+            .collect();
         assert!(delays.len() > 10, "delays are spread, not synchronized");
     }
 }

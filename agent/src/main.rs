@@ -12,7 +12,11 @@ use infrastructor_agent::{Agent, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "infrastructor-agent", version, about = "Infrastructor host agent: collects metrics and streams them to the controller over mutual TLS.")]
+#[command(
+    name = "infrastructor-agent",
+    version,
+    about = "Infrastructor host agent: collects metrics and streams them to the controller over mutual TLS."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -67,10 +67,20 @@ impl HostMetrics {
 
     fn cpu(&mut self, ts: i64, out: &mut Vec<Sample>) {
         self.system.refresh_cpu_usage();
-        out.push(sample("cpu.usage_percent", &[], ts, f64::from(self.system.global_cpu_usage())));
+        out.push(sample(
+            "cpu.usage_percent",
+            &[],
+            ts,
+            f64::from(self.system.global_cpu_usage()),
+        ));
         for (index, cpu) in self.system.cpus().iter().enumerate() {
             let core = index.to_string();
-            out.push(sample("cpu.core_usage_percent", &[("core", &core)], ts, f64::from(cpu.cpu_usage())));
+            out.push(sample(
+                "cpu.core_usage_percent",
+                &[("core", &core)],
+                ts,
+                f64::from(cpu.cpu_usage()),
+            ));
         }
     }
 
@@ -81,8 +91,18 @@ impl HostMetrics {
         out.push(sample("memory.total_bytes", &[], ts, total));
         out.push(sample("memory.used_bytes", &[], ts, used));
         out.push(sample("memory.used_percent", &[], ts, percent(used, total)));
-        out.push(sample("swap.total_bytes", &[], ts, self.system.total_swap() as f64));
-        out.push(sample("swap.used_bytes", &[], ts, self.system.used_swap() as f64));
+        out.push(sample(
+            "swap.total_bytes",
+            &[],
+            ts,
+            self.system.total_swap() as f64,
+        ));
+        out.push(sample(
+            "swap.used_bytes",
+            &[],
+            ts,
+            self.system.used_swap() as f64,
+        ));
     }
 
     fn load_and_uptime(ts: i64, out: &mut Vec<Sample>) {
@@ -90,7 +110,12 @@ impl HostMetrics {
         out.push(sample("load.1m", &[], ts, load.one));
         out.push(sample("load.5m", &[], ts, load.five));
         out.push(sample("load.15m", &[], ts, load.fifteen));
-        out.push(sample("host.uptime_seconds", &[], ts, System::uptime() as f64));
+        out.push(sample(
+            "host.uptime_seconds",
+            &[],
+            ts,
+            System::uptime() as f64,
+        ));
         if let Some(count) = process_count() {
             out.push(sample("host.process_count", &[], ts, count as f64));
         }
@@ -110,7 +135,12 @@ impl HostMetrics {
             let labels = [("mount", mount.as_str())];
             out.push(sample("disk.total_bytes", &labels, ts, total));
             out.push(sample("disk.used_bytes", &labels, ts, used));
-            out.push(sample("disk.used_percent", &labels, ts, percent(used, total)));
+            out.push(sample(
+                "disk.used_percent",
+                &labels,
+                ts,
+                percent(used, total),
+            ));
         }
     }
 
@@ -124,8 +154,18 @@ impl HostMetrics {
         }
         for (name, (received, transmitted)) in rates {
             let labels = [("interface", name)];
-            out.push(sample("net.rx_bytes_per_second", &labels, ts, received as f64 / elapsed));
-            out.push(sample("net.tx_bytes_per_second", &labels, ts, transmitted as f64 / elapsed));
+            out.push(sample(
+                "net.rx_bytes_per_second",
+                &labels,
+                ts,
+                received as f64 / elapsed,
+            ));
+            out.push(sample(
+                "net.tx_bytes_per_second",
+                &labels,
+                ts,
+                transmitted as f64 / elapsed,
+            ));
         }
     }
 }
@@ -158,7 +198,12 @@ fn process_count() -> Option<usize> {
     Some(
         entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
             .count(),
     )
 }
@@ -171,7 +216,8 @@ mod tests {
     fn collects_the_documented_series_from_this_host() {
         let mut metrics = HostMetrics::new();
         let samples = metrics.collect();
-        let names: std::collections::HashSet<_> = samples.iter().map(|s| s.series.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            samples.iter().map(|s| s.series.as_str()).collect();
         for expected in [
             "cpu.usage_percent",
             "cpu.core_usage_percent",
@@ -184,7 +230,10 @@ mod tests {
         ] {
             assert!(names.contains(expected), "missing {expected}");
         }
-        let memory = samples.iter().find(|s| s.series == "memory.total_bytes").unwrap();
+        let memory = samples
+            .iter()
+            .find(|s| s.series == "memory.total_bytes")
+            .unwrap();
         assert!(memory.value > 0.0);
         assert!(samples.iter().all(|s| s.value.is_finite()));
     }

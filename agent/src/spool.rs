@@ -40,13 +40,19 @@ pub struct Spool {
 impl Spool {
     /// Opens (or creates) the spool in `dir`, rebuilding the index from the files present.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
-        create_private_dir(dir).map_err(|e| AgentError::io(format!("creating {}", dir.display()), e))?;
+        create_private_dir(dir)
+            .map_err(|e| AgentError::io(format!("creating {}", dir.display()), e))?;
         let state_path = dir.join(STATE_FILE);
         let mut state = match std::fs::read_to_string(&state_path) {
             Ok(text) => toml::from_str(&text)
                 .map_err(|e| AgentError::Config(format!("{}: {e}", state_path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => SpoolState::default(),
-            Err(e) => return Err(AgentError::io(format!("reading {}", state_path.display()), e)),
+            Err(e) => {
+                return Err(AgentError::io(
+                    format!("reading {}", state_path.display()),
+                    e,
+                ))
+            }
         };
         let mut spool = Self {
             dir: dir.to_path_buf(),
@@ -65,7 +71,10 @@ impl Spool {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Some(seq) = name.strip_suffix(BATCH_SUFFIX).and_then(|s| s.parse::<u64>().ok()) else {
+            let Some(seq) = name
+                .strip_suffix(BATCH_SUFFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
                 continue;
             };
             let batch = spool.read(seq)?;
@@ -115,7 +124,8 @@ impl Spool {
         let path = self.batch_path(seq);
         write_atomic(&path, &bytes, 0o600)
             .map_err(|e| AgentError::io(format!("writing {}", path.display()), e))?;
-        self.index.insert(seq, (bytes.len() as u64, batch.samples.len() as u64));
+        self.index
+            .insert(seq, (bytes.len() as u64, batch.samples.len() as u64));
         self.total_bytes += bytes.len() as u64;
         self.state.last_assigned_seq = seq;
         self.enforce_bound()?;
@@ -127,13 +137,19 @@ impl Spool {
     /// batch is always kept.
     fn enforce_bound(&mut self) -> Result<()> {
         while self.total_bytes > self.max_bytes && self.index.len() > 1 {
-            let Some((&seq, &(size, samples))) = self.index.iter().next() else { break };
+            let Some((&seq, &(size, samples))) = self.index.iter().next() else {
+                break;
+            };
             self.remove_file(seq)?;
             self.index.remove(&seq);
             self.total_bytes -= size;
             self.state.dropped_batches += 1;
             self.state.dropped_samples += samples;
-            tracing::warn!(seq, samples, "spool full: dropped the oldest unacknowledged batch");
+            tracing::warn!(
+                seq,
+                samples,
+                "spool full: dropped the oldest unacknowledged batch"
+            );
         }
         Ok(())
     }
@@ -193,8 +209,9 @@ impl Spool {
         let path = self.batch_path(seq);
         let bytes = std::fs::read(&path)
             .map_err(|e| AgentError::io(format!("reading {}", path.display()), e))?;
-        let mut batch = MetricBatch::decode(bytes.as_slice())
-            .map_err(|e| AgentError::Protocol(format!("corrupt spool file {}: {e}", path.display())))?;
+        let mut batch = MetricBatch::decode(bytes.as_slice()).map_err(|e| {
+            AgentError::Protocol(format!("corrupt spool file {}: {e}", path.display()))
+        })?;
         batch.spool_dropped_batches = self.state.dropped_batches;
         batch.spool_dropped_samples = self.state.dropped_samples;
         Ok(batch)
@@ -255,7 +272,9 @@ mod tests {
         .encoded_len() as u64;
         let mut spool = Spool::open(dir.path(), one_batch * 3).unwrap();
         for i in 0..5 {
-            spool.append(vec![sample(i as f64), sample(i as f64)]).unwrap();
+            spool
+                .append(vec![sample(i as f64), sample(i as f64)])
+                .unwrap();
         }
         assert_eq!(spool.pending_after(0, 10), vec![3, 4, 5]);
         assert_eq!(spool.state().dropped_batches, 2);
@@ -270,7 +289,11 @@ mod tests {
     #[test]
     fn interrupted_writes_are_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".00000000000000000001.batch.tmp-42"), b"partial").unwrap();
+        std::fs::write(
+            dir.path().join(".00000000000000000001.batch.tmp-42"),
+            b"partial",
+        )
+        .unwrap();
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert!(spool.is_empty());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

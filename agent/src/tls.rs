@@ -36,7 +36,10 @@ fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
 /// Client config for enrollment: no client certificate, and the server's chain must contain
 /// a CA whose SHA-256 equals `pin`. There is no trust-on-first-use.
 pub fn pinned_ca_config(pin: [u8; 32]) -> Result<Arc<ClientConfig>> {
-    let verifier = Arc::new(PinnedCaVerifier { pin, provider: provider() });
+    let verifier = Arc::new(PinnedCaVerifier {
+        pin,
+        provider: provider(),
+    });
     let config = tls13_builder()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -80,7 +83,9 @@ fn root_store(ca_pem: &str) -> Result<RootCertStore> {
 /// Opens a gRPC channel to `url` (`https://host:port`) over our own rustls config, so both
 /// sides are held to TLS 1.3 and the agent decides exactly whom it trusts.
 pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel> {
-    let uri: Uri = url.parse().map_err(|_| AgentError::Config(format!("invalid controller URL {url:?}")))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| AgentError::Config(format!("invalid controller URL {url:?}")))?;
     if uri.scheme_str() != Some("https") {
         return Err(AgentError::Config(format!(
             "controller URL must start with https:// (got {url:?})"
@@ -96,13 +101,16 @@ pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel> {
     let server_name = ServerName::try_from(host.clone())
         .map_err(|_| AgentError::Config(format!("invalid controller host {host:?}")))?;
     // tonic must not add TLS of its own: the connector below does it.
-    let endpoint = Endpoint::from_shared(format!("http://{}", uri.authority().map(|a| a.as_str()).unwrap_or_default()))
-        .map_err(|e| AgentError::Config(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+    let endpoint = Endpoint::from_shared(format!(
+        "http://{}",
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    ))
+    .map_err(|e| AgentError::Config(e.to_string()))?
+    .connect_timeout(Duration::from_secs(10))
+    .tcp_nodelay(true)
+    .http2_keep_alive_interval(Duration::from_secs(30))
+    .keep_alive_timeout(Duration::from_secs(20))
+    .keep_alive_while_idle(true);
     let connector = tower::service_fn(move |_: Uri| {
         let config = config.clone();
         let host = host.clone();
@@ -161,9 +169,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .iter()
             .find(|cert| Sha256::digest(cert.as_ref()).as_slice() == self.pin)
             .ok_or_else(|| {
-                rustls::Error::General(
-                    "controller CA does not match the pinned fingerprint".into(),
-                )
+                rustls::Error::General("controller CA does not match the pinned fingerprint".into())
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;

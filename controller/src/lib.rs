@@ -1,0 +1,30 @@
+//! Infrastructor controller: the central service agents stream to and operators query.
+//!
+//! # Layout
+//! - [`config`]: layered, validated configuration.
+//! - [`server`]: lifecycle — opens resources in order, serves, shuts down in reverse.
+//! - [`quickstart`]: `up`, the one-machine setup with an in-process agent.
+//! - Surfaces (thin adapters): [`gateway`] (gRPC for agents), [`rest`] (axum).
+//! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
+//! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
+//!   streams), [`telemetry`] (the controller's own metrics).
+//! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
+//!   [`error`] (one error type with a kind), [`maintenance`] (rollups and retention).
+
+pub mod auth;
+pub mod config;
+pub mod ctx;
+pub mod error;
+pub mod fleet;
+pub mod gateway;
+pub mod maintenance;
+pub mod pki;
+pub mod quickstart;
+pub mod rest;
+pub mod server;
+pub mod services;
+pub mod store;
+pub mod telemetry;
+
+pub use config::{ConfigArgs, ControllerConfig};
+pub use server::Controller;

@@ -1,1 +1,162 @@
-fn main() {}
+//! `infrastructor-controller`: run the controller, the one-machine quickstart, or manage tokens.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use infrastructor_controller::auth::Scope;
+use infrastructor_controller::ctx::Ctx;
+use infrastructor_controller::services::enrollment::CreateEnrollmentToken;
+use infrastructor_controller::{quickstart, server, ConfigArgs, Controller, ControllerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "infrastructor-controller",
+    version,
+    about = "Infrastructor controller: agent gateway (gRPC, mTLS), device registry, metrics store and REST API."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (agent gateway, REST API, maintenance).
+    Serve(ConfigArgs),
+    /// Quickstart: run the controller on loopback with an automatically enrolled local agent,
+    /// and print the REST URL, an admin token and a curl command.
+    Up(ConfigArgs),
+    /// Manage API and join tokens (works directly on the database).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bearer API token for the REST API.
+    Create(CreateTokenArgs),
+    /// Create a single-use join token for enrolling one agent.
+    CreateJoin(CreateJoinArgs),
+}
+
+#[derive(Args)]
+struct CreateTokenArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// read, operate or admin.
+    #[arg(long)]
+    scope: String,
+    /// A label for the token.
+    #[arg(long, default_value = "cli")]
+    name: String,
+    /// Expiry, e.g. 30d; default: never.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Option<Duration>,
+}
+
+#[derive(Args)]
+struct CreateJoinArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Lifetime of the token, e.g. 1h [default: from configuration, 1h].
+    #[arg(long)]
+    expires_in: Option<String>,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = ControllerConfig::load(&args)?;
+            let controller = Controller::start(config).await?;
+            if let Some(created) = &controller.bootstrap_admin_token {
+                println!("First start: created an admin API token. It is shown only this once:");
+                println!("admin token: {}", created.token);
+            }
+            println!("REST API: http://{}/api/v1", controller.http_addr);
+            println!("agent gateway: {}", controller.services.gateway_url);
+            println!(
+                "CA fingerprint: {}",
+                controller.services.pki.ca_fingerprint()
+            );
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            shutdown.cancelled().await;
+            controller.shutdown().await;
+            Ok(())
+        }
+        Command::Up(args) => {
+            let config = ControllerConfig::load(&args)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            quickstart::up(config, shutdown).await
+        }
+        Command::Token(TokenCommand::Create(args)) => {
+            let config = ControllerConfig::load(&args.config)?;
+            let scope = Scope::parse(&args.scope)?;
+            let services = server::open_services(&config, config.grpc_listen).await?;
+            let created = services
+                .create_api_token(&Ctx::system("cli"), &args.name, scope, args.expires_in)
+                .await?;
+            println!("{}", created.token);
+            eprintln!(
+                "created {} token {:?} (id {}); it is shown only once",
+                created.scope, created.name, created.id
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::CreateJoin(args)) => {
+            let config = ControllerConfig::load(&args.config)?;
+            let services = server::open_services(&config, config.grpc_listen).await?;
+            let token = services
+                .create_enrollment_token(
+                    &Ctx::system("cli"),
+                    CreateEnrollmentToken {
+                        expires_in: args.expires_in,
+                    },
+                )
+                .await?;
+            println!("join token: {}", token.token);
+            println!("expires at: {}", token.expires_at);
+            println!("CA fingerprint: {}", token.ca_fingerprint);
+            println!("on the host, run:");
+            println!("  {}", token.enroll_command);
+            Ok(())
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match terminate {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    shutdown.cancel();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INFRASTRUCTOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The service layer's error type. Each surface maps [`ErrorKind`] once: REST to
+//! problem+json, gRPC to a status. Internal details are logged, never sent to clients.
+
+use crate::store::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    InvalidInput,
+    Conflict,
+    Unauthorized,
+    Forbidden,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::InvalidInput(_) => ErrorKind::InvalidInput,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Unauthorized(_) => ErrorKind::Unauthorized,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::Store(error) => error.kind(),
+        }
+    }
+
+    /// What a client may see: the message for client errors, a generic line otherwise.
+    pub fn public_message(&self) -> String {
+        match self.kind() {
+            ErrorKind::Internal => "internal error".to_string(),
+            ErrorKind::Unavailable => match self {
+                Self::Unavailable(message) => message.clone(),
+                _ => "a backing service is unavailable".to_string(),
+            },
+            _ => self.to_string(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidInput(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

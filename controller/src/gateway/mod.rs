@@ -1,0 +1,321 @@
+//! The gRPC surface for agents (`AgentGateway`): a thin adapter that converts protocol
+//! messages, calls [`Services`], and maps errors to gRPC status codes.
+//!
+//! **Architecture invariant:** the device identity comes from the verified client
+//! certificate, never from a payload; a payload ID that differs is refused.
+
+pub mod listener;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use infrastructor_proto::v1::agent_gateway_server::AgentGateway;
+use infrastructor_proto::v1::{
+    agent_message, controller_message, Ack, AgentMessage, ControllerMessage, EnrollRequest,
+    EnrollResponse, Hello, RenewRequest, RenewResponse, Welcome,
+};
+use infrastructor_proto::MAX_BATCH_SAMPLES;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, ErrorKind};
+use crate::fleet::SessionInfo;
+use crate::pki::device_id_from_certificate;
+use crate::services::{now_ms, Services};
+use crate::store::IngestOutcome;
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Persist last-seen at most this often per stream; the registry has the live value.
+const LAST_SEEN_PERSIST_MS: i64 = 60_000;
+
+pub struct Gateway {
+    services: Services,
+    /// Cancelled on shutdown so open streams end and the server can drain.
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(services: Services, shutdown: CancellationToken) -> Self {
+        Self { services, shutdown }
+    }
+}
+
+/// The one mapping from service errors to gRPC status; internal details stay in the log.
+pub fn status(error: Error) -> Status {
+    let message = error.public_message();
+    match error.kind() {
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::InvalidInput => Status::invalid_argument(message),
+        ErrorKind::Conflict => Status::already_exists(message),
+        ErrorKind::Unauthorized => Status::unauthenticated(message),
+        ErrorKind::Forbidden => Status::permission_denied(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::Internal => {
+            tracing::error!(%error, "internal error on agent gateway");
+            Status::internal(message)
+        }
+    }
+}
+
+/// The device ID from the verified client certificate, or Unauthenticated.
+fn peer_device_id<T>(request: &Request<T>) -> Result<String, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    device_id_from_certificate(leaf.as_ref())
+        .ok_or_else(|| Status::unauthenticated("client certificate carries no device identity"))
+}
+
+type ConnectStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentGateway for Gateway {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let body = request.into_inner();
+        let enrolled = self
+            .services
+            .enroll_agent(&body.join_token, &body.csr_pem, &body.hostname, &request_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(EnrollResponse {
+            device_id: enrolled.device_id,
+            certificate_pem: enrolled.certificate_pem,
+            ca_certificate_pem: enrolled.ca_certificate_pem,
+            not_after_unix_ms: enrolled.not_after_ms,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let device_id = peer_device_id(&request)?;
+        let (certificate_pem, not_after_unix_ms) = self
+            .services
+            .renew_certificate(&device_id, &request.into_inner().csr_pem)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RenewResponse {
+            certificate_pem,
+            not_after_unix_ms,
+        }))
+    }
+
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ConnectStream>, Status> {
+        let device_id = peer_device_id(&request)?;
+        self.services
+            .require_agent_allowed(&device_id)
+            .await
+            .map_err(status)?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                body: Some(agent_message::Body::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no hello received")),
+        };
+        if hello.device_id != device_id {
+            tracing::warn!(%device_id, claimed = %hello.device_id, "hello identity does not match certificate");
+            return Err(Status::permission_denied(
+                "device ID in hello does not match the client certificate",
+            ));
+        }
+        let (outbound, outbound_rx) = mpsc::channel(64);
+        let session = Session::open(
+            self.services.clone(),
+            device_id,
+            &hello,
+            self.shutdown.clone(),
+        )
+        .await
+        .map_err(status)?;
+        let welcome = session.welcome().await.map_err(status)?;
+        outbound
+            .send(Ok(message(controller_message::Body::Welcome(welcome))))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        tokio::spawn(session.run(inbound, outbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
+    }
+}
+
+fn message(body: controller_message::Body) -> ControllerMessage {
+    ControllerMessage { body: Some(body) }
+}
+
+/// One agent's stream, registered in the session registry for its lifetime.
+struct Session {
+    services: Services,
+    device_id: String,
+    session_id: u64,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl Session {
+    async fn open(
+        services: Services,
+        device_id: String,
+        hello: &Hello,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        let now = now_ms();
+        let hostname: String = hello
+            .hostname
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(253)
+            .collect();
+        let version: String = hello
+            .agent_version
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        services
+            .store
+            .record_hello(&device_id, &hostname, &version, now)
+            .await?;
+        let (session_id, cancel) = services.sessions.register(
+            &device_id,
+            SessionInfo {
+                connected_at_ms: now,
+                last_seen_ms: now,
+                agent_version: version.clone(),
+                hostname,
+            },
+        );
+        services
+            .telemetry
+            .agents_connected
+            .set(services.sessions.count() as i64);
+        tracing::info!(%device_id, %version, resume_point = hello.last_assigned_seq, "agent connected");
+        Ok(Self {
+            services,
+            device_id,
+            session_id,
+            cancel,
+            shutdown,
+        })
+    }
+
+    async fn welcome(&self) -> Result<Welcome, Error> {
+        let row = self
+            .services
+            .store
+            .device_by_id(&self.device_id)
+            .await?
+            .ok_or_else(|| Error::Forbidden("unknown device".into()))?;
+        Ok(Welcome {
+            high_water_mark: row.high_water_mark.max(0) as u64,
+            max_batch_samples: MAX_BATCH_SAMPLES,
+        })
+    }
+
+    async fn run(
+        self,
+        mut inbound: Streaming<AgentMessage>,
+        outbound: mpsc::Sender<Result<ControllerMessage, Status>>,
+    ) {
+        let mut last_persisted = now_ms();
+        let end = loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => break Some(Status::permission_denied("stream ended by the controller (device revoked or replaced)")),
+                _ = self.shutdown.cancelled() => break Some(Status::unavailable("controller shutting down")),
+                next = inbound.message() => next,
+            };
+            let body = match next {
+                Ok(Some(AgentMessage { body: Some(body) })) => body,
+                Ok(Some(AgentMessage { body: None })) => continue,
+                Ok(None) => break None,
+                Err(error) => {
+                    tracing::info!(device_id = %self.device_id, %error, "agent stream failed");
+                    break None;
+                }
+            };
+            let now = now_ms();
+            self.services
+                .sessions
+                .touch(&self.device_id, self.session_id, now);
+            match self.handle(body).await {
+                Ok(Some(reply)) => {
+                    if outbound.send(Ok(reply)).await.is_err() {
+                        break None;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => break Some(status(error)),
+            }
+            if now - last_persisted > LAST_SEEN_PERSIST_MS {
+                last_persisted = now;
+                if let Err(error) = self
+                    .services
+                    .store
+                    .record_last_seen(&self.device_id, now)
+                    .await
+                {
+                    tracing::warn!(device_id = %self.device_id, %error, "cannot record last seen");
+                }
+            }
+        };
+        if let Some(status) = end {
+            let _ = outbound.send(Err(status)).await;
+        }
+        let _ = self
+            .services
+            .store
+            .record_last_seen(&self.device_id, now_ms())
+            .await;
+        self.services
+            .sessions
+            .unregister(&self.device_id, self.session_id);
+        self.services
+            .telemetry
+            .agents_connected
+            .set(self.services.sessions.count() as i64);
+        tracing::info!(device_id = %self.device_id, "agent disconnected");
+    }
+
+    async fn handle(&self, body: agent_message::Body) -> Result<Option<ControllerMessage>, Error> {
+        match body {
+            agent_message::Body::Metrics(batch) => {
+                if batch.samples.len() > MAX_BATCH_SAMPLES as usize {
+                    return Err(Error::invalid(format!(
+                        "batch larger than {MAX_BATCH_SAMPLES} samples"
+                    )));
+                }
+                let outcome = self.services.ingest_batch(&self.device_id, &batch).await?;
+                if outcome == IngestOutcome::Duplicate {
+                    tracing::debug!(device_id = %self.device_id, seq = batch.seq, "duplicate batch acknowledged");
+                }
+                // Acked only after the commit above: an ack means the batch is durable.
+                Ok(Some(message(controller_message::Body::Ack(Ack {
+                    seq: batch.seq,
+                }))))
+            }
+            agent_message::Body::Heartbeat(_) => Ok(None),
+            agent_message::Body::CommandResult(result) => {
+                tracing::debug!(device_id = %self.device_id, request_id = %result.request_id, "command result");
+                Ok(None)
+            }
+            agent_message::Body::Hello(_) => Err(Error::invalid("hello may only be sent once")),
+        }
+    }
+}

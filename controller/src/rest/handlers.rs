@@ -1,0 +1,168 @@
+//! REST handlers: each converts the request, calls one service method, converts the result.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::problem::{ApiError, Problem};
+use crate::auth::Principal;
+use crate::ctx::Ctx;
+use crate::error::Error;
+use crate::services::devices::{CreateAgentlessDevice, DeviceView};
+use crate::services::enrollment::{CreateEnrollmentToken, EnrollmentToken};
+use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
+use crate::services::Services;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller, as established by the authentication middleware.
+impl FromRequestParts<Services> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Services) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError(Error::Unauthorized("authentication required".into())))?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        Ok(Ctx::new(principal, request_id))
+    }
+}
+
+fn bad_json(rejection: JsonRejection) -> ApiError {
+    ApiError(Error::invalid(format!(
+        "invalid JSON body: {}",
+        rejection.body_text()
+    )))
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError(Error::invalid(format!(
+        "invalid query string: {}",
+        rejection.body_text()
+    )))
+}
+
+pub async fn list_devices(
+    State(services): State<Services>,
+    ctx: Ctx,
+) -> ApiResult<Json<Vec<DeviceView>>> {
+    Ok(Json(services.list_devices(&ctx).await?))
+}
+
+pub async fn get_device(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(services.get_device(&ctx, &device).await?))
+}
+
+pub async fn create_agentless_device(
+    State(services): State<Services>,
+    ctx: Ctx,
+    body: Result<Json<CreateAgentlessDevice>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<DeviceView>)> {
+    let Json(request) = body.map_err(bad_json)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(services.create_agentless_device(&ctx, request).await?),
+    ))
+}
+
+pub async fn delete_device(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<StatusCode> {
+    services.delete_device(&ctx, &device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn query_metrics(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+    query: Result<Query<MetricQuery>, QueryRejection>,
+) -> ApiResult<Json<MetricQueryResult>> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(Json(services.query_metrics(&ctx, &device, query).await?))
+}
+
+pub async fn latest_metrics(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Vec<LatestValue>>> {
+    Ok(Json(services.latest_metrics(&ctx, &device).await?))
+}
+
+pub async fn create_enrollment_token(
+    State(services): State<Services>,
+    ctx: Ctx,
+    body: Option<Json<serde_json::Value>>,
+) -> ApiResult<(StatusCode, Json<EnrollmentToken>)> {
+    // An empty body means "defaults"; a present body must be a valid request.
+    let request = match body {
+        None => CreateEnrollmentToken::default(),
+        Some(Json(value)) => serde_json::from_value(value)
+            .map_err(|e| ApiError(Error::invalid(format!("invalid JSON body: {e}"))))?,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(services.create_enrollment_token(&ctx, request).await?),
+    ))
+}
+
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(services): State<Services>) -> Response {
+    match services.store.ping().await {
+        Ok(()) => Json(serde_json::json!({
+            "status": "ready",
+            "database": "ok",
+            "agents_connected": services.sessions.count(),
+        }))
+        .into_response(),
+        Err(error) => ApiError(Error::Unavailable(format!(
+            "database unreachable: {}",
+            error.kind_label()
+        )))
+        .into_response(),
+    }
+}
+
+pub async fn prometheus(State(services): State<Services>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        services.telemetry.render(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> Response {
+    let problem = Problem::new(
+        StatusCode::NOT_FOUND,
+        "no such route; see /api/v1/openapi.json",
+    );
+    let mut response = problem.render();
+    response.extensions_mut().insert(problem);
+    response
+}

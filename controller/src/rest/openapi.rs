@@ -1,0 +1,128 @@
+//! The REST operations as data: one table feeds the OpenAPI document and the route parity
+//! test, so documentation and routing cannot drift apart.
+
+use serde_json::{json, Map, Value};
+
+use crate::auth::Scope;
+
+pub struct Operation {
+    pub id: &'static str,
+    pub method: &'static str,
+    /// axum path syntax under `/api/v1`, e.g. `/devices/{device}`.
+    pub path: &'static str,
+    pub scope: Scope,
+    pub summary: &'static str,
+    pub query: &'static [(&'static str, &'static str)],
+}
+
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        id: "list_devices",
+        method: "get",
+        path: "/devices",
+        scope: Scope::Read,
+        summary: "List devices with status and headline metrics",
+        query: &[],
+    },
+    Operation {
+        id: "create_agentless_device",
+        method: "post",
+        path: "/devices",
+        scope: Scope::Operate,
+        summary: "Register an agentless device reached over SSH: {name, ssh_address, ssh_user}",
+        query: &[],
+    },
+    Operation {
+        id: "get_device",
+        method: "get",
+        path: "/devices/{device}",
+        scope: Scope::Read,
+        summary: "One device by ID or name",
+        query: &[],
+    },
+    Operation {
+        id: "delete_device",
+        method: "delete",
+        path: "/devices/{device}",
+        scope: Scope::Admin,
+        summary: "Delete a device; revokes its certificate and ends its stream",
+        query: &[],
+    },
+    Operation {
+        id: "query_metrics",
+        method: "get",
+        path: "/devices/{device}/metrics",
+        scope: Scope::Read,
+        summary: "avg/min/max/count per bucket; raw samples or a rollup chosen by step and range",
+        query: &[
+            ("series", "name or name{label=value,...} (required)"),
+            (
+                "from",
+                "RFC 3339, Unix ms, 'now' or relative like -1h (default: to - 1h)",
+            ),
+            ("to", "same forms (default: now)"),
+            (
+                "step",
+                "bucket width like 30s, 5m, 1h (default: range / 240)",
+            ),
+        ],
+    },
+    Operation {
+        id: "latest_metrics",
+        method: "get",
+        path: "/devices/{device}/metrics/latest",
+        scope: Scope::Read,
+        summary: "The newest sample of every series of the device",
+        query: &[],
+    },
+    Operation {
+        id: "create_enrollment_token",
+        method: "post",
+        path: "/enrollment-tokens",
+        scope: Scope::Admin,
+        summary:
+            "Create a single-use join token: {expires_in?: \"1h\"}; returns the enroll command",
+        query: &[],
+    },
+];
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for operation in OPERATIONS {
+        let mut parameters: Vec<Value> = Vec::new();
+        if operation.path.contains("{device}") {
+            parameters.push(json!({"name": "device", "in": "path", "required": true, "description": "device ID or name", "schema": {"type": "string"}}));
+        }
+        for (name, description) in operation.query {
+            parameters.push(json!({"name": name, "in": "query", "required": *name == "series", "description": description, "schema": {"type": "string"}}));
+        }
+        let entry = paths
+            .entry(format!("/api/v1{}", operation.path))
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(methods) = entry {
+            methods.insert(
+                operation.method.to_string(),
+                json!({
+                    "operationId": operation.id,
+                    "summary": operation.summary,
+                    "parameters": parameters,
+                    "security": [{"bearer": []}],
+                    "x-required-scope": operation.scope.as_str(),
+                    "responses": {
+                        "200": {"description": "success"},
+                        "400": {"description": "invalid input", "content": {"application/problem+json": {}}},
+                        "401": {"description": "missing or invalid token"},
+                        "403": {"description": "token lacks the required scope"},
+                        "404": {"description": "not found"}
+                    }
+                }),
+            );
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Infrastructor controller API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}

@@ -1,0 +1,164 @@
+//! Device registry operations.
+
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, rfc3339, validate, Services};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::store::{DeviceRow, NewDevice};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    /// `agent` or `agentless`.
+    pub kind: String,
+    /// `online`, `offline`, `never_connected` (agents) or `agentless`.
+    pub status: String,
+    pub hostname: Option<String>,
+    pub agent_version: Option<String>,
+    pub ssh_address: Option<String>,
+    pub ssh_user: Option<String>,
+    pub created_at: String,
+    pub last_seen_at: Option<String>,
+    pub connected_since: Option<String>,
+    /// Highest metric batch sequence number committed.
+    pub high_water_mark: i64,
+    /// Batches/samples the agent dropped because its spool was full (data loss, reported).
+    pub spool_dropped_batches: i64,
+    pub spool_dropped_samples: i64,
+    /// A few headline metrics from the latest samples.
+    pub summary: Option<DeviceSummary>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceSummary {
+    pub sampled_at: String,
+    pub cpu_usage_percent: Option<f64>,
+    pub memory_used_percent: Option<f64>,
+    pub load_1m: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentlessDevice {
+    pub name: String,
+    /// `host` or `host:port`.
+    pub ssh_address: String,
+    pub ssh_user: String,
+}
+
+const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
+
+impl Services {
+    async fn view(&self, row: DeviceRow) -> Result<DeviceView> {
+        let session = self.sessions.get(&row.id);
+        let status = match (row.kind.as_str(), &session, row.last_seen_ms) {
+            ("agentless", _, _) => "agentless",
+            (_, Some(_), _) => "online",
+            (_, None, Some(_)) => "offline",
+            (_, None, None) => "never_connected",
+        };
+        let latest = self.store.latest_samples(&row.id, &SUMMARY_SERIES).await?;
+        let summary = latest.iter().map(|s| s.ts_ms).max().map(|ts| {
+            let value = |name: &str| latest.iter().find(|s| s.name == name).map(|s| s.value);
+            DeviceSummary {
+                sampled_at: rfc3339(ts),
+                cpu_usage_percent: value("cpu.usage_percent"),
+                memory_used_percent: value("memory.used_percent"),
+                load_1m: value("load.1m"),
+            }
+        });
+        let last_seen = session
+            .as_ref()
+            .map(|s| s.last_seen_ms)
+            .into_iter()
+            .chain(row.last_seen_ms)
+            .max();
+        Ok(DeviceView {
+            status: status.to_string(),
+            last_seen_at: last_seen.map(rfc3339),
+            connected_since: session.as_ref().map(|s| rfc3339(s.connected_at_ms)),
+            created_at: rfc3339(row.created_at_ms),
+            id: row.id,
+            name: row.name,
+            kind: row.kind,
+            hostname: row.hostname,
+            agent_version: row.agent_version,
+            ssh_address: row.ssh_address,
+            ssh_user: row.ssh_user,
+            high_water_mark: row.high_water_mark,
+            spool_dropped_batches: row.spool_dropped_batches,
+            spool_dropped_samples: row.spool_dropped_samples,
+            summary,
+        })
+    }
+
+    /// A live device by ID or name, or NotFound.
+    pub(crate) async fn require_device(&self, id_or_name: &str) -> Result<DeviceRow> {
+        if id_or_name.is_empty() || id_or_name.len() > 128 {
+            return Err(Error::invalid(
+                "device ID or name must be 1 to 128 characters",
+            ));
+        }
+        self.store
+            .find_device(id_or_name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("device {id_or_name:?} not found")))
+    }
+
+    pub async fn list_devices(&self, ctx: &Ctx) -> Result<Vec<DeviceView>> {
+        ctx.principal.require(Scope::Read)?;
+        let mut views = Vec::new();
+        for row in self.store.list_devices().await? {
+            views.push(self.view(row).await?);
+        }
+        Ok(views)
+    }
+
+    pub async fn get_device(&self, ctx: &Ctx, id_or_name: &str) -> Result<DeviceView> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(id_or_name).await?;
+        self.view(row).await
+    }
+
+    /// Registers a host reached over SSH (no agent). Host checks use it in a later release.
+    pub async fn create_agentless_device(
+        &self,
+        ctx: &Ctx,
+        request: CreateAgentlessDevice,
+    ) -> Result<DeviceView> {
+        ctx.principal.require(Scope::Operate)?;
+        validate::device_name(&request.name)?;
+        validate::ssh_address(&request.ssh_address)?;
+        validate::ssh_user(&request.ssh_user)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .insert_device(&NewDevice {
+                id: &id,
+                name: &request.name,
+                kind: "agentless",
+                ssh_address: Some(&request.ssh_address),
+                ssh_user: Some(&request.ssh_user),
+                hostname: None,
+                created_at_ms: now_ms(),
+            })
+            .await?;
+        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %id, "agentless device created");
+        self.get_device(ctx, &id).await
+    }
+
+    /// Deletes a device: it is revoked (its certificate no longer opens a stream, its open
+    /// stream is ended) and hidden. Its metrics age out with retention.
+    pub async fn delete_device(&self, ctx: &Ctx, id_or_name: &str) -> Result<()> {
+        ctx.principal.require(Scope::Admin)?;
+        let row = self.require_device(id_or_name).await?;
+        if !self.store.revoke_device(&row.id, now_ms()).await? {
+            return Err(Error::NotFound(format!("device {id_or_name:?} not found")));
+        }
+        self.sessions.kick(&row.id);
+        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %row.id, "device deleted and revoked");
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! All behaviour of the controller, behind methods that take a [`Ctx`] first and know nothing
+//! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
+//!
+//! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
+//! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
+//! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
+//! - [`tokens`]: API tokens and the bootstrap admin token.
+//! - [`validate`]: the strict patterns every name must match.
+
+pub mod devices;
+pub mod enrollment;
+pub mod metrics;
+pub mod tokens;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::ControllerConfig;
+use crate::fleet::SessionRegistry;
+use crate::pki::Pki;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// The shared resources every operation works with; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<ControllerConfig>,
+    pub store: Arc<Store>,
+    pub pki: Arc<Pki>,
+    pub sessions: Arc<SessionRegistry>,
+    pub telemetry: Arc<Telemetry>,
+    /// The URL agents dial (for enrollment instructions).
+    pub gateway_url: String,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}

@@ -1,0 +1,400 @@
+//! Metric storage: named series with labels, raw samples, 5-minute and 1-hour rollups,
+//! exactly-once ingest per `(device, seq)`, rollup maintenance and retention.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
+
+use super::{on_pool, Store, StoreResult};
+
+/// One validated sample; `labels` is canonical JSON (sorted keys).
+#[derive(Clone, Debug)]
+pub struct IngestSample {
+    pub series: String,
+    pub labels: String,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed now; the high-water mark moved to this batch.
+    Stored,
+    /// At or below the high-water mark: already stored once, nothing written.
+    Duplicate,
+}
+
+/// Which table answers a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Raw,
+    FiveMinutes,
+    OneHour,
+}
+
+impl Resolution {
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Self::Raw => 1,
+            Self::FiveMinutes => 300_000,
+            Self::OneHour => 3_600_000,
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Self::Raw => "samples",
+            Self::FiveMinutes => "rollups_5m",
+            Self::OneHour => "rollups_1h",
+        }
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, PartialEq)]
+pub struct Bucket {
+    #[serde(rename = "ts_ms")]
+    pub bucket: i64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SeriesRow {
+    pub id: i64,
+    pub labels: String,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LatestSample {
+    pub name: String,
+    pub labels: String,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// Everything older than these instants is deleted.
+#[derive(Clone, Copy, Debug)]
+pub struct RetentionCutoffs {
+    pub raw_before_ms: i64,
+    pub rollup_5m_before_ms: i64,
+    pub rollup_1h_before_ms: i64,
+}
+
+/// Backend-specific bulk insert of `(series_id, ts_ms, value)` rows.
+trait InsertSamples {
+    async fn insert_samples(&mut self, rows: &[(i64, i64, f64)]) -> sqlx::Result<()>;
+}
+
+impl InsertSamples for SqliteConnection {
+    async fn insert_samples(&mut self, rows: &[(i64, i64, f64)]) -> sqlx::Result<()> {
+        // SQLite allows 32766 bound parameters per statement; 3 per row.
+        for chunk in rows.chunks(10_000) {
+            let mut insert = QueryBuilder::new("INSERT INTO samples (series_id, ts_ms, value) ");
+            insert.push_values(chunk, |mut row, (series_id, ts_ms, value)| {
+                row.push_bind(*series_id)
+                    .push_bind(*ts_ms)
+                    .push_bind(*value);
+            });
+            insert.push(" ON CONFLICT (series_id, ts_ms) DO NOTHING");
+            insert.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+}
+
+impl InsertSamples for PgConnection {
+    async fn insert_samples(&mut self, rows: &[(i64, i64, f64)]) -> sqlx::Result<()> {
+        let series_ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let timestamps: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let values: Vec<f64> = rows.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "INSERT INTO samples (series_id, ts_ms, value) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::DOUBLE PRECISION[]) \
+             ON CONFLICT (series_id, ts_ms) DO NOTHING",
+        )
+        .bind(series_ids)
+        .bind(timestamps)
+        .bind(values)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    fn cached_series_id(&self, key: &(String, String, String)) -> Option<i64> {
+        self.series_ids
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(key).copied())
+    }
+
+    /// Stores one batch exactly once. The high-water mark moves in the same transaction as the
+    /// samples, and the conditional update takes the device row's lock first, so two streams
+    /// of the same device cannot both store a batch.
+    pub async fn ingest_batch(
+        &self,
+        device_id: &str,
+        seq: u64,
+        samples: &[IngestSample],
+        dropped: (u64, u64),
+        now_ms: i64,
+    ) -> StoreResult<IngestOutcome> {
+        let seq = seq as i64;
+        let mut new_series: Vec<((String, String, String), i64)> = Vec::new();
+        let outcome = on_pool!(&self.writer, |p| {
+            let mut tx = p.begin().await?;
+            let advanced = sqlx::query(
+                "UPDATE devices SET high_water_mark = $2, last_seen_ms = $3, \
+                 spool_dropped_batches = $4, spool_dropped_samples = $5 \
+                 WHERE id = $1 AND high_water_mark < $2",
+            )
+            .bind(device_id)
+            .bind(seq)
+            .bind(now_ms)
+            .bind(dropped.0 as i64)
+            .bind(dropped.1 as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if advanced == 0 {
+                tx.rollback().await?;
+                IngestOutcome::Duplicate
+            } else {
+                let mut rows = Vec::with_capacity(samples.len());
+                let mut resolved: HashMap<(String, String, String), i64> = HashMap::new();
+                for sample in samples {
+                    let key = (
+                        device_id.to_string(),
+                        sample.series.clone(),
+                        sample.labels.clone(),
+                    );
+                    let id = match resolved
+                        .get(&key)
+                        .copied()
+                        .or_else(|| self.cached_series_id(&key))
+                    {
+                        Some(id) => id,
+                        None => {
+                            sqlx::query(
+                                "INSERT INTO series (device_id, name, labels) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (device_id, name, labels) DO NOTHING",
+                            )
+                            .bind(&key.0)
+                            .bind(&key.1)
+                            .bind(&key.2)
+                            .execute(&mut *tx)
+                            .await?;
+                            let (id,): (i64,) = sqlx::query_as(
+                                "SELECT id FROM series WHERE device_id = $1 AND name = $2 AND labels = $3",
+                            )
+                            .bind(&key.0)
+                            .bind(&key.1)
+                            .bind(&key.2)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            new_series.push((key.clone(), id));
+                            id
+                        }
+                    };
+                    resolved.insert(key, id);
+                    rows.push((id, sample.ts_ms, sample.value));
+                }
+                if !rows.is_empty() {
+                    tx.insert_samples(&rows).await?;
+                    let from = samples.iter().map(|s| s.ts_ms).min().unwrap_or(now_ms);
+                    let to = samples.iter().map(|s| s.ts_ms).max().unwrap_or(now_ms);
+                    sqlx::query("INSERT INTO rollup_pending (device_id, from_ms, to_ms) VALUES ($1, $2, $3)")
+                        .bind(device_id)
+                        .bind(from)
+                        .bind(to)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                IngestOutcome::Stored
+            }
+        });
+        if let Ok(mut cache) = self.series_ids.lock() {
+            cache.extend(new_series);
+        }
+        Ok(outcome)
+    }
+
+    /// Every series of `name` on the device.
+    pub async fn find_series(&self, device_id: &str, name: &str) -> StoreResult<Vec<SeriesRow>> {
+        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, SeriesRow>(
+            "SELECT id, labels FROM series WHERE device_id = $1 AND name = $2 ORDER BY labels"
+        )
+        .bind(device_id)
+        .bind(name)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// avg/min/max/count per `step_ms` bucket in `[from_ms, to_ms)`, from the chosen table.
+    pub async fn query_buckets(
+        &self,
+        series_id: i64,
+        resolution: Resolution,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> StoreResult<Vec<Bucket>> {
+        let sql = match resolution {
+            Resolution::Raw => "SELECT (ts_ms / $2) * $2 AS bucket, AVG(value) AS avg, MIN(value) AS min, \
+                 MAX(value) AS max, COUNT(*) AS count FROM samples \
+                 WHERE series_id = $1 AND ts_ms >= $3 AND ts_ms < $4 GROUP BY 1 ORDER BY 1"
+                .to_string(),
+            rollup => format!(
+                "SELECT (bucket_ms / $2) * $2 AS bucket, \
+                 SUM(sum) / CAST(SUM(count) AS DOUBLE PRECISION) AS avg, MIN(min) AS min, MAX(max) AS max, \
+                 CAST(SUM(count) AS BIGINT) AS count FROM {} \
+                 WHERE series_id = $1 AND bucket_ms >= $3 AND bucket_ms < $4 GROUP BY 1 ORDER BY 1",
+                rollup.table()
+            ),
+        };
+        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, Bucket>(
+            &sql
+        )
+        .bind(series_id)
+        .bind(step_ms)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// The newest sample of every series of the device (optionally only the named series).
+    pub async fn latest_samples(
+        &self,
+        device_id: &str,
+        names: &[&str],
+    ) -> StoreResult<Vec<LatestSample>> {
+        let rows = on_pool!(&self.reader, |p| {
+            sqlx::query_as::<_, LatestSample>(
+            "SELECT s.name, s.labels, m.ts_ms, m.value FROM series s JOIN samples m ON m.series_id = s.id \
+             WHERE s.device_id = $1 AND m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id) \
+             ORDER BY s.name, s.labels"
+        )
+        .bind(device_id)
+        .fetch_all(p)
+        .await
+        })?;
+        Ok(if names.is_empty() {
+            rows
+        } else {
+            rows.into_iter()
+                .filter(|r| names.contains(&r.name.as_str()))
+                .collect()
+        })
+    }
+
+    /// Number of raw samples of one series in a window (tests and exactly-once checks).
+    pub async fn count_samples(&self, device_id: &str, name: &str) -> StoreResult<Vec<(f64, i64)>> {
+        Ok(on_pool!(&self.reader, |p| {
+            sqlx::query_as::<_, (f64, i64)>(
+                "SELECT m.value, COUNT(*) FROM series s JOIN samples m ON m.series_id = s.id \
+             WHERE s.device_id = $1 AND s.name = $2 GROUP BY m.value ORDER BY m.value",
+            )
+            .bind(device_id)
+            .bind(name)
+            .fetch_all(p)
+            .await
+        })?)
+    }
+
+    /// Recomputes the rollup buckets touched by recent ingests, from raw samples. Buckets that
+    /// raw retention has already thinned are left alone. Returns how many pending ranges it
+    /// processed.
+    pub async fn run_rollups(&self, raw_cutoff_ms: i64, limit: i64) -> StoreResult<usize> {
+        on_pool!(&self.writer, |p| {
+            let mut tx = p.begin().await?;
+            let pending: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+                "SELECT id, device_id, from_ms, to_ms FROM rollup_pending ORDER BY id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            for (_, device, from, to) in &pending {
+                let range = ranges.entry(device.as_str()).or_insert((*from, *to));
+                range.0 = range.0.min(*from);
+                range.1 = range.1.max(*to);
+            }
+            for (device, (from, to)) in &ranges {
+                for resolution in [Resolution::FiveMinutes, Resolution::OneHour] {
+                    let width = resolution.bucket_ms();
+                    let complete_after = (raw_cutoff_ms.div_euclid(width) + 1) * width;
+                    let start = (from.div_euclid(width) * width).max(complete_after);
+                    let end = (to.div_euclid(width) + 1) * width;
+                    if start >= end {
+                        continue;
+                    }
+                    let table = resolution.table();
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE bucket_ms >= $2 AND bucket_ms < $3 \
+                         AND series_id IN (SELECT id FROM series WHERE device_id = $1)"
+                    ))
+                    .bind(*device)
+                    .bind(start)
+                    .bind(end)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} (series_id, bucket_ms, count, sum, min, max) \
+                         SELECT m.series_id, (m.ts_ms / $4) * $4, COUNT(*), SUM(m.value), MIN(m.value), MAX(m.value) \
+                         FROM samples m JOIN series s ON s.id = m.series_id \
+                         WHERE s.device_id = $1 AND m.ts_ms >= $2 AND m.ts_ms < $3 GROUP BY 1, 2"
+                    ))
+                    .bind(*device)
+                    .bind(start)
+                    .bind(end)
+                    .bind(width)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for (id, _, _, _) in &pending {
+                sqlx::query("DELETE FROM rollup_pending WHERE id = $1")
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(pending.len())
+        })
+    }
+
+    /// Deletes data past its retention; returns rows deleted per table (raw, 5m, 1h).
+    pub async fn apply_retention(&self, cutoffs: RetentionCutoffs) -> StoreResult<(u64, u64, u64)> {
+        let mut deleted = [0u64; 3];
+        for (index, (sql, cutoff)) in [
+            (
+                "DELETE FROM samples WHERE ts_ms < $1",
+                cutoffs.raw_before_ms,
+            ),
+            (
+                "DELETE FROM rollups_5m WHERE bucket_ms < $1",
+                cutoffs.rollup_5m_before_ms,
+            ),
+            (
+                "DELETE FROM rollups_1h WHERE bucket_ms < $1",
+                cutoffs.rollup_1h_before_ms,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            deleted[index] = on_pool!(&self.writer, |p| sqlx::query(sql)
+                .bind(cutoff)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        Ok((deleted[0], deleted[1], deleted[2]))
+    }
+}

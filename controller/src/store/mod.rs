@@ -1,0 +1,217 @@
+//! Persistent state behind one type, [`Store`], on SQLite (embedded default) or PostgreSQL.
+//!
+//! Queries are written once with `$N` placeholders (both drivers bind them by number) and run
+//! on either pool through [`on_pool!`]; only bulk sample inserts differ per backend (multi-row
+//! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
+//! everywhere, so no type differs between the backends.
+
+mod devices;
+mod metrics;
+mod tokens;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use devices::{DeviceRow, NewDevice};
+pub use metrics::{
+    Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs, SeriesRow,
+};
+pub use tokens::{ApiTokenRow, JoinTokenError};
+
+use crate::error::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open database {location}: {message}")]
+    Open { location: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ErrorKind::Unavailable,
+            Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                ErrorKind::Conflict
+            }
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Open { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool (or connection) `$pool` holds; the body is
+/// compiled once per backend.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Series key → id, filled after commits so a rolled-back insert is never cached.
+type SeriesCache = Mutex<HashMap<(String, String, String), i64>>;
+
+pub struct Store {
+    /// SQLite allows one writer at a time; a one-connection write pool queues writers in the
+    /// pool instead of failing with "database is locked". On PostgreSQL both are one pool.
+    writer: Pool,
+    reader: Pool,
+    series_ids: SeriesCache,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged batch must survive power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let open_error = |e: sqlx::Error| StoreError::Open {
+            location: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_error)?;
+        Ok(Self::from_pools(Pool::Sqlite(writer), Pool::Sqlite(reader)))
+    }
+
+    /// Connects to PostgreSQL at `url` and migrates it.
+    pub async fn open_postgres(url: &str) -> StoreResult<Self> {
+        let open_error = |message: String| StoreError::Open {
+            location: redact_url(url),
+            message,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(|e| open_error(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let pool = Pool::Postgres(pool);
+        Ok(Self::from_pools(pool.clone(), pool))
+    }
+
+    fn from_pools(writer: Pool, reader: Pool) -> Self {
+        Self {
+            writer,
+            reader,
+            series_ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.writer {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        on_pool!(&self.reader, |p| sqlx::query("SELECT 1")
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Direct access for the benchmark's raw bulk-load baseline.
+    pub fn write_pool(&self) -> &Pool {
+        &self.writer
+    }
+
+    pub async fn close(&self) {
+        on_pool!(&self.reader, |p| p.close().await);
+        on_pool!(&self.writer, |p| p.close().await);
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/infra"),
+            "postgres://app:***@db:5432/infra"
+        );
+        assert_eq!(redact_url("postgres://db/infra"), "postgres://db/infra");
+    }
+}
+
+impl StoreError {
+    /// A short, client-safe description (no hostnames, no SQL).
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::Unavailable => "connection failed or timed out",
+            ErrorKind::Conflict => "conflict",
+            _ => "error",
+        }
+    }
+}
