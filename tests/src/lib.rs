@@ -1,1 +1,396 @@
+//! Test harness: real controllers and agents in one process, talking real gRPC over TLS on
+//! loopback, storing into real SQLite files or real PostgreSQL databases.
+//!
+//! Each [`TestController`] runs on its own tokio runtime, so [`TestController::kill`] can
+//! drop every task and connection at once — a crash, not a graceful stop.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use infrastructor_agent::enroll::{enroll, EnrollOptions};
+use infrastructor_agent::identity::Identity;
+use infrastructor_agent::metrics::{now_ms, sample, MetricSource};
+use infrastructor_agent::{Agent, AgentConfig, AgentHandle};
+use infrastructor_controller::services::Services;
+use infrastructor_controller::{Controller, ControllerConfig};
+use infrastructor_proto::v1::Sample;
+use tokio_util::sync::CancellationToken;
+
+pub use infrastructor_controller;
+
+/// True when CI demands that PostgreSQL, Redis, Docker and sshd are present.
+pub fn services_required() -> bool {
+    std::env::var("INFRASTRUCTOR_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Admin URL of the test PostgreSQL server (a role allowed to create databases).
+pub fn postgres_admin_url() -> String {
+    std::env::var("INFRASTRUCTOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://infrastructor:infrastructor@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A fresh, empty PostgreSQL database for one test, or `None` (test skipped) when no server is
+/// reachable — unless services are required, in which case that is a failure.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    let admin_url = postgres_admin_url();
+    let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            assert!(
+                !services_required(),
+                "INFRASTRUCTOR_REQUIRE_SERVICES=1 but PostgreSQL is unreachable at {admin_url}: {error}"
+            );
+            eprintln!("skipping PostgreSQL part: {error} (set INFRASTRUCTOR_TEST_POSTGRES_URL)");
+            return None;
+        }
+    };
+    let name = format!("infra_test_{}", uuid_simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{base}/{name}"))
+}
+
+fn uuid_simple() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..16).map(|_| format!("{:x}", rng.gen_range(0..16))).collect()
+}
+
+/// Which database a test runs against.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+/// Both backends: SQLite always, PostgreSQL when reachable (required in CI).
+pub async fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if let Some(url) = fresh_postgres_database().await {
+        backends.push(Backend::Postgres(url));
+    }
+    backends
+}
+
+pub fn controller_config(data_dir: &Path, backend: &Backend) -> ControllerConfig {
+    ControllerConfig {
+        data_dir: data_dir.to_path_buf(),
+        database_url: match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(url) => Some(url.clone()),
+        },
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        grpc_listen: "127.0.0.1:0".parse().expect("addr"),
+        maintenance_interval: Duration::from_secs(1),
+        ..ControllerConfig::default()
+    }
+}
+
+pub struct TestController {
+    runtime: Option<tokio::runtime::Runtime>,
+    controller: Option<Controller>,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub services: Services,
+    pub admin_token: String,
+    pub config: ControllerConfig,
+}
+
+impl TestController {
+    pub async fn start(config: ControllerConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("controller runtime");
+        let started = {
+            let config = config.clone();
+            runtime.spawn(async move {
+                // The previous instance's port may take a moment to be released after a kill.
+                let mut attempts = 0;
+                loop {
+                    match Controller::start(config.clone()).await {
+                        Ok(controller) => break controller,
+                        Err(error) if attempts < 50 && error.to_string().contains("cannot listen") => {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(error) => panic!("controller failed to start: {error}"),
+                    }
+                }
+            })
+        };
+        let controller = started.await.expect("controller start task");
+        let services = controller.services.clone();
+        let admin_token = match &controller.bootstrap_admin_token {
+            Some(created) => created.token.clone(),
+            None => {
+                let services = services.clone();
+                runtime
+                    .spawn(async move {
+                        services
+                            .create_api_token(
+                                &infrastructor_controller::ctx::Ctx::system("test"),
+                                "test-admin",
+                                infrastructor_controller::auth::Scope::Admin,
+                                None,
+                            )
+                            .await
+                            .expect("admin token")
+                            .token
+                    })
+                    .await
+                    .expect("token task")
+            }
+        };
+        Self {
+            http_addr: controller.http_addr,
+            grpc_addr: controller.grpc_addr,
+            services,
+            admin_token,
+            config,
+            controller: Some(controller),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Runs `future` on the controller's runtime (its database pools live there).
+    pub async fn run<F, T>(&self, future: F) -> T
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("running")
+            .spawn(future)
+            .await
+            .expect("task on controller runtime")
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_addr.port())
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.http_addr)
+    }
+
+    /// The same controller again on the same ports and data (after kill or shutdown).
+    pub fn restart_config(&self) -> ControllerConfig {
+        let mut config = self.config.clone();
+        config.http_listen = self.http_addr;
+        config.grpc_listen = self.grpc_addr;
+        config
+    }
+
+    /// Crash: every task and connection of this controller is dropped mid-flight.
+    pub fn kill(mut self) {
+        drop(self.controller.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Graceful stop.
+    pub async fn shutdown(mut self) {
+        if let Some(controller) = self.controller.take() {
+            self.run(controller.shutdown()).await;
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// A fresh join token and the CA fingerprint, via the REST API.
+    pub async fn join_token(&self) -> (String, String) {
+        let body: serde_json::Value = self
+            .http()
+            .post(self.api_url("/enrollment-tokens"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("POST /enrollment-tokens")
+            .json()
+            .await
+            .expect("json");
+        (
+            body["token"].as_str().expect("token").to_string(),
+            body["ca_fingerprint"].as_str().expect("fingerprint").to_string(),
+        )
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http()
+            .get(self.api_url(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Enrolls an agent state directory with this controller.
+    pub async fn enroll(&self, state_dir: &Path) -> Identity {
+        let (token, fingerprint) = self.join_token().await;
+        enroll(EnrollOptions {
+            state_dir,
+            controller_url: &self.gateway_url(),
+            join_token: &token,
+            ca_fingerprint: &fingerprint,
+            hostname: "test-host",
+            force: false,
+        })
+        .await
+        .expect("enroll")
+    }
+
+    /// `(value, count)` of every raw sample of `series` on the device.
+    pub async fn sample_counts(&self, device_id: &str, series: &str) -> Vec<(f64, i64)> {
+        let store = self.services.store.clone();
+        let device_id = device_id.to_string();
+        let series = series.to_string();
+        self.run(async move { store.count_samples(&device_id, &series).await.expect("count") })
+            .await
+    }
+
+    pub async fn high_water_mark(&self, device_id: &str) -> i64 {
+        let store = self.services.store.clone();
+        let device_id = device_id.to_string();
+        self.run(async move {
+            store
+                .device_by_id(&device_id)
+                .await
+                .expect("device")
+                .map(|d| d.high_water_mark)
+                .unwrap_or(-1)
+        })
+        .await
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        drop(self.controller.take());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A deterministic metric source: each round emits `test.sequence` with value
+/// `offset + round` (1, 2, 3, …), so exactly-once can be checked sample by sample.
+pub struct SequenceSource {
+    offset: u64,
+    produced: Arc<AtomicU64>,
+    extra_series: usize,
+}
+
+impl SequenceSource {
+    pub fn new(offset: u64, extra_series: usize) -> (Self, Arc<AtomicU64>) {
+        let produced = Arc::new(AtomicU64::new(0));
+        (
+            Self {
+                offset,
+                produced: produced.clone(),
+                extra_series,
+            },
+            produced,
+        )
+    }
+}
+
+impl MetricSource for SequenceSource {
+    fn collect(&mut self) -> Vec<Sample> {
+        let round = self.produced.fetch_add(1, Ordering::SeqCst) + 1;
+        // Distinct timestamps even when rounds come faster than a millisecond.
+        let ts = now_ms() + round as i64;
+        let value = (self.offset + round) as f64;
+        let mut samples = vec![sample("test.sequence", &[], ts, value)];
+        for index in 0..self.extra_series {
+            let label = index.to_string();
+            samples.push(sample("test.extra", &[("index", &label)], ts, value));
+        }
+        samples
+    }
+}
+
+pub struct TestAgent {
+    pub handle: AgentHandle,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<infrastructor_agent::Result<()>>,
+}
+
+pub fn agent_config(state_dir: &Path, interval: Duration) -> AgentConfig {
+    let mut config = AgentConfig::new(state_dir.to_path_buf());
+    config.interval = interval;
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_secs(1);
+    config
+}
+
+impl TestAgent {
+    pub fn start(config: AgentConfig, source: Box<dyn MetricSource>) -> Self {
+        let agent = Agent::new(config).expect("agent");
+        let handle = agent.handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(source, shutdown.clone()));
+        Self { handle, shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("agent task").expect("agent run");
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that `counts` holds every value of `expected` exactly once and nothing else.
+pub fn assert_exactly_once(counts: &[(f64, i64)], expected: impl IntoIterator<Item = u64>) {
+    let seen: HashMap<u64, i64> = counts.iter().map(|(v, c)| (*v as u64, *c)).collect();
+    let expected: Vec<u64> = expected.into_iter().collect();
+    let duplicated: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(duplicated.is_empty(), "values stored more than once: {duplicated:?}");
+    let missing: Vec<_> = expected.iter().filter(|v| !seen.contains_key(v)).collect();
+    assert!(missing.is_empty(), "values lost: {missing:?}");
+    assert_eq!(seen.len(), expected.len(), "unexpected extra values");
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
