@@ -30,8 +30,9 @@ pub fn services_required() -> bool {
 
 /// Admin URL of the test PostgreSQL server (a role allowed to create databases).
 pub fn postgres_admin_url() -> String {
-    std::env::var("INFRASTRUCTOR_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://infrastructor:infrastructor@127.0.0.1:5432/postgres".to_string())
+    std::env::var("INFRASTRUCTOR_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        "postgres://infrastructor:infrastructor@127.0.0.1:5432/postgres".to_string()
+    })
 }
 
 /// A fresh, empty PostgreSQL database for one test, or `None` (test skipped) when no server is
@@ -62,7 +63,9 @@ pub async fn fresh_postgres_database() -> Option<String> {
 fn uuid_simple() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..16).map(|_| format!("{:x}", rng.gen_range(0..16))).collect()
+    (0..16)
+        .map(|_| format!("{:x}", rng.gen_range(0..16)))
+        .collect()
 }
 
 /// Which database a test runs against.
@@ -120,7 +123,9 @@ impl TestController {
                 loop {
                     match Controller::start(config.clone()).await {
                         Ok(controller) => break controller,
-                        Err(error) if attempts < 50 && error.to_string().contains("cannot listen") => {
+                        Err(error)
+                            if attempts < 50 && error.to_string().contains("cannot listen") =>
+                        {
                             attempts += 1;
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -225,7 +230,10 @@ impl TestController {
             .expect("json");
         (
             body["token"].as_str().expect("token").to_string(),
-            body["ca_fingerprint"].as_str().expect("fingerprint").to_string(),
+            body["ca_fingerprint"]
+                .as_str()
+                .expect("fingerprint")
+                .to_string(),
         )
     }
 
@@ -242,7 +250,10 @@ impl TestController {
             .await
             .expect("GET");
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Enrolls an agent state directory with this controller.
@@ -265,8 +276,13 @@ impl TestController {
         let store = self.services.store.clone();
         let device_id = device_id.to_string();
         let series = series.to_string();
-        self.run(async move { store.count_samples(&device_id, &series).await.expect("count") })
-            .await
+        self.run(async move {
+            store
+                .count_samples(&device_id, &series)
+                .await
+                .expect("count")
+        })
+        .await
     }
 
     pub async fn high_water_mark(&self, device_id: &str) -> i64 {
@@ -351,7 +367,11 @@ impl TestAgent {
         let handle = agent.handle();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent.run(source, shutdown.clone()));
-        Self { handle, shutdown, task }
+        Self {
+            handle,
+            shutdown,
+            task,
+        }
     }
 
     pub async fn stop(self) {
@@ -371,7 +391,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -381,7 +404,10 @@ pub fn assert_exactly_once(counts: &[(f64, i64)], expected: impl IntoIterator<It
     let seen: HashMap<u64, i64> = counts.iter().map(|(v, c)| (*v as u64, *c)).collect();
     let expected: Vec<u64> = expected.into_iter().collect();
     let duplicated: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
-    assert!(duplicated.is_empty(), "values stored more than once: {duplicated:?}");
+    assert!(
+        duplicated.is_empty(),
+        "values stored more than once: {duplicated:?}"
+    );
     let missing: Vec<_> = expected.iter().filter(|v| !seen.contains_key(v)).collect();
     assert!(missing.is_empty(), "values lost: {missing:?}");
     assert_eq!(seen.len(), expected.len(), "unexpected extra values");

@@ -10,7 +10,9 @@ const T0: i64 = 1_800_000_000_000; // aligned to the hour
 
 async fn open(backend: &Backend, dir: &tempfile::TempDir) -> Store {
     match backend {
-        Backend::Sqlite => Store::open_sqlite(&dir.path().join("test.db")).await.unwrap(),
+        Backend::Sqlite => Store::open_sqlite(&dir.path().join("test.db"))
+            .await
+            .unwrap(),
         Backend::Postgres(url) => Store::open_postgres(url).await.unwrap(),
     }
 }
@@ -58,71 +60,175 @@ macro_rules! contract {
 contract!(ingest_is_exactly_once_per_sequence, |store| {
     store.insert_device(&device("d1", "one")).await.unwrap();
     let batch = samples("cpu.usage_percent", "{}", &[(T0, 1.0), (T0 + 1000, 2.0)]);
-    assert_eq!(store.ingest_batch("d1", 1, &batch, (0, 0), T0).await.unwrap(), IngestOutcome::Stored);
-    assert_eq!(store.ingest_batch("d1", 1, &batch, (0, 0), T0).await.unwrap(), IngestOutcome::Duplicate);
+    assert_eq!(
+        store
+            .ingest_batch("d1", 1, &batch, (0, 0), T0)
+            .await
+            .unwrap(),
+        IngestOutcome::Stored
+    );
+    assert_eq!(
+        store
+            .ingest_batch("d1", 1, &batch, (0, 0), T0)
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate
+    );
     let later = samples("cpu.usage_percent", "{}", &[(T0 + 2000, 3.0)]);
-    assert_eq!(store.ingest_batch("d1", 3, &later, (1, 5), T0).await.unwrap(), IngestOutcome::Stored);
+    assert_eq!(
+        store
+            .ingest_batch("d1", 3, &later, (1, 5), T0)
+            .await
+            .unwrap(),
+        IngestOutcome::Stored
+    );
     // A gap (batch 2 was dropped by the agent's full spool) stays a gap; a late 2 is a replay.
-    assert_eq!(store.ingest_batch("d1", 2, &later, (0, 0), T0).await.unwrap(), IngestOutcome::Duplicate);
-    let counts = store.count_samples("d1", "cpu.usage_percent").await.unwrap();
+    assert_eq!(
+        store
+            .ingest_batch("d1", 2, &later, (0, 0), T0)
+            .await
+            .unwrap(),
+        IngestOutcome::Duplicate
+    );
+    let counts = store
+        .count_samples("d1", "cpu.usage_percent")
+        .await
+        .unwrap();
     assert_eq!(counts, vec![(1.0, 1), (2.0, 1), (3.0, 1)]);
     let row = store.device_by_id("d1").await.unwrap().unwrap();
     assert_eq!(row.high_water_mark, 3);
-    assert_eq!((row.spool_dropped_batches, row.spool_dropped_samples), (1, 5), "loss is recorded");
+    assert_eq!(
+        (row.spool_dropped_batches, row.spool_dropped_samples),
+        (1, 5),
+        "loss is recorded"
+    );
 });
 
 contract!(concurrent_replays_store_once, |store| {
     store.insert_device(&device("d1", "one")).await.unwrap();
     let batch = samples("cpu.usage_percent", "{}", &[(T0, 1.0)]);
-    let attempts = futures::future::join_all((0..8).map(|_| store.ingest_batch("d1", 1, &batch, (0, 0), T0))).await;
-    let stored = attempts.iter().filter(|r| matches!(r, Ok(IngestOutcome::Stored))).count();
+    let attempts =
+        futures::future::join_all((0..8).map(|_| store.ingest_batch("d1", 1, &batch, (0, 0), T0)))
+            .await;
+    let stored = attempts
+        .iter()
+        .filter(|r| matches!(r, Ok(IngestOutcome::Stored)))
+        .count();
     assert_eq!(stored, 1, "{attempts:?}");
-    assert_eq!(store.count_samples("d1", "cpu.usage_percent").await.unwrap(), vec![(1.0, 1)]);
+    assert_eq!(
+        store
+            .count_samples("d1", "cpu.usage_percent")
+            .await
+            .unwrap(),
+        vec![(1.0, 1)]
+    );
 });
 
-contract!(series_are_told_apart_by_labels_and_queried_in_buckets, |store| {
-    store.insert_device(&device("d1", "one")).await.unwrap();
-    let mut batch = samples("disk.used_percent", r#"{"mount":"/"}"#, &[(T0, 10.0), (T0 + 10_000, 20.0), (T0 + 70_000, 40.0)]);
-    batch.extend(samples("disk.used_percent", r#"{"mount":"/var"}"#, &[(T0, 99.0)]));
-    store.ingest_batch("d1", 1, &batch, (0, 0), T0).await.unwrap();
-    let series = store.find_series("d1", "disk.used_percent").await.unwrap();
-    assert_eq!(series.len(), 2);
-    let root = series.iter().find(|s| s.labels.contains("\"/\"")).unwrap();
-    let buckets = store.query_buckets(root.id, Resolution::Raw, T0, T0 + 120_000, 60_000).await.unwrap();
-    assert_eq!(buckets.len(), 2);
-    assert_eq!((buckets[0].bucket, buckets[0].avg, buckets[0].min, buckets[0].max, buckets[0].count), (T0, 15.0, 10.0, 20.0, 2));
-    assert_eq!((buckets[1].bucket, buckets[1].avg, buckets[1].count), (T0 + 60_000, 40.0, 1));
-    let latest = store.latest_samples("d1", &[]).await.unwrap();
-    assert_eq!(latest.len(), 2);
-    assert!(latest.iter().any(|l| l.value == 40.0 && l.ts_ms == T0 + 70_000));
-});
+contract!(
+    series_are_told_apart_by_labels_and_queried_in_buckets,
+    |store| {
+        store.insert_device(&device("d1", "one")).await.unwrap();
+        let mut batch = samples(
+            "disk.used_percent",
+            r#"{"mount":"/"}"#,
+            &[(T0, 10.0), (T0 + 10_000, 20.0), (T0 + 70_000, 40.0)],
+        );
+        batch.extend(samples(
+            "disk.used_percent",
+            r#"{"mount":"/var"}"#,
+            &[(T0, 99.0)],
+        ));
+        store
+            .ingest_batch("d1", 1, &batch, (0, 0), T0)
+            .await
+            .unwrap();
+        let series = store.find_series("d1", "disk.used_percent").await.unwrap();
+        assert_eq!(series.len(), 2);
+        let root = series.iter().find(|s| s.labels.contains("\"/\"")).unwrap();
+        let buckets = store
+            .query_buckets(root.id, Resolution::Raw, T0, T0 + 120_000, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(buckets.len(), 2);
+        assert_eq!(
+            (
+                buckets[0].bucket,
+                buckets[0].avg,
+                buckets[0].min,
+                buckets[0].max,
+                buckets[0].count
+            ),
+            (T0, 15.0, 10.0, 20.0, 2)
+        );
+        assert_eq!(
+            (buckets[1].bucket, buckets[1].avg, buckets[1].count),
+            (T0 + 60_000, 40.0, 1)
+        );
+        let latest = store.latest_samples("d1", &[]).await.unwrap();
+        assert_eq!(latest.len(), 2);
+        assert!(latest
+            .iter()
+            .any(|l| l.value == 40.0 && l.ts_ms == T0 + 70_000));
+    }
+);
 
 contract!(rollups_match_raw_and_absorb_late_data, |store| {
     store.insert_device(&device("d1", "one")).await.unwrap();
     // Two 5-minute buckets in the same hour.
-    let batch = samples("load.1m", "{}", &[(T0, 1.0), (T0 + 60_000, 3.0), (T0 + 300_000, 10.0)]);
-    store.ingest_batch("d1", 1, &batch, (0, 0), T0).await.unwrap();
+    let batch = samples(
+        "load.1m",
+        "{}",
+        &[(T0, 1.0), (T0 + 60_000, 3.0), (T0 + 300_000, 10.0)],
+    );
+    store
+        .ingest_batch("d1", 1, &batch, (0, 0), T0)
+        .await
+        .unwrap();
     assert_eq!(store.run_rollups(0, 100).await.unwrap(), 1);
     let id = store.find_series("d1", "load.1m").await.unwrap()[0].id;
-    let five = store.query_buckets(id, Resolution::FiveMinutes, T0, T0 + 3_600_000, 300_000).await.unwrap();
-    assert_eq!(five.iter().map(|b| (b.avg, b.min, b.max, b.count)).collect::<Vec<_>>(), vec![(2.0, 1.0, 3.0, 2), (10.0, 10.0, 10.0, 1)]);
-    let hour = store.query_buckets(id, Resolution::OneHour, T0, T0 + 3_600_000, 3_600_000).await.unwrap();
+    let five = store
+        .query_buckets(id, Resolution::FiveMinutes, T0, T0 + 3_600_000, 300_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        five.iter()
+            .map(|b| (b.avg, b.min, b.max, b.count))
+            .collect::<Vec<_>>(),
+        vec![(2.0, 1.0, 3.0, 2), (10.0, 10.0, 10.0, 1)]
+    );
+    let hour = store
+        .query_buckets(id, Resolution::OneHour, T0, T0 + 3_600_000, 3_600_000)
+        .await
+        .unwrap();
     assert_eq!((hour[0].min, hour[0].max, hour[0].count), (1.0, 10.0, 3));
     assert!((hour[0].avg - 14.0 / 3.0).abs() < 1e-9);
 
     // A late batch into an already rolled-up bucket: the bucket is recomputed, not doubled.
     let late = samples("load.1m", "{}", &[(T0 + 120_000, 5.0)]);
-    store.ingest_batch("d1", 2, &late, (0, 0), T0).await.unwrap();
+    store
+        .ingest_batch("d1", 2, &late, (0, 0), T0)
+        .await
+        .unwrap();
     assert_eq!(store.run_rollups(0, 100).await.unwrap(), 1);
-    assert_eq!(store.run_rollups(0, 100).await.unwrap(), 0, "pending ranges are consumed");
-    let five = store.query_buckets(id, Resolution::FiveMinutes, T0, T0 + 300_000, 300_000).await.unwrap();
+    assert_eq!(
+        store.run_rollups(0, 100).await.unwrap(),
+        0,
+        "pending ranges are consumed"
+    );
+    let five = store
+        .query_buckets(id, Resolution::FiveMinutes, T0, T0 + 300_000, 300_000)
+        .await
+        .unwrap();
     assert_eq!((five[0].avg, five[0].count), (3.0, 3));
 });
 
 contract!(retention_deletes_only_expired_data, |store| {
     store.insert_device(&device("d1", "one")).await.unwrap();
     let batch = samples("load.1m", "{}", &[(T0, 1.0), (T0 + 3_600_000, 2.0)]);
-    store.ingest_batch("d1", 1, &batch, (0, 0), T0).await.unwrap();
+    store
+        .ingest_batch("d1", 1, &batch, (0, 0), T0)
+        .await
+        .unwrap();
     store.run_rollups(0, 100).await.unwrap();
     let (raw, five, hour) = store
         .apply_retention(RetentionCutoffs {
@@ -133,51 +239,129 @@ contract!(retention_deletes_only_expired_data, |store| {
         .await
         .unwrap();
     assert_eq!((raw, five, hour), (1, 1, 0));
-    assert_eq!(store.count_samples("d1", "load.1m").await.unwrap(), vec![(2.0, 1)]);
+    assert_eq!(
+        store.count_samples("d1", "load.1m").await.unwrap(),
+        vec![(2.0, 1)]
+    );
 });
 
 contract!(join_tokens_are_single_use_and_expire, |store| {
-    store.insert_join_token(&hash_token("good"), T0, T0 + 60_000, "test").await.unwrap();
-    store.insert_join_token(&hash_token("old"), T0 - 120_000, T0 - 60_000, "test").await.unwrap();
-    let first = store.enroll_with_join_token(&hash_token("good"), &device("a", "web"), T0).await.unwrap();
+    store
+        .insert_join_token(&hash_token("good"), T0, T0 + 60_000, "test")
+        .await
+        .unwrap();
+    store
+        .insert_join_token(&hash_token("old"), T0 - 120_000, T0 - 60_000, "test")
+        .await
+        .unwrap();
+    let first = store
+        .enroll_with_join_token(&hash_token("good"), &device("a", "web"), T0)
+        .await
+        .unwrap();
     assert_eq!(first, Ok(()));
-    let replay = store.enroll_with_join_token(&hash_token("good"), &device("b", "web"), T0).await.unwrap();
+    let replay = store
+        .enroll_with_join_token(&hash_token("good"), &device("b", "web"), T0)
+        .await
+        .unwrap();
     assert_eq!(replay, Err(JoinTokenError::Used));
-    assert!(store.device_by_id("b").await.unwrap().is_none(), "a refused enrollment creates nothing");
-    let expired = store.enroll_with_join_token(&hash_token("old"), &device("c", "web"), T0).await.unwrap();
+    assert!(
+        store.device_by_id("b").await.unwrap().is_none(),
+        "a refused enrollment creates nothing"
+    );
+    let expired = store
+        .enroll_with_join_token(&hash_token("old"), &device("c", "web"), T0)
+        .await
+        .unwrap();
     assert_eq!(expired, Err(JoinTokenError::Expired));
-    let unknown = store.enroll_with_join_token(&hash_token("nope"), &device("d", "web"), T0).await.unwrap();
+    let unknown = store
+        .enroll_with_join_token(&hash_token("nope"), &device("d", "web"), T0)
+        .await
+        .unwrap();
     assert_eq!(unknown, Err(JoinTokenError::Unknown));
 
     // Racing enrollments with one token: exactly one wins.
-    store.insert_join_token(&hash_token("race"), T0, T0 + 60_000, "test").await.unwrap();
+    store
+        .insert_join_token(&hash_token("race"), T0, T0 + 60_000, "test")
+        .await
+        .unwrap();
     let ids: Vec<String> = (0..6).map(|i| format!("race-{i}")).collect();
     let devices: Vec<_> = ids.iter().map(|id| device(id, "racer")).collect();
     let race_hash = hash_token("race");
-    let results = futures::future::join_all(devices.iter().map(|d| store.enroll_with_join_token(&race_hash, d, T0))).await;
-    assert_eq!(results.iter().filter(|r| matches!(r, Ok(Ok(())))).count(), 1, "{results:?}");
+    let results = futures::future::join_all(
+        devices
+            .iter()
+            .map(|d| store.enroll_with_join_token(&race_hash, d, T0)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Ok(Ok(())))).count(),
+        1,
+        "{results:?}"
+    );
 });
 
 contract!(device_names_are_unique_among_live_devices, |store| {
     store.insert_device(&device("a", "web")).await.unwrap();
     let error = store.insert_device(&device("b", "web")).await.unwrap_err();
-    assert_eq!(error.kind(), infrastructor_controller::error::ErrorKind::Conflict);
+    assert_eq!(
+        error.kind(),
+        infrastructor_controller::error::ErrorKind::Conflict
+    );
     // Enrollment with a taken hostname gets a disambiguated name instead of failing.
-    store.insert_join_token(&hash_token("t"), T0, T0 + 60_000, "test").await.unwrap();
-    store.enroll_with_join_token(&hash_token("t"), &device("c1234567-x", "web"), T0).await.unwrap().unwrap();
-    assert_eq!(store.device_by_id("c1234567-x").await.unwrap().unwrap().name, "web-c1234567");
+    store
+        .insert_join_token(&hash_token("t"), T0, T0 + 60_000, "test")
+        .await
+        .unwrap();
+    store
+        .enroll_with_join_token(&hash_token("t"), &device("c1234567-x", "web"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .device_by_id("c1234567-x")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "web-c1234567"
+    );
     // Revocation hides the device and frees its name.
     assert!(store.revoke_device("a", T0).await.unwrap());
     assert!(!store.revoke_device("a", T0).await.unwrap());
     assert!(store.find_device("web").await.unwrap().is_none());
-    assert!(store.device_by_id("a").await.unwrap().unwrap().revoked_at_ms.is_some());
+    assert!(store
+        .device_by_id("a")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at_ms
+        .is_some());
     store.insert_device(&device("d", "web")).await.unwrap();
 });
 
 contract!(api_tokens_expire, |store| {
-    store.insert_api_token("1", "live", &hash_token("live"), "read", T0, None).await.unwrap();
-    store.insert_api_token("2", "old", &hash_token("old"), "admin", T0, Some(T0 + 1)).await.unwrap();
-    assert_eq!(store.find_api_token(&hash_token("live"), T0 + 10).await.unwrap().unwrap().scope, "read");
-    assert!(store.find_api_token(&hash_token("old"), T0 + 10).await.unwrap().is_none());
+    store
+        .insert_api_token("1", "live", &hash_token("live"), "read", T0, None)
+        .await
+        .unwrap();
+    store
+        .insert_api_token("2", "old", &hash_token("old"), "admin", T0, Some(T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_api_token(&hash_token("live"), T0 + 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .scope,
+        "read"
+    );
+    assert!(store
+        .find_api_token(&hash_token("old"), T0 + 10)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(store.count_api_tokens().await.unwrap(), 2);
 });
