@@ -191,6 +191,17 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+impl StoreError {
+    /// A short, client-safe description (no hostnames, no SQL).
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::Unavailable => "connection failed or timed out",
+            ErrorKind::Conflict => "conflict",
+            _ => "error",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
@@ -202,16 +213,5 @@ mod tests {
             "postgres://app:***@db:5432/infra"
         );
         assert_eq!(redact_url("postgres://db/infra"), "postgres://db/infra");
-    }
-}
-
-impl StoreError {
-    /// A short, client-safe description (no hostnames, no SQL).
-    pub fn kind_label(&self) -> &'static str {
-        match self.kind() {
-            ErrorKind::Unavailable => "connection failed or timed out",
-            ErrorKind::Conflict => "conflict",
-            _ => "error",
-        }
     }
 }
