@@ -60,10 +60,12 @@ pub async fn open_services(
         None => Store::open_sqlite(&config.data_dir.join("infrastructor.db")).await?,
     };
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &config.certificate_names())?;
+    let store = Arc::new(store);
     Ok(Services {
+        ingest: crate::services::ingest::IngestQueue::start(store.clone(), crate::services::now_ms),
         gateway_url: config.gateway_url(gateway_addr),
         config: Arc::new(config.clone()),
-        store: Arc::new(store),
+        store,
         pki: Arc::new(pki),
         sessions: Arc::new(SessionRegistry::default()),
         telemetry: Arc::new(Telemetry::new()),

@@ -365,3 +365,47 @@ contract!(api_tokens_expire, |store| {
         .is_none());
     assert_eq!(store.count_api_tokens().await.unwrap(), 2);
 });
+
+contract!(group_commit_applies_each_batch_exactly_once, |store| {
+    use infrastructor_controller::store::BatchToIngest;
+    store.insert_device(&device("d1", "one")).await.unwrap();
+    store.insert_device(&device("d2", "two")).await.unwrap();
+    let batch = |device: &str, seq: u64, value: f64| BatchToIngest {
+        device_id: device.into(),
+        seq,
+        samples: samples("test.value", "{}", &[(T0 + seq as i64, value)]),
+        dropped: (0, 0),
+    };
+    // Out of order on input, a replay inside the group, two devices.
+    let group = vec![
+        batch("d2", 1, 21.0),
+        batch("d1", 2, 12.0),
+        batch("d1", 1, 11.0),
+        batch("d1", 1, 11.0),
+    ];
+    let outcomes = store.ingest_batches(&group, T0).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            IngestOutcome::Stored,
+            IngestOutcome::Stored,
+            IngestOutcome::Stored,
+            IngestOutcome::Duplicate
+        ]
+    );
+    assert_eq!(
+        store.count_samples("d1", "test.value").await.unwrap(),
+        vec![(11.0, 1), (12.0, 1)]
+    );
+    assert_eq!(
+        store.count_samples("d2", "test.value").await.unwrap(),
+        vec![(21.0, 1)]
+    );
+    let replay = store.ingest_batches(&group, T0).await.unwrap();
+    assert!(replay.iter().all(|o| *o == IngestOutcome::Duplicate));
+    assert_eq!(
+        store.run_rollups(0, 100).await.unwrap(),
+        2,
+        "one pending range per device per group"
+    );
+});

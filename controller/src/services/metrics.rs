@@ -10,7 +10,7 @@ use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{Bucket, IngestOutcome, IngestSample, Resolution};
+use crate::store::{BatchToIngest, Bucket, IngestOutcome, IngestSample, Resolution};
 
 const MAX_LABELS: usize = 16;
 const MAX_BUCKETS: i64 = 11_000;
@@ -136,20 +136,20 @@ impl Services {
             tracing::warn!(%device_id, seq = batch.seq, rejected, "dropped invalid samples from batch");
             self.telemetry.ingest_rejected_samples.inc_by(rejected);
         }
+        let valid_count = valid.len() as u64;
         let outcome = self
-            .store
-            .ingest_batch(
-                device_id,
-                batch.seq,
-                &valid,
-                (batch.spool_dropped_batches, batch.spool_dropped_samples),
-                now,
-            )
+            .ingest
+            .submit(BatchToIngest {
+                device_id: device_id.to_string(),
+                seq: batch.seq,
+                samples: valid,
+                dropped: (batch.spool_dropped_batches, batch.spool_dropped_samples),
+            })
             .await?;
         match outcome {
             IngestOutcome::Stored => {
                 self.telemetry.count_batch("stored");
-                self.telemetry.ingest_samples.inc_by(valid.len() as u64);
+                self.telemetry.ingest_samples.inc_by(valid_count);
             }
             IngestOutcome::Duplicate => self.telemetry.count_batch("duplicate"),
         }

@@ -3,12 +3,14 @@
 //!
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
+//! - [`ingest`]: group commit of agent batches.
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
 //! - [`tokens`]: API tokens and the bootstrap admin token.
 //! - [`validate`]: the strict patterns every name must match.
 
 pub mod devices;
 pub mod enrollment;
+pub mod ingest;
 pub mod metrics;
 pub mod tokens;
 pub mod validate;
@@ -30,6 +32,7 @@ pub struct Services {
     pub pki: Arc<Pki>,
     pub sessions: Arc<SessionRegistry>,
     pub telemetry: Arc<Telemetry>,
+    pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,
 }

@@ -16,6 +16,30 @@ pub struct IngestSample {
     pub value: f64,
 }
 
+/// One agent batch on its way into storage.
+#[derive(Clone, Debug)]
+pub struct BatchToIngest {
+    pub device_id: String,
+    pub seq: u64,
+    pub samples: Vec<IngestSample>,
+    /// Cumulative (batches, samples) the agent dropped from its full spool.
+    pub dropped: (u64, u64),
+}
+
+/// One rollup-pending range per device per group, instead of one per batch.
+fn merge_ranges(ranges: Vec<(&str, i64, i64)>) -> Vec<(&str, i64, i64)> {
+    let mut merged: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (device, from, to) in ranges {
+        let range = merged.entry(device).or_insert((from, to));
+        range.0 = range.0.min(from);
+        range.1 = range.1.max(to);
+    }
+    merged
+        .into_iter()
+        .map(|(device, (from, to))| (device, from, to))
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// Committed now; the high-water mark moved to this batch.
@@ -132,9 +156,7 @@ impl Store {
             .and_then(|cache| cache.get(key).copied())
     }
 
-    /// Stores one batch exactly once. The high-water mark moves in the same transaction as the
-    /// samples, and the conditional update takes the device row's lock first, so two streams
-    /// of the same device cannot both store a batch.
+    /// Stores one batch exactly once (see [`Store::ingest_batches`]).
     pub async fn ingest_batch(
         &self,
         device_id: &str,
@@ -143,32 +165,62 @@ impl Store {
         dropped: (u64, u64),
         now_ms: i64,
     ) -> StoreResult<IngestOutcome> {
-        let seq = seq as i64;
+        let batch = BatchToIngest {
+            device_id: device_id.to_string(),
+            seq,
+            samples: samples.to_vec(),
+            dropped,
+        };
+        let outcomes = self
+            .ingest_batches(std::slice::from_ref(&batch), now_ms)
+            .await?;
+        Ok(outcomes[0])
+    }
+
+    /// Stores a group of batches in one transaction (group commit), each exactly once: a
+    /// batch's samples are written only if its conditional high-water-mark update succeeds,
+    /// in the same transaction. Batches are applied in (device, seq) order, so concurrent
+    /// groups take device row locks in the same order and cannot deadlock. Outcomes are
+    /// returned in input order.
+    pub async fn ingest_batches(
+        &self,
+        batches: &[BatchToIngest],
+        now_ms: i64,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|a, b| {
+            (batches[*a].device_id.as_str(), batches[*a].seq)
+                .cmp(&(batches[*b].device_id.as_str(), batches[*b].seq))
+        });
         let mut new_series: Vec<((String, String, String), i64)> = Vec::new();
-        let outcome = on_pool!(&self.writer, |p| {
+        let outcomes = on_pool!(&self.writer, |p| {
             let mut tx = p.begin().await?;
-            let advanced = sqlx::query(
-                "UPDATE devices SET high_water_mark = $2, last_seen_ms = $3, \
-                 spool_dropped_batches = $4, spool_dropped_samples = $5 \
-                 WHERE id = $1 AND high_water_mark < $2",
-            )
-            .bind(device_id)
-            .bind(seq)
-            .bind(now_ms)
-            .bind(dropped.0 as i64)
-            .bind(dropped.1 as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if advanced == 0 {
-                tx.rollback().await?;
-                IngestOutcome::Duplicate
-            } else {
-                let mut rows = Vec::with_capacity(samples.len());
-                let mut resolved: HashMap<(String, String, String), i64> = HashMap::new();
-                for sample in samples {
+            let mut outcomes = vec![IngestOutcome::Duplicate; batches.len()];
+            let mut rows = Vec::new();
+            let mut pending = Vec::new();
+            let mut resolved: HashMap<(String, String, String), i64> = HashMap::new();
+            for &index in &order {
+                let batch = &batches[index];
+                let advanced = sqlx::query(
+                    "UPDATE devices SET high_water_mark = $2, last_seen_ms = $3, \
+                     spool_dropped_batches = $4, spool_dropped_samples = $5 \
+                     WHERE id = $1 AND high_water_mark < $2",
+                )
+                .bind(&batch.device_id)
+                .bind(batch.seq as i64)
+                .bind(now_ms)
+                .bind(batch.dropped.0 as i64)
+                .bind(batch.dropped.1 as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if advanced == 0 {
+                    continue;
+                }
+                outcomes[index] = IngestOutcome::Stored;
+                for sample in &batch.samples {
                     let key = (
-                        device_id.to_string(),
+                        batch.device_id.clone(),
                         sample.series.clone(),
                         sample.labels.clone(),
                     );
@@ -203,25 +255,32 @@ impl Store {
                     resolved.insert(key, id);
                     rows.push((id, sample.ts_ms, sample.value));
                 }
-                if !rows.is_empty() {
-                    tx.insert_samples(&rows).await?;
-                    let from = samples.iter().map(|s| s.ts_ms).min().unwrap_or(now_ms);
-                    let to = samples.iter().map(|s| s.ts_ms).max().unwrap_or(now_ms);
-                    sqlx::query("INSERT INTO rollup_pending (device_id, from_ms, to_ms) VALUES ($1, $2, $3)")
-                        .bind(device_id)
-                        .bind(from)
-                        .bind(to)
-                        .execute(&mut *tx)
-                        .await?;
+                let from = batch.samples.iter().map(|s| s.ts_ms).min();
+                let to = batch.samples.iter().map(|s| s.ts_ms).max();
+                if let (Some(from), Some(to)) = (from, to) {
+                    pending.push((batch.device_id.as_str(), from, to));
                 }
-                tx.commit().await?;
-                IngestOutcome::Stored
             }
+            if !rows.is_empty() {
+                tx.insert_samples(&rows).await?;
+            }
+            for (device_id, from, to) in merge_ranges(pending) {
+                sqlx::query(
+                    "INSERT INTO rollup_pending (device_id, from_ms, to_ms) VALUES ($1, $2, $3)",
+                )
+                .bind(device_id)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            outcomes
         });
         if let Ok(mut cache) = self.series_ids.lock() {
             cache.extend(new_series);
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     /// Every series of `name` on the device.

@@ -22,7 +22,8 @@ use sqlx::sqlite::{
 
 pub use devices::{DeviceRow, NewDevice};
 pub use metrics::{
-    Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs, SeriesRow,
+    BatchToIngest, Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs,
+    SeriesRow,
 };
 pub use tokens::{ApiTokenRow, JoinTokenError};
 
@@ -38,6 +39,9 @@ pub enum StoreError {
     Open { location: String, message: String },
     #[error("{0}")]
     Conflict(String),
+    /// A failure shared by every batch of a group commit (the original error is logged once).
+    #[error("{message}")]
+    Group { kind: ErrorKind, message: String },
 }
 
 impl StoreError {
@@ -51,6 +55,7 @@ impl StoreError {
             }
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Open { .. } => ErrorKind::Unavailable,
+            Self::Group { kind, .. } => *kind,
             _ => ErrorKind::Internal,
         }
     }
@@ -147,6 +152,14 @@ impl Store {
             writer,
             reader,
             series_ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many group-commit writers suit this backend: SQLite has one writer connection.
+    pub fn ingest_writers(&self) -> usize {
+        match self.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
         }
     }
 
