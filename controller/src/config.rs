@@ -119,6 +119,18 @@ impl Default for ControllerConfig {
     }
 }
 
+/// "line 3 (`http_listen = \"nope\"`): invalid socket address syntax" — one line naming the place.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let line_number = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
+            format!("line {line_number} (`{line}`): {}", error.message())
+        }
+        None => error.message().to_string(),
+    }
+}
+
 fn duration(
     path: &Path,
     field: &str,
@@ -174,7 +186,7 @@ impl ControllerConfig {
         })?;
         let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: describe_toml_error(&text, &e),
         })?;
         if let Some(dir) = file.data_dir {
             self.data_dir = dir;
@@ -362,6 +374,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("dta_dir"), "{error}");
+        assert!(error.to_string().contains("line 1"), "{error}");
 
         let bad_duration = write("[retention]\nraw = \"forever\"\n");
         let error = ControllerConfig::load(&ConfigArgs {

@@ -84,6 +84,18 @@ pub fn canonical_labels(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".to_string())
 }
 
+/// [`canonical_labels`] for the protocol's unordered map, without copying the strings.
+fn canonical_label_json(labels: &std::collections::HashMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "{}".to_string();
+    }
+    let sorted: BTreeMap<&str, &str> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_string())
+}
+
 fn validate_sample(sample: &Sample, now: i64) -> Result<IngestSample> {
     validate::series_name(&sample.series)?;
     if sample.labels.len() > MAX_LABELS {
@@ -102,10 +114,9 @@ fn validate_sample(sample: &Sample, now: i64) -> Result<IngestSample> {
             sample.timestamp_ms
         )));
     }
-    let labels: BTreeMap<String, String> = sample.labels.clone().into_iter().collect();
     Ok(IngestSample {
         series: sample.series.clone(),
-        labels: canonical_labels(&labels),
+        labels: canonical_label_json(&sample.labels),
         ts_ms: sample.timestamp_ms,
         value: sample.value,
     })

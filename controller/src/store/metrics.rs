@@ -149,11 +149,46 @@ impl InsertSamples for PgConnection {
 }
 
 impl Store {
-    fn cached_series_id(&self, key: &(String, String, String)) -> Option<i64> {
-        self.series_ids
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(key).copied())
+    /// Series ids of every sample already known, looked up under one lock for the group.
+    fn cached_series_ids(&self, batches: &[BatchToIngest]) -> Vec<Vec<Option<i64>>> {
+        let cache = match self.series_ids.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        batches
+            .iter()
+            .map(|batch| {
+                let device = cache.get(batch.device_id.as_str());
+                batch
+                    .samples
+                    .iter()
+                    .map(|sample| {
+                        device
+                            .and_then(|names| names.get(sample.series.as_str()))
+                            .and_then(|labels| labels.get(sample.labels.as_str()))
+                            .copied()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn remember_series_ids(&self, new_series: Vec<((String, String, String), i64)>) {
+        if new_series.is_empty() {
+            return;
+        }
+        let mut cache = match self.series_ids.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for ((device, name, labels), id) in new_series {
+            cache
+                .entry(device)
+                .or_default()
+                .entry(name)
+                .or_default()
+                .insert(labels, id);
+        }
     }
 
     /// Stores one batch exactly once (see [`Store::ingest_batches`]).
@@ -192,6 +227,7 @@ impl Store {
             (batches[*a].device_id.as_str(), batches[*a].seq)
                 .cmp(&(batches[*b].device_id.as_str(), batches[*b].seq))
         });
+        let known = self.cached_series_ids(batches);
         let mut new_series: Vec<((String, String, String), i64)> = Vec::new();
         let outcomes = on_pool!(&self.writer, |p| {
             let mut tx = p.begin().await?;
@@ -218,17 +254,17 @@ impl Store {
                     continue;
                 }
                 outcomes[index] = IngestOutcome::Stored;
-                for sample in &batch.samples {
+                for (sample, cached) in batch.samples.iter().zip(&known[index]) {
+                    if let Some(id) = cached {
+                        rows.push((*id, sample.ts_ms, sample.value));
+                        continue;
+                    }
                     let key = (
                         batch.device_id.clone(),
                         sample.series.clone(),
                         sample.labels.clone(),
                     );
-                    let id = match resolved
-                        .get(&key)
-                        .copied()
-                        .or_else(|| self.cached_series_id(&key))
-                    {
+                    let id = match resolved.get(&key).copied() {
                         Some(id) => id,
                         None => {
                             sqlx::query(
@@ -277,9 +313,7 @@ impl Store {
             tx.commit().await?;
             outcomes
         });
-        if let Ok(mut cache) = self.series_ids.lock() {
-            cache.extend(new_series);
-        }
+        self.remember_series_ids(new_series);
         Ok(outcomes)
     }
 

