@@ -373,6 +373,7 @@ contract!(group_commit_applies_each_batch_exactly_once, |store| {
     let batch = |device: &str, seq: u64, value: f64| BatchToIngest {
         device_id: device.into(),
         seq,
+        after_seq: 0,
         samples: samples("test.value", "{}", &[(T0 + seq as i64, value)]),
         dropped: (0, 0),
     };
@@ -409,3 +410,46 @@ contract!(group_commit_applies_each_batch_exactly_once, |store| {
         "one pending range per device per group"
     );
 });
+
+contract!(
+    a_batch_whose_predecessor_is_missing_is_refused_not_acked,
+    |store| {
+        use infrastructor_controller::store::BatchToIngest;
+        store.insert_device(&device("d1", "one")).await.unwrap();
+        let batch = |seq: u64, after_seq: u64| BatchToIngest {
+            device_id: "d1".into(),
+            seq,
+            after_seq,
+            samples: samples("test.value", "{}", &[(T0 + seq as i64, seq as f64)]),
+            dropped: (0, 0),
+        };
+        // Batch 2 follows batch 1 on the stream, but batch 1 never committed (its group failed).
+        let outcomes = store.ingest_batches(&[batch(2, 1)], T0).await.unwrap();
+        assert_eq!(outcomes, vec![IngestOutcome::OutOfOrder]);
+        assert!(store
+            .count_samples("d1", "test.value")
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .device_by_id("d1")
+                .await
+                .unwrap()
+                .unwrap()
+                .high_water_mark,
+            0
+        );
+        // Resent in order, both commit; a gap the agent itself made (spool drop) is fine.
+        let outcomes = store
+            .ingest_batches(&[batch(1, 0), batch(2, 1), batch(5, 2)], T0)
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![IngestOutcome::Stored; 3]);
+        // A replay of an old batch on a new stream is a duplicate, not out of order.
+        assert_eq!(
+            store.ingest_batches(&[batch(2, 5)], T0).await.unwrap(),
+            vec![IngestOutcome::Duplicate]
+        );
+    }
+);

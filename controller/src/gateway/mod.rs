@@ -9,6 +9,8 @@ pub mod listener;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use futures::Stream;
 use infrastructor_proto::v1::agent_gateway_server::AgentGateway;
 use infrastructor_proto::v1::{
@@ -28,6 +30,11 @@ use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Metric batches of one stream queued or committing at once (the agent sends at most 32).
+const MAX_PENDING_BATCHES: usize = 64;
+
+/// A batch's sequence number and the future of its commit.
+type PendingBatch = (u64, BoxFuture<'static, Result<IngestOutcome, Error>>);
 /// Persist last-seen at most this often per stream; the registry has the live value.
 const LAST_SEEN_PERSIST_MS: i64 = 60_000;
 
@@ -147,11 +154,12 @@ impl AgentGateway for Gateway {
         .await
         .map_err(status)?;
         let welcome = session.welcome().await.map_err(status)?;
+        let welcome_mark = welcome.high_water_mark;
         outbound
             .send(Ok(message(controller_message::Body::Welcome(welcome))))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
-        tokio::spawn(session.run(inbound, outbound));
+        tokio::spawn(session.run(inbound, outbound, welcome_mark));
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound_rx))))
     }
 }
@@ -229,49 +237,63 @@ impl Session {
         })
     }
 
+    /// Reads the agent's messages, keeping up to [`MAX_PENDING_BATCHES`] metric batches in
+    /// flight, and acks each batch — in order — once its group commit has completed.
     async fn run(
         self,
         mut inbound: Streaming<AgentMessage>,
         outbound: mpsc::Sender<Result<ControllerMessage, Status>>,
+        resume_point: u64,
     ) {
+        let mut pending: FuturesOrdered<BoxFuture<'static, (u64, Result<IngestOutcome, Error>)>> =
+            FuturesOrdered::new();
+        let mut last_enqueued = resume_point;
         let mut last_persisted = now_ms();
         let end = loop {
-            let next = tokio::select! {
+            tokio::select! {
                 _ = self.cancel.cancelled() => break Some(Status::permission_denied("stream ended by the controller (device revoked or replaced)")),
                 _ = self.shutdown.cancelled() => break Some(Status::unavailable("controller shutting down")),
-                next = inbound.message() => next,
-            };
-            let body = match next {
-                Ok(Some(AgentMessage { body: Some(body) })) => body,
-                Ok(Some(AgentMessage { body: None })) => continue,
-                Ok(None) => break None,
-                Err(error) => {
-                    tracing::info!(device_id = %self.device_id, %error, "agent stream failed");
-                    break None;
-                }
-            };
-            let now = now_ms();
-            self.services
-                .sessions
-                .touch(&self.device_id, self.session_id, now);
-            match self.handle(body).await {
-                Ok(Some(reply)) => {
-                    if outbound.send(Ok(reply)).await.is_err() {
-                        break None;
+                Some((seq, committed)) = pending.next(), if !pending.is_empty() => {
+                    match committed {
+                        Ok(IngestOutcome::Stored | IngestOutcome::Duplicate) => {
+                            // Acked only after the commit: an ack means the batch is durable.
+                            let ack = message(controller_message::Body::Ack(Ack { seq }));
+                            if outbound.send(Ok(ack)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Ok(IngestOutcome::OutOfOrder) => {
+                            break Some(Status::aborted("an earlier batch was not stored; reconnect and resend from the high-water mark"));
+                        }
+                        Err(error) => break Some(status(error)),
                     }
                 }
-                Ok(None) => {}
-                Err(error) => break Some(status(error)),
-            }
-            if now - last_persisted > LAST_SEEN_PERSIST_MS {
-                last_persisted = now;
-                if let Err(error) = self
-                    .services
-                    .store
-                    .record_last_seen(&self.device_id, now)
-                    .await
-                {
-                    tracing::warn!(device_id = %self.device_id, %error, "cannot record last seen");
+                next = inbound.message(), if pending.len() < MAX_PENDING_BATCHES => {
+                    let body = match next {
+                        Ok(Some(AgentMessage { body: Some(body) })) => body,
+                        Ok(Some(AgentMessage { body: None })) => continue,
+                        Ok(None) => break None,
+                        Err(error) => {
+                            tracing::info!(device_id = %self.device_id, %error, "agent stream failed");
+                            break None;
+                        }
+                    };
+                    let now = now_ms();
+                    self.services.sessions.touch(&self.device_id, self.session_id, now);
+                    match self.handle(body, last_enqueued).await {
+                        Ok(Some((seq, committed))) => {
+                            last_enqueued = last_enqueued.max(seq);
+                            pending.push_back(Box::pin(async move { (seq, committed.await) }));
+                        }
+                        Ok(None) => {}
+                        Err(error) => break Some(status(error)),
+                    }
+                    if now - last_persisted > LAST_SEEN_PERSIST_MS {
+                        last_persisted = now;
+                        if let Err(error) = self.services.store.record_last_seen(&self.device_id, now).await {
+                            tracing::warn!(device_id = %self.device_id, %error, "cannot record last seen");
+                        }
+                    }
                 }
             }
         };
@@ -293,7 +315,13 @@ impl Session {
         tracing::info!(device_id = %self.device_id, "agent disconnected");
     }
 
-    async fn handle(&self, body: agent_message::Body) -> Result<Option<ControllerMessage>, Error> {
+    /// Handles one message; a metric batch is queued for storage and returned with the
+    /// future of its commit.
+    async fn handle(
+        &self,
+        body: agent_message::Body,
+        last_enqueued: u64,
+    ) -> Result<Option<PendingBatch>, Error> {
         match body {
             agent_message::Body::Metrics(batch) => {
                 if batch.samples.len() > MAX_BATCH_SAMPLES as usize {
@@ -301,14 +329,11 @@ impl Session {
                         "batch larger than {MAX_BATCH_SAMPLES} samples"
                     )));
                 }
-                let outcome = self.services.ingest_batch(&self.device_id, &batch).await?;
-                if outcome == IngestOutcome::Duplicate {
-                    tracing::debug!(device_id = %self.device_id, seq = batch.seq, "duplicate batch acknowledged");
-                }
-                // Acked only after the commit above: an ack means the batch is durable.
-                Ok(Some(message(controller_message::Body::Ack(Ack {
-                    seq: batch.seq,
-                }))))
+                let committed = self
+                    .services
+                    .enqueue_batch(&self.device_id, &batch, last_enqueued)
+                    .await?;
+                Ok(Some((batch.seq, Box::pin(committed))))
             }
             agent_message::Body::Heartbeat(_) => Ok(None),
             agent_message::Body::CommandResult(result) => {

@@ -123,14 +123,17 @@ fn validate_sample(sample: &Sample, now: i64) -> Result<IngestSample> {
 }
 
 impl Services {
-    /// Stores one batch from an agent exactly once. Samples that fail validation are dropped
-    /// and counted (the agent's data is untrusted), the rest are stored; the batch is then
-    /// acknowledged so one bad sample cannot wedge the stream.
-    pub async fn ingest_batch(
+    /// Validates one batch from an agent and queues it for storage; the returned future
+    /// resolves once its group has committed. Samples that fail validation are dropped and
+    /// counted (the agent's data is untrusted) and the rest are stored, so one bad sample
+    /// cannot wedge the stream. `after_seq` is the batch enqueued before this one on the same
+    /// stream (see [`BatchToIngest::after_seq`]).
+    pub async fn enqueue_batch(
         &self,
         device_id: &str,
         batch: &MetricBatch,
-    ) -> Result<IngestOutcome> {
+        after_seq: u64,
+    ) -> Result<impl std::future::Future<Output = Result<IngestOutcome>> + Send + 'static> {
         let now = now_ms();
         let mut valid = Vec::with_capacity(batch.samples.len());
         let mut rejected = 0u64;
@@ -148,23 +151,29 @@ impl Services {
             self.telemetry.ingest_rejected_samples.inc_by(rejected);
         }
         let valid_count = valid.len() as u64;
-        let outcome = self
+        let pending = self
             .ingest
-            .submit(BatchToIngest {
+            .enqueue(BatchToIngest {
                 device_id: device_id.to_string(),
                 seq: batch.seq,
+                after_seq,
                 samples: valid,
                 dropped: (batch.spool_dropped_batches, batch.spool_dropped_samples),
             })
             .await?;
-        match outcome {
-            IngestOutcome::Stored => {
-                self.telemetry.count_batch("stored");
-                self.telemetry.ingest_samples.inc_by(valid_count);
+        let telemetry = self.telemetry.clone();
+        Ok(async move {
+            let outcome = pending.outcome().await?;
+            match outcome {
+                IngestOutcome::Stored => {
+                    telemetry.count_batch("stored");
+                    telemetry.ingest_samples.inc_by(valid_count);
+                }
+                IngestOutcome::Duplicate => telemetry.count_batch("duplicate"),
+                IngestOutcome::OutOfOrder => telemetry.count_batch("out_of_order"),
             }
-            IngestOutcome::Duplicate => self.telemetry.count_batch("duplicate"),
-        }
-        Ok(outcome)
+            Ok(outcome)
+        })
     }
 
     pub async fn query_metrics(

@@ -21,6 +21,10 @@ pub struct IngestSample {
 pub struct BatchToIngest {
     pub device_id: String,
     pub seq: u64,
+    /// The batch submitted just before this one on the same stream (or the resume point).
+    /// Storing requires the high-water mark to have reached it, so a batch whose predecessor
+    /// failed to commit is refused instead of leaving a hole. 0 means no constraint.
+    pub after_seq: u64,
     pub samples: Vec<IngestSample>,
     /// Cumulative (batches, samples) the agent dropped from its full spool.
     pub dropped: (u64, u64),
@@ -46,6 +50,9 @@ pub enum IngestOutcome {
     Stored,
     /// At or below the high-water mark: already stored once, nothing written.
     Duplicate,
+    /// Its predecessor on the stream is not stored (its commit failed): nothing written; the
+    /// stream must restart from the high-water mark.
+    OutOfOrder,
 }
 
 /// Which table answers a query.
@@ -203,6 +210,7 @@ impl Store {
         let batch = BatchToIngest {
             device_id: device_id.to_string(),
             seq,
+            after_seq: 0,
             samples: samples.to_vec(),
             dropped,
         };
@@ -240,17 +248,26 @@ impl Store {
                 let advanced = sqlx::query(
                     "UPDATE devices SET high_water_mark = $2, last_seen_ms = $3, \
                      spool_dropped_batches = $4, spool_dropped_samples = $5 \
-                     WHERE id = $1 AND high_water_mark < $2",
+                     WHERE id = $1 AND high_water_mark < $2 AND high_water_mark >= $6",
                 )
                 .bind(&batch.device_id)
                 .bind(batch.seq as i64)
                 .bind(now_ms)
                 .bind(batch.dropped.0 as i64)
                 .bind(batch.dropped.1 as i64)
+                .bind(batch.after_seq as i64)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if advanced == 0 {
+                    let mark: Option<(i64,)> =
+                        sqlx::query_as("SELECT high_water_mark FROM devices WHERE id = $1")
+                            .bind(&batch.device_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if !matches!(mark, Some((mark,)) if mark >= batch.seq as i64) {
+                        outcomes[index] = IngestOutcome::OutOfOrder;
+                    }
                     continue;
                 }
                 outcomes[index] = IngestOutcome::Stored;
