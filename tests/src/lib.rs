@@ -331,12 +331,20 @@ impl SequenceSource {
     }
 }
 
+/// A fixed instant (first use in this process), an hour back so offsets stay in the past.
+fn sequence_epoch_ms() -> i64 {
+    static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| now_ms() - 3_600_000)
+}
+
 impl MetricSource for SequenceSource {
     fn collect(&mut self) -> Vec<Sample> {
         let round = self.produced.fetch_add(1, Ordering::SeqCst) + 1;
-        // Distinct timestamps even when rounds come faster than a millisecond.
-        let ts = now_ms() + round as i64;
-        let value = (self.offset + round) as f64;
+        let value = self.offset + round;
+        // One timestamp per value, shared by every source in this process: a series holds
+        // one value per millisecond, so two sources must never stamp the same instant.
+        let ts = sequence_epoch_ms() + value as i64;
+        let value = value as f64;
         let mut samples = vec![sample("test.sequence", &[], ts, value)];
         for index in 0..self.extra_series {
             let label = index.to_string();
