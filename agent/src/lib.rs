@@ -10,12 +10,14 @@
 //! - [`link`]: the one gRPC stream to the controller, with resume, acks and backoff.
 //! - [`daemon`]: ties collector, link and renewal together ([`Agent`]).
 //! - [`fsutil`]: crash-safe file writes.
+//! - [`hostops`]: host operations shared with the controller: names, argv builders, parsers.
 
 pub mod config;
 pub mod daemon;
 pub mod enroll;
 pub mod error;
 pub mod fsutil;
+pub mod hostops;
 pub mod identity;
 pub mod link;
 pub mod metrics;
