@@ -1,6 +1,9 @@
 //! Parsers on realistic captured output (tests/fixtures/): the same parsers the controller's
 //! SSH driver uses, so these cover both sides.
 
+// Test code: unwrap() is how a test says "this must hold".
+#![allow(clippy::unwrap_used)]
+
 use infrastructor_agent::hostops::journal::{self, Pattern};
 use infrastructor_agent::hostops::systemd;
 use infrastructor_agent::hostops::zfs::{self, Scan};

@@ -3,6 +3,7 @@
 //! No parser exists twice: both sides call these.
 //!
 //! - [`names`]: strict patterns for every name that can reach an argv.
+//! - [`docker`]: containers through the engine API, the container check, container metrics.
 //! - [`command`]: argv-only command descriptions (never a shell string), `--` before
 //!   positionals, bounded output.
 //! - [`zfs`]: `zpool status` / `zpool list -Hp` parsers and the pool check.
@@ -10,6 +11,7 @@
 //! - [`journal`]: `journalctl -o json` parsing and pattern scanning.
 
 pub mod command;
+pub mod docker;
 pub mod journal;
 pub mod names;
 pub mod systemd;

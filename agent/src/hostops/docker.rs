@@ -1,0 +1,235 @@
+//! Docker, through the engine API (bollard) on the local socket: every container with its
+//! state, health, restart count, exit code, image and uptime; the container check; and
+//! per-container CPU and memory as metric series.
+
+use std::time::{Duration, SystemTime};
+
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, StatsOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use infrastructor_proto::v1::Sample;
+use serde::Serialize;
+
+use super::names::ContainerName;
+use super::{CheckReport, CheckStatus};
+use crate::metrics::{now_ms, sample};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("Docker engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("Docker engine: {0}")]
+    Api(#[from] bollard::errors::Error),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// created, running, paused, restarting, removing, exited, dead.
+    pub state: String,
+    /// starting, healthy, unhealthy — `None` without a health check.
+    pub health: Option<String>,
+    pub restart_count: i64,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub uptime_seconds: Option<u64>,
+}
+
+/// Connects to the local engine and checks that it answers.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+    tokio::time::timeout(Duration::from_secs(5), docker.ping())
+        .await
+        .map_err(|_| DockerError::Unreachable("ping timed out".into()))?
+        .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+    Ok(docker)
+}
+
+/// Every container, running or not.
+pub async fn list_containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerError> {
+    let summaries = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default().all(true).build(),
+        ))
+        .await?;
+    let mut containers = Vec::with_capacity(summaries.len());
+    for id in summaries.into_iter().filter_map(|s| s.id) {
+        match inspect(docker, &id).await {
+            Ok(info) => containers.push(info),
+            // Removed between list and inspect: not an error.
+            Err(DockerError::Api(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(containers)
+}
+
+/// One container by validated name or ID.
+pub async fn inspect_container(
+    docker: &Docker,
+    name: &ContainerName,
+) -> Result<ContainerInfo, DockerError> {
+    inspect(docker, name.as_str()).await
+}
+
+async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError> {
+    let details = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await?;
+    let state = details.state.unwrap_or_default();
+    let running = state.running.unwrap_or(false);
+    let uptime_seconds = state
+        .started_at
+        .as_deref()
+        .filter(|_| running)
+        .and_then(|t| {
+            humantime::parse_rfc3339_weak(t.trim_end_matches('Z').split('.').next().unwrap_or(t))
+                .ok()
+        })
+        .and_then(|started| SystemTime::now().duration_since(started).ok())
+        .map(|d| d.as_secs());
+    Ok(ContainerInfo {
+        id: details.id.unwrap_or_default(),
+        name: details
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: details.config.and_then(|c| c.image).unwrap_or_default(),
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        health: state
+            .health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
+        restart_count: details.restart_count.unwrap_or(0),
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        uptime_seconds,
+    })
+}
+
+/// A container restarted by the engine and up for less than this is flapping.
+pub const FLAPPING_UPTIME_SECONDS: u64 = 300;
+
+/// Unhealthy and restarting (or recently restarted: flapping) containers are critical; exited with a non-zero code (or killed
+/// for memory) is a warning.
+pub fn check_containers(containers: &[ContainerInfo]) -> CheckReport {
+    let mut findings: Vec<(CheckStatus, String)> = Vec::new();
+    for c in containers {
+        if c.health.as_deref() == Some("unhealthy") {
+            findings.push((CheckStatus::Critical, format!("{} is unhealthy", c.name)));
+        }
+        let recently_restarted = c.restart_count > 0
+            && c.uptime_seconds
+                .is_none_or(|up| up < FLAPPING_UPTIME_SECONDS);
+        if c.state == "restarting" || recently_restarted {
+            findings.push((
+                CheckStatus::Critical,
+                format!(
+                    "{} is restarting (restarted {} times)",
+                    c.name, c.restart_count
+                ),
+            ));
+        } else if c.state == "exited" && c.exit_code.unwrap_or(0) != 0 {
+            findings.push((
+                CheckStatus::Warning,
+                format!("{} exited with code {}", c.name, c.exit_code.unwrap_or(0)),
+            ));
+        }
+        if c.oom_killed {
+            findings.push((
+                CheckStatus::Warning,
+                format!("{} was killed for memory", c.name),
+            ));
+        }
+    }
+    let status = findings
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(CheckStatus::Ok);
+    let running = containers.iter().filter(|c| c.state == "running").count();
+    let message = if findings.is_empty() {
+        format!(
+            "{} containers, {running} running, none unhealthy",
+            containers.len()
+        )
+    } else {
+        findings
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    CheckReport {
+        check: "docker.containers".into(),
+        status,
+        message,
+        evidence: serde_json::json!({ "containers": containers }),
+    }
+}
+
+/// `container.cpu_percent`, `container.memory_bytes` and `container.memory_percent`
+/// (labelled `name`) for every running container.
+pub async fn container_metrics(docker: &Docker, containers: &[ContainerInfo]) -> Vec<Sample> {
+    let running: Vec<&ContainerInfo> = containers.iter().filter(|c| c.state == "running").collect();
+    let stats = futures::future::join_all(running.iter().map(|c| async move {
+        // Not one-shot: the engine waits for a second reading, so CPU usage has a window.
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(false)
+            .build();
+        let first = docker.stats(&c.id, Some(options)).next().await;
+        (c.name.as_str(), first)
+    }))
+    .await;
+    let ts = now_ms();
+    let mut samples = Vec::new();
+    for (name, stats) in stats {
+        let Some(Ok(stats)) = stats else { continue };
+        let labels = [("name", name)];
+        let cpu = stats.cpu_stats.unwrap_or_default();
+        let precpu = stats.precpu_stats.unwrap_or_default();
+        let total = |s: &bollard::models::ContainerCpuStats| {
+            s.cpu_usage
+                .as_ref()
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0)
+        };
+        let cpu_delta = total(&cpu).saturating_sub(total(&precpu)) as f64;
+        let system_delta = cpu
+            .system_cpu_usage
+            .unwrap_or(0)
+            .saturating_sub(precpu.system_cpu_usage.unwrap_or(0)) as f64;
+        let cpus = f64::from(cpu.online_cpus.unwrap_or(1).max(1));
+        let cpu_percent = if system_delta > 0.0 {
+            cpu_delta / system_delta * cpus * 100.0
+        } else {
+            0.0
+        };
+        samples.push(sample("container.cpu_percent", &labels, ts, cpu_percent));
+        if let Some(memory) = stats.memory_stats {
+            let usage = memory.usage.unwrap_or(0) as f64;
+            samples.push(sample("container.memory_bytes", &labels, ts, usage));
+            if let Some(limit) = memory.limit.filter(|l| *l > 0) {
+                samples.push(sample(
+                    "container.memory_percent",
+                    &labels,
+                    ts,
+                    usage / limit as f64 * 100.0,
+                ));
+            }
+        }
+    }
+    samples
+}

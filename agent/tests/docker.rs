@@ -1,0 +1,208 @@
+//! Docker checks against the real engine, with a tiny image built here (`FROM scratch` plus
+//! Debian's static busybox): healthy, unhealthy, exited-non-zero and restarting containers.
+
+// Test code: unwrap() is how a test says "this must hold".
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use infrastructor_agent::hostops::docker::{self, ContainerInfo};
+use infrastructor_agent::hostops::names::ContainerName;
+use infrastructor_agent::hostops::CheckStatus;
+
+const IMAGE: &str = "infrastructor-test-busybox:latest";
+
+fn required() -> bool {
+    std::env::var("INFRASTRUCTOR_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn docker_cli(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI")
+}
+
+/// Builds the test image from the host's static busybox; `None` when it cannot be built here.
+fn build_image() -> Option<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(busybox) = busybox else {
+        assert!(!required(), "busybox-static is not installed");
+        eprintln!("skipping: no busybox (apt-get install busybox-static)");
+        return None;
+    };
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(busybox, context.path().join("busybox")).unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
+    )
+    .unwrap();
+    let output = docker_cli(&["build", "-q", "-t", IMAGE, context.path().to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(())
+}
+
+/// Removes the test's containers however the test ends.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = docker_cli(&["rm", "-f", name]);
+        }
+    }
+}
+
+fn run(name: &str, extra: &[&str], command: &[&str]) {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        "infrastructor-test=1",
+    ];
+    args.extend_from_slice(extra);
+    args.push(IMAGE);
+    args.extend_from_slice(command);
+    let output = docker_cli(&args);
+    assert!(
+        output.status.success(),
+        "docker run {name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn find<'a>(containers: &'a [ContainerInfo], name: &str) -> &'a ContainerInfo {
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
+}
+
+#[tokio::test]
+async fn container_states_health_and_metrics_from_the_real_engine() {
+    let docker = match docker::connect().await {
+        Ok(docker) => docker,
+        Err(error) => {
+            assert!(!required(), "INFRASTRUCTOR_REQUIRE_SERVICES=1 but {error}");
+            eprintln!("skipping: {error}");
+            return;
+        }
+    };
+    if build_image().is_none() {
+        return;
+    }
+    let suffix = std::process::id();
+    let names: Vec<String> = ["healthy", "unhealthy", "crashed", "flapping"]
+        .iter()
+        .map(|n| format!("ifr-{n}-{suffix}"))
+        .collect();
+    let _cleanup = Containers(names.clone());
+    let health = |cmd: &'static str| {
+        [
+            "--health-cmd",
+            cmd,
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+            "--health-timeout",
+            "2s",
+        ]
+    };
+    run(&names[0], &health("true"), &["sleep", "600"]);
+    run(&names[1], &health("false"), &["sleep", "600"]);
+    run(&names[2], &[], &["sh", "-c", "exit 3"]);
+    run(
+        &names[3],
+        &["--restart", "always"],
+        &["sh", "-c", "sleep 0.2; exit 1"],
+    );
+
+    let mut containers = Vec::new();
+    for _ in 0..120 {
+        containers = docker::list_containers(&docker).await.unwrap();
+        let settled = find(&containers, &names[0]).health.as_deref() == Some("healthy")
+            && find(&containers, &names[1]).health.as_deref() == Some("unhealthy")
+            && find(&containers, &names[2]).state == "exited"
+            && find(&containers, &names[3]).restart_count > 0;
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let healthy = find(&containers, &names[0]);
+    assert_eq!(
+        (healthy.state.as_str(), healthy.health.as_deref()),
+        ("running", Some("healthy"))
+    );
+    assert_eq!(healthy.image, IMAGE);
+    assert!(healthy.uptime_seconds.is_some());
+    assert_eq!(
+        find(&containers, &names[1]).health.as_deref(),
+        Some("unhealthy")
+    );
+    let crashed = find(&containers, &names[2]);
+    assert_eq!(
+        (crashed.state.as_str(), crashed.exit_code),
+        ("exited", Some(3))
+    );
+    assert!(find(&containers, &names[3]).restart_count > 0);
+
+    let ours: Vec<ContainerInfo> = containers
+        .iter()
+        .filter(|c| names.contains(&c.name))
+        .cloned()
+        .collect();
+    let report = docker::check_containers(&ours);
+    assert_eq!(report.status, CheckStatus::Critical);
+    assert!(
+        report
+            .message
+            .contains(&format!("{} is unhealthy", names[1])),
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains(&format!("{} exited with code 3", names[2])),
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains(&format!("{} is restarting", names[3])),
+        "{}",
+        report.message
+    );
+    assert!(
+        !report.message.contains(&format!("{} ", names[0])),
+        "the healthy one is not flagged: {}",
+        report.message
+    );
+    assert_eq!(docker::check_containers(&ours[..0]).status, CheckStatus::Ok);
+
+    let by_name = docker::inspect_container(&docker, &ContainerName::new(&names[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(by_name.name, names[0]);
+
+    let samples = docker::container_metrics(&docker, std::slice::from_ref(healthy)).await;
+    let series: Vec<&str> = samples.iter().map(|s| s.series.as_str()).collect();
+    assert!(series.contains(&"container.cpu_percent"), "{series:?}");
+    assert!(series.contains(&"container.memory_bytes"), "{series:?}");
+    assert!(samples
+        .iter()
+        .all(|s| s.labels.get("name") == Some(&names[0])));
+}
