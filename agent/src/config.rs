@@ -24,6 +24,8 @@ pub struct AgentConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub hostname: String,
+    /// Host checks; an interval of zero disables them.
+    pub checks: crate::checks::CheckConfig,
 }
 
 impl AgentConfig {
@@ -37,6 +39,7 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             hostname: hostname(),
+            checks: crate::checks::CheckConfig::default(),
         }
     }
 
@@ -74,9 +77,51 @@ pub struct AgentFile {
     pub spool_max_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde_opt")]
     pub heartbeat_interval: Option<Duration>,
+    /// How often host checks run ("0s" disables them).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub check_interval: Option<Duration>,
+    /// systemd units whose state is always reported.
+    #[serde(default)]
+    pub watched_units: Vec<String>,
+    pub journal_lines: Option<u32>,
+    /// Named regular expressions for log scanning; replaces the defaults when given.
+    #[serde(default)]
+    pub log_patterns: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentFile {
+    /// Applies the file's check settings, validating unit names and patterns.
+    pub fn apply_checks(&self, checks: &mut crate::checks::CheckConfig) -> Result<()> {
+        if let Some(interval) = self.check_interval {
+            checks.interval = interval;
+        }
+        if let Some(lines) = self.journal_lines {
+            checks.journal_lines = lines.clamp(1, 10_000);
+        }
+        checks.watched_units = self
+            .watched_units
+            .iter()
+            .map(|u| {
+                crate::hostops::names::UnitName::new(u)
+                    .map_err(|e| AgentError::Config(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        if !self.log_patterns.is_empty() {
+            checks.log_patterns = self
+                .log_patterns
+                .iter()
+                .map(|(name, regex)| {
+                    crate::hostops::journal::Pattern::new(name, regex)
+                        .map_err(|e| AgentError::Config(format!("log pattern {name:?}: {e}")))
+                })
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+}
+
+impl AgentFile {
+    /// Reads and parses an `agent.toml`.
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AgentError::io(format!("reading config {}", path.display()), e))?;

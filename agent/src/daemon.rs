@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{watch, Mutex, Notify};
+use infrastructor_proto::v1::{agent_message, AgentMessage};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
@@ -24,6 +25,12 @@ pub(crate) struct Shared {
     /// Wakes the collector for an immediate round (the `CollectNow` command).
     pub collect_now: Notify,
     pub interval: watch::Sender<Duration>,
+    /// Wakes the checks task (the `RunChecks` command).
+    pub run_checks: Notify,
+    /// Messages for the controller that are not metric batches (check reports). Bounded:
+    /// when the link is down for long, the oldest reports are not kept — checks run again.
+    pub outbox: Mutex<mpsc::Receiver<AgentMessage>>,
+    outbox_sender: mpsc::Sender<AgentMessage>,
     connected: AtomicBool,
 }
 
@@ -85,6 +92,7 @@ impl Agent {
             .ok_or_else(|| AgentError::NotEnrolled(config.state_dir.clone()))?;
         let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
         let (interval, _) = watch::channel(config.interval);
+        let (outbox_sender, outbox) = mpsc::channel(16);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -93,6 +101,9 @@ impl Agent {
                 new_batch: Notify::new(),
                 collect_now: Notify::new(),
                 interval,
+                run_checks: Notify::new(),
+                outbox: Mutex::new(outbox),
+                outbox_sender,
                 connected: AtomicBool::new(false),
             }),
         })
@@ -120,7 +131,8 @@ impl Agent {
         let collector = run_collector(&shared, source, &shutdown);
         let link = link::run_link(&shared, &shutdown);
         let renewal = run_renewal(&shared, &shutdown);
-        let (collected, (), ()) = tokio::join!(collector, link, renewal);
+        let checks = run_checks(&shared, &shutdown);
+        let (collected, (), (), ()) = tokio::join!(collector, link, renewal, checks);
         tracing::info!("agent stopped");
         collected
     }
@@ -156,6 +168,42 @@ async fn run_collector(
         }
         drop(spool);
         shared.new_batch.notify_one();
+    }
+}
+
+/// Runs host checks on their interval (or when asked); container and pool metrics go to the
+/// durable spool, reports to the outbox.
+async fn run_checks(shared: &Shared, shutdown: &CancellationToken) {
+    let interval = shared.config.checks.interval;
+    if interval.is_zero() {
+        return;
+    }
+    // First round soon after start, so a new host shows its state quickly.
+    let mut wait = Duration::from_secs(2).min(interval);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.run_checks.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = interval;
+        let round = crate::checks::run_round(&shared.config.checks).await;
+        if !round.samples.is_empty() {
+            if let Err(error) = shared.spool.lock().await.append(round.samples.clone()) {
+                tracing::error!(%error, "cannot spool check metrics");
+            }
+            shared.new_batch.notify_one();
+        }
+        let message = AgentMessage {
+            body: Some(agent_message::Body::CheckReports(
+                crate::checks::to_message(&round),
+            )),
+        };
+        if shared.outbox_sender.try_send(message).is_err() {
+            tracing::warn!(
+                "check reports not queued: the controller has not taken the previous ones"
+            );
+        }
     }
 }
 

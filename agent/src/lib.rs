@@ -1,6 +1,7 @@
 //! Infrastructor agent: the library of host operations and the daemon that streams them.
 //!
 //! # Layout
+//! - [`checks`]: capability detection and the scheduled host checks.
 //! - [`config`]: the agent's typed configuration.
 //! - [`identity`]: key, client certificate, pinned CA and controller URL on disk.
 //! - [`tls`]: TLS 1.3 client configs (CA pinned by fingerprint, then mutual TLS) and channels.
@@ -12,6 +13,7 @@
 //! - [`fsutil`]: crash-safe file writes.
 //! - [`hostops`]: host operations shared with the controller: names, argv builders, parsers.
 
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod enroll;

@@ -126,11 +126,19 @@ async fn run_session(
     let mut last_sent = last_acked;
     let mut heartbeat = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeat.tick().await;
+    // Check reports queued while disconnected are sent now; only this session reads them.
+    let mut outbox = shared.outbox.lock().await;
     loop {
         last_sent = send_pending(shared, &outbound, last_sent, last_acked).await?;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = shared.new_batch.notified() => {}
+            Some(queued) = outbox.recv() => {
+                outbound
+                    .send(queued)
+                    .await
+                    .map_err(|_| AgentError::Protocol("stream to controller closed".into()))?;
+            }
             _ = heartbeat.tick() => {
                 send(&outbound, agent_message::Body::Heartbeat(Heartbeat { sent_at_unix_ms: now_ms() })).await?;
             }
@@ -206,6 +214,10 @@ fn handle_command(shared: &Shared, command: Command) -> CommandResult {
             Some(command::Kind::CollectNow(_)) => {
                 shared.collect_now.notify_one();
                 Ok("collection triggered".to_string())
+            }
+            Some(command::Kind::RunChecks(_)) => {
+                shared.run_checks.notify_one();
+                Ok("checks triggered".to_string())
             }
             Some(command::Kind::SetInterval(set)) => {
                 let seconds = set.interval_seconds;

@@ -32,7 +32,7 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// TOML config file (state_dir, controller_url, interval, spool_max_bytes, heartbeat_interval).
+    /// TOML config file (see deploy/agent.example.toml).
     #[arg(long, env = "INFRASTRUCTOR_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the identity and the spool [default: /var/lib/infrastructor-agent].
@@ -94,6 +94,7 @@ fn effective_config(common: &Common) -> anyhow::Result<(AgentConfig, AgentFile)>
     if let Some(heartbeat) = file.heartbeat_interval {
         config.heartbeat_interval = heartbeat;
     }
+    file.apply_checks(&mut config.checks)?;
     Ok((config, file))
 }
 

@@ -34,6 +34,8 @@ pub async fn run_once(
     {}
     if with_retention {
         let (raw, five, hour) = store.apply_retention(cutoffs).await?;
+        // Check history is kept as long as the 5-minute rollups.
+        store.expire_checks(cutoffs.rollup_5m_before_ms).await?;
         if raw + five + hour > 0 {
             tracing::info!(
                 raw,

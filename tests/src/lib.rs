@@ -366,6 +366,8 @@ pub fn agent_config(state_dir: &Path, interval: Duration) -> AgentConfig {
     config.backoff_initial = Duration::from_millis(50);
     config.backoff_max = Duration::from_millis(500);
     config.heartbeat_interval = Duration::from_secs(1);
+    // Host checks add batches of their own; tests that want them turn them on.
+    config.checks.interval = Duration::ZERO;
     config
 }
 

@@ -453,3 +453,68 @@ contract!(
         );
     }
 );
+
+contract!(check_reports_keep_history_and_latest_per_check, |store| {
+    use infrastructor_controller::store::CheckRow;
+    store.insert_device(&device("d1", "one")).await.unwrap();
+    let row = |name: &str, status: &str, at: i64| CheckRow {
+        check_name: name.into(),
+        status: status.into(),
+        message: format!("{name} {status}"),
+        evidence: "{}".into(),
+        checked_at_ms: at,
+    };
+    store
+        .record_checks(
+            "d1",
+            r#"["docker"]"#,
+            &[
+                row("docker.containers", "ok", T0),
+                row("zfs.pool:tank", "ok", T0),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    store
+        .record_checks(
+            "d1",
+            r#"["docker","zfs"]"#,
+            &[row("docker.containers", "critical", T0 + 60_000)],
+            T0 + 60_000,
+        )
+        .await
+        .unwrap();
+    let latest = store.latest_checks("d1").await.unwrap();
+    assert_eq!(
+        latest
+            .iter()
+            .map(|r| (r.check_name.as_str(), r.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("docker.containers", "critical"), ("zfs.pool:tank", "ok")]
+    );
+    assert_eq!(store.check_history("d1", None, 10).await.unwrap().len(), 3);
+    let docker = store
+        .check_history("d1", Some("docker.containers"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        docker.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        ["critical", "ok"],
+        "newest first"
+    );
+    assert_eq!(
+        store
+            .check_history("d1", Some("docker.containers"), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.capabilities("d1").await.unwrap(),
+        (r#"["docker","zfs"]"#.to_string(), Some(T0 + 60_000))
+    );
+    assert_eq!(store.expire_checks(T0 + 1).await.unwrap(), 2);
+    assert_eq!(store.check_history("d1", None, 10).await.unwrap().len(), 1);
+});

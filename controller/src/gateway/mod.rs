@@ -335,6 +335,12 @@ impl Session {
                     .await?;
                 Ok(Some((batch.seq, Box::pin(committed))))
             }
+            agent_message::Body::CheckReports(round) => {
+                self.services
+                    .record_check_reports(&self.device_id, &round)
+                    .await?;
+                Ok(None)
+            }
             agent_message::Body::Heartbeat(_) => Ok(None),
             agent_message::Body::CommandResult(result) => {
                 tracing::debug!(device_id = %self.device_id, request_id = %result.request_id, "command result");

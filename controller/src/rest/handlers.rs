@@ -11,6 +11,7 @@ use super::problem::{ApiError, Problem};
 use crate::auth::Principal;
 use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
 use crate::services::devices::{CreateAgentlessDevice, DeviceView};
 use crate::services::enrollment::{CreateEnrollmentToken, EnrollmentToken};
 use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
@@ -103,6 +104,40 @@ pub async fn latest_metrics(
     Path(device): Path<String>,
 ) -> ApiResult<Json<Vec<LatestValue>>> {
     Ok(Json(services.latest_metrics(&ctx, &device).await?))
+}
+
+pub async fn list_checks(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Vec<CheckView>>> {
+    Ok(Json(services.list_checks(&ctx, &device).await?))
+}
+
+pub async fn check_history(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+    query: Result<Query<CheckHistoryQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<CheckView>>> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(Json(services.check_history(&ctx, &device, query).await?))
+}
+
+pub async fn device_capabilities(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Capabilities>> {
+    Ok(Json(services.device_capabilities(&ctx, &device).await?))
+}
+
+pub async fn list_containers(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    Ok(Json(services.list_containers(&ctx, &device).await?))
 }
 
 pub async fn create_enrollment_token(

@@ -31,6 +31,19 @@ pub fn router(services: Services) -> Router {
             "/devices/{device}/metrics/latest",
             get(handlers::latest_metrics),
         )
+        .route("/devices/{device}/checks", get(handlers::list_checks))
+        .route(
+            "/devices/{device}/checks/history",
+            get(handlers::check_history),
+        )
+        .route(
+            "/devices/{device}/capabilities",
+            get(handlers::device_capabilities),
+        )
+        .route(
+            "/devices/{device}/containers",
+            get(handlers::list_containers),
+        )
         .route(
             "/enrollment-tokens",
             post(handlers::create_enrollment_token),

@@ -94,7 +94,7 @@ pub fn document() -> Value {
             parameters.push(json!({"name": "device", "in": "path", "required": true, "description": "device ID or name", "schema": {"type": "string"}}));
         }
         for (name, description) in operation.query {
-            parameters.push(json!({"name": name, "in": "query", "required": *name == "series", "description": description, "schema": {"type": "string"}}));
+            parameters.push(json!({"name": name, "in": "query", "required": operation.id == "query_metrics" && *name == "series", "description": description, "schema": {"type": "string"}}));
         }
         let entry = paths
             .entry(format!("/api/v1{}", operation.path))

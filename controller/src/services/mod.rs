@@ -1,6 +1,7 @@
 //! All behaviour of the controller, behind methods that take a [`Ctx`] first and know nothing
 //! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
 //!
+//! - [`checks`]: host check reports, history, capabilities and containers.
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
 //! - [`ingest`]: group commit of agent batches.
@@ -8,6 +9,7 @@
 //! - [`tokens`]: API tokens and the bootstrap admin token.
 //! - [`validate`]: the strict patterns every name must match.
 
+pub mod checks;
 pub mod devices;
 pub mod enrollment;
 pub mod ingest;

@@ -1,0 +1,184 @@
+//! Host checks as the controller sees them: storing the reports agents send (untrusted
+//! input, validated and bounded), and reading the latest state, the history, capabilities
+//! and containers.
+
+use infrastructor_proto::v1::{CheckReports, CheckStatus};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, rfc3339, Services};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::store::CheckRow;
+
+const KNOWN_CAPABILITIES: [&str; 4] = ["docker", "zfs", "systemd", "journald"];
+const MAX_REPORTS_PER_ROUND: usize = 256;
+const MAX_MESSAGE_CHARS: usize = 1000;
+const MAX_EVIDENCE_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckView {
+    pub check: String,
+    pub status: String,
+    pub message: String,
+    pub checked_at: String,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CheckHistoryQuery {
+    pub check: Option<String>,
+    pub limit: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Capabilities {
+    pub capabilities: Vec<String>,
+    pub detected_at: Option<String>,
+}
+
+fn valid_check_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:/@-".contains(c))
+}
+
+fn view(row: CheckRow) -> CheckView {
+    CheckView {
+        evidence: serde_json::from_str(&row.evidence).unwrap_or(serde_json::Value::Null),
+        check: row.check_name,
+        status: row.status,
+        message: row.message,
+        checked_at: rfc3339(row.checked_at_ms),
+    }
+}
+
+impl Services {
+    /// Stores a round of check reports from an agent. Reports with an invalid name or status
+    /// are dropped; messages and evidence are bounded; unknown capabilities are ignored.
+    pub async fn record_check_reports(&self, device_id: &str, round: &CheckReports) -> Result<()> {
+        let now = now_ms();
+        let rows: Vec<CheckRow> = round
+            .reports
+            .iter()
+            .take(MAX_REPORTS_PER_ROUND)
+            .filter(|r| valid_check_name(&r.check))
+            .filter_map(|r| {
+                let status = match CheckStatus::try_from(r.status).ok()? {
+                    CheckStatus::Ok => "ok",
+                    CheckStatus::Warning => "warning",
+                    CheckStatus::Critical => "critical",
+                    CheckStatus::Unspecified => return None,
+                };
+                let evidence = if r.evidence_json.len() <= MAX_EVIDENCE_BYTES
+                    && serde_json::from_str::<serde_json::Value>(&r.evidence_json).is_ok()
+                {
+                    r.evidence_json.clone()
+                } else {
+                    "null".to_string()
+                };
+                Some(CheckRow {
+                    check_name: r.check.clone(),
+                    status: status.to_string(),
+                    message: r
+                        .message
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(MAX_MESSAGE_CHARS)
+                        .collect(),
+                    evidence,
+                    // The agent's clock is only trusted within a day of ours.
+                    checked_at_ms: if (r.checked_at_unix_ms - now).abs() < 86_400_000 {
+                        r.checked_at_unix_ms
+                    } else {
+                        now
+                    },
+                })
+            })
+            .collect();
+        let capabilities: Vec<&str> = KNOWN_CAPABILITIES
+            .into_iter()
+            .filter(|known| round.capabilities.iter().any(|c| c == known))
+            .collect();
+        let capabilities = serde_json::to_string(&capabilities).unwrap_or_else(|_| "[]".into());
+        self.store
+            .record_checks(device_id, &capabilities, &rows, now)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest report of every check of the device.
+    pub async fn list_checks(&self, ctx: &Ctx, device: &str) -> Result<Vec<CheckView>> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(device).await?;
+        Ok(self
+            .store
+            .latest_checks(&row.id)
+            .await?
+            .into_iter()
+            .map(view)
+            .collect())
+    }
+
+    /// Reports newest first (`limit` 1–1000, default 100), optionally of one check.
+    pub async fn check_history(
+        &self,
+        ctx: &Ctx,
+        device: &str,
+        query: CheckHistoryQuery,
+    ) -> Result<Vec<CheckView>> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(device).await?;
+        let limit = match query.limit.as_deref() {
+            None => 100,
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or_else(|| {
+                    Error::invalid(format!("invalid limit {text:?}: expected 1 to 1000"))
+                })?,
+        };
+        if let Some(check) = &query.check {
+            if !valid_check_name(check) {
+                return Err(Error::invalid(format!("invalid check name {check:?}")));
+            }
+        }
+        let rows = self
+            .store
+            .check_history(&row.id, query.check.as_deref(), limit)
+            .await?;
+        Ok(rows.into_iter().map(view).collect())
+    }
+
+    pub async fn device_capabilities(&self, ctx: &Ctx, device: &str) -> Result<Capabilities> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(device).await?;
+        let (json, detected_at) = self.store.capabilities(&row.id).await?;
+        Ok(Capabilities {
+            capabilities: serde_json::from_str(&json).unwrap_or_default(),
+            detected_at: detected_at.map(rfc3339),
+        })
+    }
+
+    /// Containers as of the device's latest Docker check.
+    pub async fn list_containers(&self, ctx: &Ctx, device: &str) -> Result<Vec<serde_json::Value>> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(device).await?;
+        let latest = self
+            .store
+            .check_history(&row.id, Some("docker.containers"), 1)
+            .await?;
+        let Some(report) = latest.into_iter().next() else {
+            return Err(Error::NotFound(format!("no Docker report from device {device:?} (no Docker engine, or no check has run yet)")));
+        };
+        let evidence: serde_json::Value =
+            serde_json::from_str(&report.evidence).unwrap_or_default();
+        Ok(evidence["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,105 @@
+//! Check reports (history per device and check) and detected capabilities.
+
+use super::{on_pool, Store, StoreResult};
+
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, PartialEq)]
+pub struct CheckRow {
+    pub check_name: String,
+    pub status: String,
+    pub message: String,
+    pub evidence: String,
+    pub checked_at_ms: i64,
+}
+
+impl Store {
+    /// Stores one round of reports and the capabilities detected with it, atomically.
+    pub async fn record_checks(
+        &self,
+        device_id: &str,
+        capabilities_json: &str,
+        reports: &[CheckRow],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        on_pool!(&self.writer, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE devices SET capabilities = $2, capabilities_at_ms = $3 WHERE id = $1",
+            )
+            .bind(device_id)
+            .bind(capabilities_json)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            for report in reports {
+                sqlx::query(
+                    "INSERT INTO check_reports (device_id, check_name, status, message, evidence, checked_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(device_id)
+                .bind(&report.check_name)
+                .bind(&report.status)
+                .bind(&report.message)
+                .bind(&report.evidence)
+                .bind(report.checked_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The newest report of every check of the device.
+    pub async fn latest_checks(&self, device_id: &str) -> StoreResult<Vec<CheckRow>> {
+        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, CheckRow>(
+            "SELECT check_name, status, message, evidence, checked_at_ms FROM check_reports c \
+             WHERE device_id = $1 AND id = (SELECT MAX(id) FROM check_reports \
+             WHERE device_id = $1 AND check_name = c.check_name) ORDER BY check_name"
+        )
+        .bind(device_id)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Reports newest first, optionally of one check, at most `limit`.
+    pub async fn check_history(
+        &self,
+        device_id: &str,
+        check: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<CheckRow>> {
+        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, CheckRow>(
+            "SELECT check_name, status, message, evidence, checked_at_ms FROM check_reports \
+             WHERE device_id = $1 AND ($2 IS NULL OR check_name = $2) ORDER BY id DESC LIMIT $3"
+        )
+        .bind(device_id)
+        .bind(check)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?)
+    }
+
+    /// Capabilities as stored JSON and when they were detected.
+    pub async fn capabilities(&self, device_id: &str) -> StoreResult<(String, Option<i64>)> {
+        Ok(on_pool!(&self.reader, |p| {
+            sqlx::query_as::<_, (String, Option<i64>)>(
+                "SELECT capabilities, capabilities_at_ms FROM devices WHERE id = $1",
+            )
+            .bind(device_id)
+            .fetch_optional(p)
+            .await
+        })?
+        .unwrap_or_else(|| ("[]".to_string(), None)))
+    }
+
+    /// Deletes reports older than `before_ms`.
+    pub async fn expire_checks(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(on_pool!(&self.writer, |p| sqlx::query(
+            "DELETE FROM check_reports WHERE checked_at_ms < $1"
+        )
+        .bind(before_ms)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+}
