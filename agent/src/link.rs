@@ -215,6 +215,10 @@ fn handle_command(shared: &Shared, command: Command) -> CommandResult {
                 shared.collect_now.notify_one();
                 Ok("collection triggered".to_string())
             }
+            Some(command::Kind::RunChecks(_)) if shared.config.checks.interval.is_zero() => Err((
+                "unavailable",
+                "host checks are disabled in this agent's configuration".to_string(),
+            )),
             Some(command::Kind::RunChecks(_)) => {
                 shared.run_checks.notify_one();
                 Ok("checks triggered".to_string())

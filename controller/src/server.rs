@@ -61,13 +61,15 @@ pub async fn open_services(
     };
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &config.certificate_names())?;
     let store = Arc::new(store);
+    let sessions = Arc::new(SessionRegistry::default());
     Ok(Services {
+        agents: crate::fleet::AgentDriver::new(sessions.clone()),
         ingest: crate::services::ingest::IngestQueue::start(store.clone(), crate::services::now_ms),
         gateway_url: config.gateway_url(gateway_addr),
         config: Arc::new(config.clone()),
         store,
         pki: Arc::new(pki),
-        sessions: Arc::new(SessionRegistry::default()),
+        sessions,
         telemetry: Arc::new(Telemetry::new()),
     })
 }

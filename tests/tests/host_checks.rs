@@ -183,3 +183,132 @@ async fn hostile_check_reports_are_filtered_and_bounded() {
     assert_eq!(capabilities["capabilities"], serde_json::json!(["docker"]));
     controller.shutdown().await;
 }
+
+async fn post(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
+    let response = controller
+        .http()
+        .post(controller.api_url(path))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn checks_run_on_demand_through_the_agent_driver() {
+    let dir = temp_dir();
+    let controller = TestController::start(controller_config(
+        &path(&dir, "controller"),
+        &Backend::Sqlite,
+    ))
+    .await;
+    let state_dir = path(&dir, "agent");
+    let device_id = controller.enroll(&state_dir).await.meta.device_id;
+
+    // Offline: a clear error naming the cause.
+    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("offline"),
+        "{body}"
+    );
+
+    // Connected, checks scheduled hourly: the command makes them run now.
+    let mut config = agent_config(&state_dir, Duration::from_secs(3600));
+    config.checks.interval = Duration::from_secs(3600);
+    let agent = TestAgent::start(
+        config,
+        Box::new(infrastructor_agent::metrics::HostMetrics::new()),
+    );
+    eventually(Duration::from_secs(30), "agent connected", || async {
+        agent.handle.is_connected().then_some(())
+    })
+    .await;
+    // Let the scheduled first round pass, so the answer below comes from the command.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, checks) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    assert_eq!(status, 200, "{checks}");
+    assert!(checks.is_array());
+    let (_, capabilities) = controller
+        .get_json(&format!("/devices/{device_id}/capabilities"))
+        .await;
+    assert!(capabilities["detected_at"].is_string());
+    agent.stop().await;
+
+    // An agent with checks disabled says so instead of leaving the caller waiting.
+    let agent = TestAgent::start(
+        agent_config(&state_dir, Duration::from_secs(3600)),
+        Box::new(infrastructor_agent::metrics::HostMetrics::new()),
+    );
+    eventually(Duration::from_secs(30), "agent connected", || async {
+        agent.handle.is_connected().then_some(())
+    })
+    .await;
+    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("disabled"),
+        "{body}"
+    );
+    agent.stop().await;
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_never_answers_times_out_cleanly() {
+    use infrastructor_agent::tls;
+    use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
+    use infrastructor_proto::v1::{agent_message, AgentMessage, Hello};
+
+    let dir = temp_dir();
+    let controller = TestController::start(controller_config(
+        &path(&dir, "controller"),
+        &Backend::Sqlite,
+    ))
+    .await;
+    let identity = controller.enroll(&path(&dir, "agent")).await;
+    let device_id = identity.meta.device_id.clone();
+    // A peer that completes the handshake and hello, then ignores every command.
+    let channel = tls::connect(
+        &controller.gateway_url(),
+        tls::mutual_tls_config(&identity).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(AgentMessage {
+            body: Some(agent_message::Body::Hello(Hello {
+                device_id: device_id.clone(),
+                agent_version: "mute".into(),
+                hostname: "mute".into(),
+                capabilities: vec![],
+                last_assigned_seq: 0,
+            })),
+        })
+        .await
+        .unwrap();
+    let _inbound = AgentGatewayClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "session registered", || async {
+        (controller.services.sessions.count() == 1).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 10s"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(sender);
+    controller.shutdown().await;
+}

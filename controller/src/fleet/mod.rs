@@ -1,5 +1,7 @@
-//! What the controller knows about connected agents right now.
+//! Connected agents: the live session registry and the driver that sends them commands.
 
+pub mod agent_driver;
 pub mod sessions;
 
+pub use agent_driver::AgentDriver;
 pub use sessions::{SessionInfo, SessionRegistry};

@@ -19,7 +19,11 @@ struct Entry {
     session_id: u64,
     info: SessionInfo,
     cancel: CancellationToken,
+    commands: Option<CommandSender>,
 }
+
+/// Where commands for a connected agent go (the session forwards them to its stream).
+pub type CommandSender = tokio::sync::mpsc::Sender<infrastructor_proto::v1::ControllerMessage>;
 
 #[derive(Default)]
 pub struct SessionRegistry {
@@ -37,6 +41,16 @@ impl SessionRegistry {
 
     /// Registers a new stream for `device_id`, ending any previous one.
     pub fn register(&self, device_id: &str, info: SessionInfo) -> (u64, CancellationToken) {
+        self.register_with_commands(device_id, info, None)
+    }
+
+    /// Registers a stream that accepts commands through `commands`.
+    pub fn register_with_commands(
+        &self,
+        device_id: &str,
+        info: SessionInfo,
+        commands: Option<CommandSender>,
+    ) -> (u64, CancellationToken) {
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let cancel = CancellationToken::new();
         let previous = self.with(|sessions| {
@@ -46,6 +60,7 @@ impl SessionRegistry {
                     session_id,
                     info,
                     cancel: cancel.clone(),
+                    commands,
                 },
             )
         });
@@ -72,6 +87,11 @@ impl SessionRegistry {
                 sessions.remove(device_id);
             }
         });
+    }
+
+    /// The command channel of the device's current stream, if it is connected.
+    pub fn commands(&self, device_id: &str) -> Option<CommandSender> {
+        self.with(|sessions| sessions.get(device_id).and_then(|e| e.commands.clone()))
     }
 
     pub fn get(&self, device_id: &str) -> Option<SessionInfo> {

@@ -175,6 +175,8 @@ struct Session {
     session_id: u64,
     cancel: CancellationToken,
     shutdown: CancellationToken,
+    /// Commands from the [`crate::fleet::AgentDriver`] for this agent.
+    commands: mpsc::Receiver<ControllerMessage>,
 }
 
 impl Session {
@@ -201,7 +203,8 @@ impl Session {
             .store
             .record_hello(&device_id, &hostname, &version, now)
             .await?;
-        let (session_id, cancel) = services.sessions.register(
+        let (command_sender, commands) = mpsc::channel(32);
+        let (session_id, cancel) = services.sessions.register_with_commands(
             &device_id,
             SessionInfo {
                 connected_at_ms: now,
@@ -209,6 +212,7 @@ impl Session {
                 agent_version: version.clone(),
                 hostname,
             },
+            Some(command_sender),
         );
         services
             .telemetry
@@ -221,6 +225,7 @@ impl Session {
             session_id,
             cancel,
             shutdown,
+            commands,
         })
     }
 
@@ -240,7 +245,7 @@ impl Session {
     /// Reads the agent's messages, keeping up to [`MAX_PENDING_BATCHES`] metric batches in
     /// flight, and acks each batch — in order — once its group commit has completed.
     async fn run(
-        self,
+        mut self,
         mut inbound: Streaming<AgentMessage>,
         outbound: mpsc::Sender<Result<ControllerMessage, Status>>,
         resume_point: u64,
@@ -253,6 +258,11 @@ impl Session {
             tokio::select! {
                 _ = self.cancel.cancelled() => break Some(Status::permission_denied("stream ended by the controller (device revoked or replaced)")),
                 _ = self.shutdown.cancelled() => break Some(Status::unavailable("controller shutting down")),
+                Some(command) = self.commands.recv() => {
+                    if outbound.send(Ok(command)).await.is_err() {
+                        break None;
+                    }
+                }
                 Some((seq, committed)) = pending.next(), if !pending.is_empty() => {
                     match committed {
                         Ok(IngestOutcome::Stored | IngestOutcome::Duplicate) => {
@@ -344,6 +354,7 @@ impl Session {
             agent_message::Body::Heartbeat(_) => Ok(None),
             agent_message::Body::CommandResult(result) => {
                 tracing::debug!(device_id = %self.device_id, request_id = %result.request_id, "command result");
+                self.services.agents.complete(result);
                 Ok(None)
             }
             agent_message::Body::Hello(_) => Err(Error::invalid("hello may only be sent once")),

@@ -114,6 +114,14 @@ pub async fn list_checks(
     Ok(Json(services.list_checks(&ctx, &device).await?))
 }
 
+pub async fn run_checks(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Vec<CheckView>>> {
+    Ok(Json(services.run_checks(&ctx, &device).await?))
+}
+
 pub async fn check_history(
     State(services): State<Services>,
     ctx: Ctx,

@@ -7,7 +7,7 @@ mod middleware;
 pub mod openapi;
 pub mod problem;
 
-use axum::routing::{get, post};
+use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -15,44 +15,57 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::services::Services;
 
+/// Adds the operation `id` from [`openapi::OPERATIONS`] with `handler`. A missing entry is a
+/// programming error caught the first time the router is built (every test builds it).
+fn operation<H, T>(router: Router<Services>, id: &str, handler: H) -> Router<Services>
+where
+    H: axum::handler::Handler<T, Services>,
+    T: 'static,
+{
+    let Some(operation) = openapi::OPERATIONS.iter().find(|o| o.id == id) else {
+        panic!("route {id:?} has no entry in rest::openapi::OPERATIONS");
+    };
+    let method = match operation.method {
+        "get" => MethodFilter::GET,
+        "post" => MethodFilter::POST,
+        "put" => MethodFilter::PUT,
+        "patch" => MethodFilter::PATCH,
+        "delete" => MethodFilter::DELETE,
+        other => panic!("operation {id:?} has unsupported method {other:?}"),
+    };
+    router.route(operation.path, on(method, handler))
+}
+
 /// The whole HTTP application.
 pub fn router(services: Services) -> Router {
-    let api = Router::new()
-        .route(
-            "/devices",
-            get(handlers::list_devices).post(handlers::create_agentless_device),
-        )
-        .route(
-            "/devices/{device}",
-            get(handlers::get_device).delete(handlers::delete_device),
-        )
-        .route("/devices/{device}/metrics", get(handlers::query_metrics))
-        .route(
-            "/devices/{device}/metrics/latest",
-            get(handlers::latest_metrics),
-        )
-        .route("/devices/{device}/checks", get(handlers::list_checks))
-        .route(
-            "/devices/{device}/checks/history",
-            get(handlers::check_history),
-        )
-        .route(
-            "/devices/{device}/capabilities",
-            get(handlers::device_capabilities),
-        )
-        .route(
-            "/devices/{device}/containers",
-            get(handlers::list_containers),
-        )
-        .route(
-            "/enrollment-tokens",
-            post(handlers::create_enrollment_token),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            services.clone(),
-            middleware::authenticate,
-        ))
-        .route("/openapi.json", get(handlers::openapi));
+    // Every API route is registered through the operation table: its method and path come
+    // from `openapi::OPERATIONS`, so the routes and the OpenAPI document cannot drift apart.
+    let api = Router::new();
+    let api = operation(api, "list_devices", handlers::list_devices);
+    let api = operation(
+        api,
+        "create_agentless_device",
+        handlers::create_agentless_device,
+    );
+    let api = operation(api, "get_device", handlers::get_device);
+    let api = operation(api, "delete_device", handlers::delete_device);
+    let api = operation(api, "query_metrics", handlers::query_metrics);
+    let api = operation(api, "latest_metrics", handlers::latest_metrics);
+    let api = operation(api, "list_checks", handlers::list_checks);
+    let api = operation(api, "run_checks", handlers::run_checks);
+    let api = operation(api, "check_history", handlers::check_history);
+    let api = operation(api, "device_capabilities", handlers::device_capabilities);
+    let api = operation(api, "list_containers", handlers::list_containers);
+    let api = operation(
+        api,
+        "create_enrollment_token",
+        handlers::create_enrollment_token,
+    )
+    .route_layer(axum::middleware::from_fn_with_state(
+        services.clone(),
+        middleware::authenticate,
+    ))
+    .route("/openapi.json", get(handlers::openapi));
 
     Router::new()
         .nest("/api/v1", api)

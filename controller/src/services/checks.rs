@@ -2,7 +2,10 @@
 //! input, validated and bounded), and reading the latest state, the history, capabilities
 //! and containers.
 
-use infrastructor_proto::v1::{CheckReports, CheckStatus};
+use std::time::Duration;
+
+use infrastructor_proto::v1::command::Kind as RunChecksKind;
+use infrastructor_proto::v1::{CheckReports, CheckStatus, RunChecks};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, Services};
@@ -15,6 +18,10 @@ const KNOWN_CAPABILITIES: [&str; 4] = ["docker", "zfs", "systemd", "journald"];
 const MAX_REPORTS_PER_ROUND: usize = 256;
 const MAX_MESSAGE_CHARS: usize = 1000;
 const MAX_EVIDENCE_BYTES: usize = 64 * 1024;
+/// How long an agent has to acknowledge a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a triggered round of checks may take to report.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CheckView {
@@ -161,6 +168,42 @@ impl Services {
             capabilities: serde_json::from_str(&json).unwrap_or_default(),
             detected_at: detected_at.map(rfc3339),
         })
+    }
+
+    /// Runs every applicable check on the device now and returns the fresh results.
+    pub async fn run_checks(&self, ctx: &Ctx, device: &str) -> Result<Vec<CheckView>> {
+        ctx.principal.require(Scope::Operate)?;
+        let row = self.require_device(device).await?;
+        if row.kind == "agentless" {
+            return Err(Error::Unavailable(format!(
+                "device {device:?} has no agent; checks over SSH are not available in this release"
+            )));
+        }
+        let requested_at = now_ms();
+        self.agents
+            .send(
+                &row.id,
+                &ctx.request_id,
+                RunChecksKind::RunChecks(RunChecks {}),
+                COMMAND_TIMEOUT,
+            )
+            .await?;
+        // The agent answers at once and streams the reports when the round is done.
+        let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
+        loop {
+            let (_, detected_at) = self.store.capabilities(&row.id).await?;
+            if detected_at.is_some_and(|at| at >= requested_at) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "checks started on device {device:?} but no report arrived within {}s",
+                    ROUND_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.list_checks(ctx, device).await
     }
 
     /// Containers as of the device's latest Docker check.

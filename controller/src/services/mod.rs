@@ -33,6 +33,7 @@ pub struct Services {
     pub store: Arc<Store>,
     pub pki: Arc<Pki>,
     pub sessions: Arc<SessionRegistry>,
+    pub agents: crate::fleet::AgentDriver,
     pub telemetry: Arc<Telemetry>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).

@@ -1,0 +1,109 @@
+//! The driver for hosts with an agent: typed commands down the agent's stream, each with a
+//! request ID and a deadline, answered by a `CommandResult`. Offline agents and agents that
+//! do not answer in time are clear errors; a timed-out command is cancelled on the agent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use infrastructor_proto::v1::{
+    command, command_result, controller_message, Cancel, Command, CommandResult, ControllerMessage,
+};
+use tokio::sync::oneshot;
+
+use super::SessionRegistry;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Default)]
+pub struct AgentDriver {
+    sessions: Arc<SessionRegistry>,
+    pending: Arc<Mutex<HashMap<String, oneshot::Sender<CommandResult>>>>,
+}
+
+impl AgentDriver {
+    pub fn new(sessions: Arc<SessionRegistry>) -> Self {
+        Self {
+            sessions,
+            pending: Arc::default(),
+        }
+    }
+
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<CommandResult>>> {
+        match self.pending.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Sends `kind` to the device's agent and waits up to `timeout` for its answer.
+    /// `request_id` is the operation's correlation ID, so the agent's logs carry it too.
+    pub async fn send(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        kind: command::Kind,
+        timeout: Duration,
+    ) -> Result<String> {
+        let commands = self.sessions.commands(device_id).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "device {device_id} is offline: its agent is not connected"
+            ))
+        })?;
+        let request_id = format!("{request_id}:{}", uuid::Uuid::new_v4().simple());
+        let (answer, answered) = oneshot::channel();
+        self.pending().insert(request_id.clone(), answer);
+        let deadline = crate::services::now_ms() + timeout.as_millis() as i64;
+        let message = ControllerMessage {
+            body: Some(controller_message::Body::Command(Command {
+                request_id: request_id.clone(),
+                deadline_unix_ms: deadline,
+                kind: Some(kind),
+            })),
+        };
+        if commands.send(message).await.is_err() {
+            self.pending().remove(&request_id);
+            return Err(Error::Unavailable(format!(
+                "device {device_id} disconnected"
+            )));
+        }
+        let result = tokio::time::timeout(timeout, answered).await;
+        self.pending().remove(&request_id);
+        let result = match result {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => {
+                return Err(Error::Unavailable(format!(
+                    "device {device_id} disconnected before answering"
+                )))
+            }
+            Err(_) => {
+                let cancel = ControllerMessage {
+                    body: Some(controller_message::Body::Cancel(Cancel { request_id })),
+                };
+                let _ = commands.try_send(cancel);
+                return Err(Error::Unavailable(format!(
+                    "the agent of device {device_id} did not answer within {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        match result.outcome {
+            Some(command_result::Outcome::Succeeded(ok)) => Ok(ok.message),
+            Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind.as_str() {
+                "invalid_input" => Error::InvalidInput(failed.message),
+                "not_found" => Error::NotFound(failed.message),
+                _ => Error::Unavailable(format!("agent: {}", failed.message)),
+            }),
+            None => Err(Error::Unavailable("agent sent an empty result".into())),
+        }
+    }
+
+    /// Hands an agent's answer to whoever is waiting for it; unknown IDs (late or forged
+    /// answers) are ignored.
+    pub fn complete(&self, result: CommandResult) {
+        if let Some(waiter) = self.pending().remove(&result.request_id) {
+            let _ = waiter.send(result);
+        }
+    }
+}
