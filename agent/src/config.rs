@@ -148,3 +148,40 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses_and_applies() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+        let file = AgentFile::load(&path).unwrap();
+        let mut checks = crate::checks::CheckConfig::default();
+        file.apply_checks(&mut checks).unwrap();
+        assert_eq!(checks.watched_units[0].as_str(), "nginx.service");
+        assert_eq!(file.interval, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn bad_check_settings_are_clear_errors() {
+        let file: AgentFile = toml::from_str("watched_units = [\"x;reboot\"]").unwrap();
+        let error = file
+            .apply_checks(&mut crate::checks::CheckConfig::default())
+            .unwrap_err();
+        assert!(error.to_string().contains("invalid unit name"), "{error}");
+        let file: AgentFile = toml::from_str("[log_patterns]\nbroken = \"(\"").unwrap();
+        let error = file
+            .apply_checks(&mut crate::checks::CheckConfig::default())
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("log pattern \"broken\""),
+            "{error}"
+        );
+        assert!(
+            toml::from_str::<AgentFile>("intervall = \"1s\"").is_err(),
+            "unknown keys are rejected"
+        );
+    }
+}

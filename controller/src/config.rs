@@ -393,6 +393,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/controller.example.toml");
+        let config = ControllerConfig::load(&ConfigArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.advertise_url.as_deref(),
+            Some("https://controller.example.net:8443")
+        );
+        assert!(config
+            .certificate_names()
+            .contains(&"controller.example.net".to_string()));
+    }
+
+    #[test]
     fn display_redacts_the_database_password() {
         let config = ControllerConfig {
             database_url: Some("postgres://app:hunter2@db/infra".into()),
