@@ -13,6 +13,7 @@ use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
 use crate::services::devices::{CreateAgentlessDevice, DeviceView};
+use crate::services::diagnostics::{DeviceDiagnosis, InfrastructureDiagnosis};
 use crate::services::enrollment::{CreateEnrollmentToken, EnrollmentToken};
 use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
 use crate::services::Services;
@@ -120,6 +121,21 @@ pub async fn run_checks(
     Path(device): Path<String>,
 ) -> ApiResult<Json<Vec<CheckView>>> {
     Ok(Json(services.run_checks(&ctx, &device).await?))
+}
+
+pub async fn diagnose_device(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(device): Path<String>,
+) -> ApiResult<Json<DeviceDiagnosis>> {
+    Ok(Json(services.diagnose_device(&ctx, &device).await?))
+}
+
+pub async fn diagnose_infrastructure(
+    State(services): State<Services>,
+    ctx: Ctx,
+) -> ApiResult<Json<InfrastructureDiagnosis>> {
+    Ok(Json(services.diagnose_infrastructure(&ctx).await?))
 }
 
 pub async fn check_history(

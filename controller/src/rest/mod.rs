@@ -56,6 +56,12 @@ pub fn router(services: Services) -> Router {
     let api = operation(api, "check_history", handlers::check_history);
     let api = operation(api, "device_capabilities", handlers::device_capabilities);
     let api = operation(api, "list_containers", handlers::list_containers);
+    let api = operation(api, "diagnose_device", handlers::diagnose_device);
+    let api = operation(
+        api,
+        "diagnose_infrastructure",
+        handlers::diagnose_infrastructure,
+    );
     let api = operation(
         api,
         "create_enrollment_token",

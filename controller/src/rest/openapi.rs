@@ -118,6 +118,8 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Containers as of the latest Docker check",
         query: &[],
     },
+    Operation { id: "diagnose_device", method: "post", path: "/devices/{device}/diagnose", scope: Scope::Operate, summary: "Diagnose one device: fresh checks (when its agent is online), liveness, findings, recommended actions, a 0-100 score", query: &[] },
+    Operation { id: "diagnose_infrastructure", method: "post", path: "/diagnose", scope: Scope::Operate, summary: "Diagnose every device in parallel (bounded, per-device timeout) plus system checks; overall status and 0-100 score", query: &[] },
     Operation {
         id: "create_enrollment_token",
         method: "post",

@@ -2,6 +2,7 @@
 //! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
 //!
 //! - [`checks`]: host check reports, history, capabilities and containers.
+//! - [`diagnostics`]: device and infrastructure diagnoses with a health score.
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
 //! - [`ingest`]: group commit of agent batches.
@@ -11,6 +12,7 @@
 
 pub mod checks;
 pub mod devices;
+pub mod diagnostics;
 pub mod enrollment;
 pub mod ingest;
 pub mod metrics;

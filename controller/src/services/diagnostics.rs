@@ -1,0 +1,382 @@
+//! Diagnostics: one device (capabilities → fresh checks → logs → liveness → a report with a
+//! score and recommended actions), or the whole infrastructure (every device in parallel with
+//! bounded concurrency and a per-device timeout, plus system-wide checks).
+//!
+//! Score (0–100), documented in the README:
+//! - device: 100 − 25 per critical check − 10 per warning check − 50 if its agent is offline
+//!   − 15 if its newest metrics are older than 5 minutes, floored at 0;
+//! - infrastructure: the mean of the device scores − 20 per critical system check − 5 per
+//!   warning system check, floored at 0 (100 with no devices and healthy systems).
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::checks::CheckView;
+use super::{now_ms, rfc3339, Services};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::store::DeviceRow;
+
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
+const PARALLEL_DEVICES: usize = 8;
+const STALE_METRICS_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    pub check: String,
+    /// `ok`, `warning` or `critical`.
+    pub status: String,
+    pub passed: bool,
+    pub message: String,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceDiagnosis {
+    pub device_id: String,
+    pub name: String,
+    /// `ok`, `warning`, `critical`, or `unreachable` when nothing could be learned.
+    pub status: String,
+    pub score: u8,
+    pub summary: String,
+    pub capabilities: Vec<String>,
+    /// Whether the checks were run for this diagnosis (or are the last stored reports).
+    pub fresh: bool,
+    pub findings: Vec<Finding>,
+    pub recommendations: Vec<String>,
+    pub diagnosed_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InfrastructureDiagnosis {
+    pub status: String,
+    pub score: u8,
+    pub summary: String,
+    pub system: Vec<Finding>,
+    pub devices: Vec<DeviceDiagnosis>,
+    pub score_formula: String,
+    pub diagnosed_at: String,
+}
+
+fn severity(status: &str) -> u8 {
+    match status {
+        "ok" => 0,
+        "warning" => 1,
+        "critical" => 2,
+        _ => 3,
+    }
+}
+
+fn finding(check: &str, status: &str, message: String) -> Finding {
+    Finding {
+        check: check.to_string(),
+        status: status.to_string(),
+        passed: status == "ok",
+        message,
+        evidence: serde_json::Value::Null,
+    }
+}
+
+/// What an operator should do next, by check kind.
+fn recommendation(finding: &Finding) -> Option<String> {
+    if finding.passed {
+        return None;
+    }
+    let check = finding.check.as_str();
+    Some(if check == "agent.link" {
+        "start the agent (systemctl start infrastructor-agent) and check its log; it reconnects and resumes from its spool".into()
+    } else if check == "metrics.freshness" {
+        "the agent is connected but not reporting: check its log for spool or collection errors"
+            .into()
+    } else if check == "docker.containers" {
+        "inspect the flagged containers: docker inspect <name> (health log), docker logs <name>"
+            .into()
+    } else if let Some(pool) = check.strip_prefix("zfs.pool:") {
+        format!(
+            "run zpool status -v {pool}; replace faulted devices, scrub, free space as reported"
+        )
+    } else if check == "systemd.units" {
+        "see why units failed: systemctl status <unit>, journalctl -u <unit>".into()
+    } else if check.starts_with("logs:") {
+        "read the sample lines in the evidence and the surrounding log".into()
+    } else {
+        format!("investigate {check}: {}", finding.message)
+    })
+}
+
+fn from_check(view: CheckView) -> Finding {
+    Finding {
+        passed: view.status == "ok",
+        check: view.check,
+        status: view.status,
+        message: view.message,
+        evidence: view.evidence,
+    }
+}
+
+/// Score and status from the findings; see the module documentation.
+fn score(findings: &[Finding]) -> (u8, String) {
+    let mut score: i32 = 100;
+    for f in findings {
+        score -= match (f.check.as_str(), f.status.as_str()) {
+            ("agent.link", "critical") => 50,
+            ("metrics.freshness", "warning") => 15,
+            (_, "critical") => 25,
+            (_, "warning") => 10,
+            _ => 0,
+        };
+    }
+    let worst = findings
+        .iter()
+        .map(|f| f.status.as_str())
+        .max_by_key(|s| severity(s))
+        .unwrap_or("ok");
+    (score.clamp(0, 100) as u8, worst.to_string())
+}
+
+impl Services {
+    async fn diagnose_row(&self, ctx: &Ctx, row: &DeviceRow) -> Result<DeviceDiagnosis> {
+        let online = self.sessions.get(&row.id).is_some();
+        let mut findings = Vec::new();
+        let mut fresh = false;
+        let checks = if row.kind == "agentless" {
+            findings.push(finding(
+                "ssh.checks",
+                "warning",
+                "agentless device: checks over SSH are not available in this release".into(),
+            ));
+            Vec::new()
+        } else if online {
+            match self.run_checks(ctx, &row.id).await {
+                Ok(checks) => {
+                    fresh = true;
+                    checks
+                }
+                Err(error) => {
+                    findings.push(finding(
+                        "agent.checks",
+                        "warning",
+                        format!("fresh checks failed: {}", error.public_message()),
+                    ));
+                    self.list_checks(ctx, &row.id).await?
+                }
+            }
+        } else {
+            let seen = row.last_seen_ms.map_or("never".to_string(), rfc3339);
+            findings.push(finding(
+                "agent.link",
+                "critical",
+                format!("agent offline (last seen {seen})"),
+            ));
+            self.list_checks(ctx, &row.id).await?
+        };
+        findings.extend(checks.into_iter().map(from_check));
+        if row.kind == "agent" && online {
+            let newest = self
+                .store
+                .latest_samples(&row.id, &["cpu.usage_percent"])
+                .await?;
+            let stale = newest
+                .first()
+                .is_none_or(|s| now_ms() - s.ts_ms > STALE_METRICS_MS);
+            findings.push(if stale {
+                finding(
+                    "metrics.freshness",
+                    "warning",
+                    "no metrics in the last 5 minutes".into(),
+                )
+            } else {
+                finding("metrics.freshness", "ok", "metrics are current".into())
+            });
+        }
+        let (score, mut status) = score(&findings);
+        if row.kind == "agent" && !online && findings.len() == 1 {
+            status = "unreachable".into();
+        }
+        let failed = findings.iter().filter(|f| !f.passed).count();
+        let capabilities = self
+            .device_capabilities(ctx, &row.id)
+            .await
+            .map(|c| c.capabilities)
+            .unwrap_or_default();
+        Ok(DeviceDiagnosis {
+            summary: format!(
+                "{}: {} of {} checks passed, score {score}",
+                row.name,
+                findings.len() - failed,
+                findings.len()
+            ),
+            recommendations: findings.iter().filter_map(recommendation).collect(),
+            device_id: row.id.clone(),
+            name: row.name.clone(),
+            status,
+            score,
+            capabilities,
+            fresh,
+            findings,
+            diagnosed_at: rfc3339(now_ms()),
+        })
+    }
+
+    /// Diagnoses one device; runs its checks first when its agent is online.
+    pub async fn diagnose_device(&self, ctx: &Ctx, device: &str) -> Result<DeviceDiagnosis> {
+        ctx.principal.require(Scope::Operate)?;
+        let row = self.require_device(device).await?;
+        self.diagnose_row(ctx, &row).await
+    }
+
+    /// Diagnoses every device (bounded concurrency, per-device timeout) and the controller's
+    /// own systems. A slow or failing device is reported, never fatal.
+    pub async fn diagnose_infrastructure(&self, ctx: &Ctx) -> Result<InfrastructureDiagnosis> {
+        ctx.principal.require(Scope::Operate)?;
+        let rows = self.store.list_devices().await?;
+        let devices: Vec<DeviceDiagnosis> = stream::iter(rows.clone())
+            .map(|row| {
+                let services = self.clone();
+                let ctx = ctx.clone();
+                async move {
+                    match tokio::time::timeout(DEVICE_TIMEOUT, services.diagnose_row(&ctx, &row))
+                        .await
+                    {
+                        Ok(Ok(diagnosis)) => diagnosis,
+                        Ok(Err(error)) => unreachable_device(
+                            &row,
+                            format!("diagnosis failed: {}", error.public_message()),
+                        ),
+                        Err(_) => unreachable_device(
+                            &row,
+                            format!("no answer within {}s", DEVICE_TIMEOUT.as_secs()),
+                        ),
+                    }
+                }
+            })
+            .buffer_unordered(PARALLEL_DEVICES)
+            .collect()
+            .await;
+        let system = self.system_findings(&rows).await;
+        let mean = if devices.is_empty() {
+            100.0
+        } else {
+            devices.iter().map(|d| f64::from(d.score)).sum::<f64>() / devices.len() as f64
+        };
+        let penalty: f64 = system
+            .iter()
+            .map(|f| match f.status.as_str() {
+                "critical" => 20.0,
+                "warning" => 5.0,
+                _ => 0.0,
+            })
+            .sum();
+        let score = (mean - penalty).clamp(0.0, 100.0).round() as u8;
+        let status = devices
+            .iter()
+            .map(|d| d.status.as_str())
+            .chain(system.iter().map(|f| f.status.as_str()))
+            .max_by_key(|s| severity(s))
+            .unwrap_or("ok")
+            .to_string();
+        let unhealthy = devices.iter().filter(|d| d.status != "ok").count();
+        let mut devices = devices;
+        devices.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(InfrastructureDiagnosis {
+            summary: format!("{} devices, {unhealthy} need attention; score {score}", devices.len()),
+            status,
+            score,
+            system,
+            devices,
+            score_formula: "mean of device scores (100 - 25 per critical check - 10 per warning - 50 agent offline - 15 stale metrics) - 20 per critical system check - 5 per warning system check".into(),
+            diagnosed_at: rfc3339(now_ms()),
+        })
+    }
+
+    async fn system_findings(&self, rows: &[DeviceRow]) -> Vec<Finding> {
+        let mut system = Vec::new();
+        let started = std::time::Instant::now();
+        system.push(match self.store.ping().await {
+            Ok(()) => finding(
+                "system.database",
+                "ok",
+                format!("database answered in {} ms", started.elapsed().as_millis()),
+            ),
+            Err(error) => finding(
+                "system.database",
+                "critical",
+                format!("database unreachable: {}", error.kind_label()),
+            ),
+        });
+        let agents: Vec<&DeviceRow> = rows.iter().filter(|r| r.kind == "agent").collect();
+        let offline: Vec<&str> = agents
+            .iter()
+            .filter(|r| self.sessions.get(&r.id).is_none())
+            .map(|r| r.name.as_str())
+            .collect();
+        system.push(if offline.is_empty() {
+            finding(
+                "system.agent_links",
+                "ok",
+                format!("all {} agents connected", agents.len()),
+            )
+        } else {
+            finding(
+                "system.agent_links",
+                "warning",
+                format!(
+                    "{} of {} agents offline: {}",
+                    offline.len(),
+                    agents.len(),
+                    offline.join(", ")
+                ),
+            )
+        });
+        system
+    }
+}
+
+fn unreachable_device(row: &DeviceRow, reason: String) -> DeviceDiagnosis {
+    DeviceDiagnosis {
+        device_id: row.id.clone(),
+        name: row.name.clone(),
+        status: "unreachable".into(),
+        score: 0,
+        summary: format!("{}: {reason}", row.name),
+        capabilities: Vec::new(),
+        fresh: false,
+        findings: vec![finding("agent.link", "critical", reason)],
+        recommendations: vec![
+            "check the host and its agent; the diagnosis could not reach it".into(),
+        ],
+        diagnosed_at: rfc3339(now_ms()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_follows_the_documented_formula() {
+        assert_eq!(score(&[]), (100, "ok".into()));
+        let findings = [
+            finding("docker.containers", "critical", String::new()),
+            finding("logs:journal", "warning", String::new()),
+            finding("systemd.units", "ok", String::new()),
+        ];
+        assert_eq!(score(&findings), (65, "critical".into()));
+        let offline = [
+            finding("agent.link", "critical", String::new()),
+            finding("zfs.pool:tank", "critical", String::new()),
+            finding("a", "critical", String::new()),
+            finding("b", "critical", String::new()),
+        ];
+        assert_eq!(score(&offline).0, 0, "floored at zero");
+        assert!(
+            recommendation(&finding("zfs.pool:tank", "critical", String::new()))
+                .unwrap()
+                .contains("zpool status -v tank")
+        );
+        assert!(recommendation(&finding("x", "ok", String::new())).is_none());
+    }
+}

@@ -1,0 +1,121 @@
+//! Diagnostics end to end: an online agent, an enrolled agent that is offline, and an
+//! agentless device; per device and for the whole infrastructure, with scores.
+
+use std::time::Duration;
+
+use infrastructor_e2e::{
+    agent_config, controller_config, eventually, path, temp_dir, Backend, TestAgent, TestController,
+};
+
+async fn post(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
+    let response = controller
+        .http()
+        .post(controller.api_url(path))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn device_and_infrastructure_diagnoses() {
+    let dir = temp_dir();
+    let controller = TestController::start(controller_config(
+        &path(&dir, "controller"),
+        &Backend::Sqlite,
+    ))
+    .await;
+    let online_dir = path(&dir, "online");
+    let online_id = controller.enroll(&online_dir).await.meta.device_id;
+    let offline_id = controller
+        .enroll(&path(&dir, "offline"))
+        .await
+        .meta
+        .device_id;
+    let response = controller
+        .http()
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&controller.admin_token)
+        .json(
+            &serde_json::json!({"name": "nas", "ssh_address": "nas.home:22", "ssh_user": "backup"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    let mut config = agent_config(&online_dir, Duration::from_millis(200));
+    config.checks.interval = Duration::from_secs(3600);
+    let agent = TestAgent::start(
+        config,
+        Box::new(infrastructor_agent::metrics::HostMetrics::new()),
+    );
+    eventually(Duration::from_secs(30), "metrics flowing", || async {
+        let (_, device) = controller.get_json(&format!("/devices/{online_id}")).await;
+        device["summary"]["cpu_usage_percent"]
+            .is_number()
+            .then_some(())
+    })
+    .await;
+
+    let (status, online) = post(&controller, &format!("/devices/{online_id}/diagnose")).await;
+    assert_eq!(status, 200, "{online}");
+    assert_eq!(online["fresh"], true, "checks were run for the diagnosis");
+    let findings = online["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["check"] == "metrics.freshness" && f["passed"] == true),
+        "{online}"
+    );
+    assert!(online["score"].as_u64().unwrap() <= 100);
+
+    let (status, offline) = post(&controller, &format!("/devices/{offline_id}/diagnose")).await;
+    assert_eq!(status, 200);
+    assert_eq!(offline["status"], "unreachable");
+    assert_eq!(offline["score"], 50, "agent offline costs 50");
+    assert!(offline["recommendations"][0]
+        .as_str()
+        .unwrap()
+        .contains("start the agent"));
+
+    let (status, infrastructure) = post(&controller, "/diagnose").await;
+    assert_eq!(status, 200, "{infrastructure}");
+    assert_eq!(infrastructure["devices"].as_array().unwrap().len(), 3);
+    let system = infrastructure["system"].as_array().unwrap();
+    assert!(system
+        .iter()
+        .any(|f| f["check"] == "system.database" && f["status"] == "ok"));
+    let links = system
+        .iter()
+        .find(|f| f["check"] == "system.agent_links")
+        .unwrap();
+    assert_eq!(links["status"], "warning");
+    assert!(
+        links["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2 agents offline"),
+        "{links}"
+    );
+    assert_eq!(infrastructure["status"], "unreachable");
+    assert!(infrastructure["score_formula"]
+        .as_str()
+        .unwrap()
+        .contains("mean of device scores"));
+    let nas = infrastructure["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "nas")
+        .unwrap();
+    assert_eq!(
+        nas["status"], "warning",
+        "agentless devices are reported, not failed: {nas}"
+    );
+
+    agent.stop().await;
+    controller.shutdown().await;
+}
