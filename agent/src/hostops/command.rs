@@ -112,6 +112,11 @@ async fn read_bounded(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> (Str
     (String::from_utf8_lossy(&buffer).into_owned(), truncated)
 }
 
+/// `uname -srm`: kernel name, release and machine — a harmless probe of a host.
+pub fn uname() -> HostCommand {
+    HostCommand::new("uname", ["-srm"])
+}
+
 /// `zpool status [-- POOL]`
 pub fn zpool_status(pool: Option<&PoolName>) -> HostCommand {
     let mut args = vec!["status".to_string()];

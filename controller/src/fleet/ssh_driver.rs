@@ -1,0 +1,299 @@
+//! The driver for agentless hosts: the same `HostCommand`s the agent runs, executed over SSH
+//! (russh) with key authentication and a pinned host key — an unknown or changed key is
+//! refused, never accepted. Connections are pooled per host (bounded), kept alive, and
+//! pruned when dead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use infrastructor_agent::hostops::command::{CommandOutput, HostCommand};
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::ChannelMsg;
+
+/// Output kept per stream, as for local commands.
+const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("host key of {host} does not match the pinned key: refusing to connect (possible man-in-the-middle, or the host was reinstalled)")]
+    HostKeyMismatch { host: String },
+    #[error("cannot connect to {host}: {message}")]
+    Connect { host: String, message: String },
+    #[error("{user}@{host} refused the key")]
+    AuthenticationFailed { host: String, user: String },
+    #[error("invalid pinned host key: {0}")]
+    BadHostKey(String),
+    #[error("invalid SSH private key: {0}")]
+    BadPrivateKey(String),
+    #[error("command cannot be sent: {0}")]
+    BadCommand(String),
+    #[error("{host}: {program} did not finish within {timeout:?}")]
+    Timeout {
+        host: String,
+        program: &'static str,
+        timeout: Duration,
+    },
+    #[error("{host}: {message}")]
+    Channel { host: String, message: String },
+}
+
+/// Where and as whom to connect, and the only host key accepted.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub host_key: PublicKey,
+}
+
+impl SshTarget {
+    /// `host_key` is an OpenSSH public key line, e.g. `ssh-ed25519 AAAA… comment`.
+    pub fn new(host: &str, port: u16, user: &str, host_key: &str) -> Result<Self, SshError> {
+        let host_key = PublicKey::from_openssh(host_key.trim())
+            .map_err(|e| SshError::BadHostKey(e.to_string()))?;
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            user: user.to_string(),
+            host_key,
+        })
+    }
+
+    fn key(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Accepts exactly the pinned key and remembers a mismatch, so the error can say so.
+struct PinnedHostKey {
+    expected: PublicKey,
+    mismatch: Arc<AtomicBool>,
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let matches = match server_key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.key_data() == self.expected.key_data()
+            }
+            // Host certificates are not trusted implicitly: only the pinned key is.
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => false,
+        };
+        if !matches {
+            self.mismatch.store(true, Ordering::SeqCst);
+        }
+        Ok(matches)
+    }
+}
+
+/// Pool statistics for health reporting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    pub hosts: usize,
+    pub idle_connections: usize,
+}
+
+pub struct SshDriver {
+    key: Arc<PrivateKey>,
+    config: Arc<client::Config>,
+    max_idle_per_host: usize,
+    idle: Mutex<HashMap<String, Vec<Handle<PinnedHostKey>>>>,
+}
+
+impl SshDriver {
+    /// `private_key_openssh` is the controller's OpenSSH private key (unencrypted).
+    pub fn new(private_key_openssh: &str, max_idle_per_host: usize) -> Result<Self, SshError> {
+        let key = PrivateKey::from_openssh(private_key_openssh)
+            .map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
+        let config = client::Config {
+            inactivity_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            ..Default::default()
+        };
+        Ok(Self {
+            key: Arc::new(key),
+            config: Arc::new(config),
+            max_idle_per_host: max_idle_per_host.max(1),
+            idle: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Handle<PinnedHostKey>>>> {
+        match self.idle.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    async fn connect(&self, target: &SshTarget) -> Result<Handle<PinnedHostKey>, SshError> {
+        let mismatch = Arc::new(AtomicBool::new(false));
+        let handler = PinnedHostKey {
+            expected: target.host_key.clone(),
+            mismatch: mismatch.clone(),
+        };
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            client::connect(
+                self.config.clone(),
+                (target.host.as_str(), target.port),
+                handler,
+            ),
+        )
+        .await;
+        let mut handle = match connected {
+            Ok(Ok(handle)) => handle,
+            _ if mismatch.load(Ordering::SeqCst) => {
+                return Err(SshError::HostKeyMismatch {
+                    host: target.host.clone(),
+                })
+            }
+            Ok(Err(error)) => {
+                return Err(SshError::Connect {
+                    host: target.host.clone(),
+                    message: error.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(SshError::Connect {
+                    host: target.host.clone(),
+                    message: "timed out".into(),
+                })
+            }
+        };
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten();
+        let auth = handle
+            .authenticate_publickey(
+                target.user.clone(),
+                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| SshError::Connect {
+                host: target.host.clone(),
+                message: e.to_string(),
+            })?;
+        if !auth.success() {
+            return Err(SshError::AuthenticationFailed {
+                host: target.host.clone(),
+                user: target.user.clone(),
+            });
+        }
+        Ok(handle)
+    }
+
+    /// A pooled live connection, or a new one.
+    async fn checkout(&self, target: &SshTarget) -> Result<Handle<PinnedHostKey>, SshError> {
+        let pooled = {
+            let mut idle = self.idle();
+            let connections = idle.entry(target.key()).or_default();
+            connections.retain(|h| !h.is_closed());
+            connections.pop()
+        };
+        match pooled {
+            Some(handle) => Ok(handle),
+            None => self.connect(target).await,
+        }
+    }
+
+    fn checkin(&self, target: &SshTarget, handle: Handle<PinnedHostKey>) {
+        let mut idle = self.idle();
+        let connections = idle.entry(target.key()).or_default();
+        if connections.len() < self.max_idle_per_host && !handle.is_closed() {
+            connections.push(handle);
+        }
+    }
+
+    /// Runs `command` on the target. SSH carries one command string, so every argv element
+    /// is shell-quoted; names were validated before the command was built.
+    pub async fn run(
+        &self,
+        target: &SshTarget,
+        command: &HostCommand,
+        timeout: Duration,
+    ) -> Result<CommandOutput, SshError> {
+        let line = remote_command_line(command)?;
+        let handle = self.checkout(target).await?;
+        let host = target.host.clone();
+        let execution = async {
+            let mut channel =
+                handle
+                    .channel_open_session()
+                    .await
+                    .map_err(|e| SshError::Channel {
+                        host: host.clone(),
+                        message: e.to_string(),
+                    })?;
+            channel
+                .exec(true, line.as_bytes())
+                .await
+                .map_err(|e| SshError::Channel {
+                    host: host.clone(),
+                    message: e.to_string(),
+                })?;
+            let (mut stdout, mut stderr, mut code, mut truncated) =
+                (Vec::new(), Vec::new(), None, false);
+            while let Some(message) = channel.wait().await {
+                match message {
+                    ChannelMsg::Data { data } => truncated |= append_bounded(&mut stdout, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        truncated |= append_bounded(&mut stderr, &data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status as i32),
+                    _ => {}
+                }
+            }
+            Ok(CommandOutput {
+                code,
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                truncated,
+            })
+        };
+        let output = tokio::time::timeout(timeout, execution)
+            .await
+            .map_err(|_| SshError::Timeout {
+                host: target.host.clone(),
+                program: command.program(),
+                timeout,
+            })??;
+        self.checkin(target, handle);
+        Ok(output)
+    }
+
+    /// Drops pooled connections that have died (the health monitor calls this).
+    pub fn prune(&self) -> PoolStats {
+        let mut idle = self.idle();
+        idle.retain(|_, connections| {
+            connections.retain(|h| !h.is_closed());
+            !connections.is_empty()
+        });
+        PoolStats {
+            hosts: idle.len(),
+            idle_connections: idle.values().map(Vec::len).sum(),
+        }
+    }
+}
+
+fn append_bounded(buffer: &mut Vec<u8>, data: &[u8]) -> bool {
+    let room = MAX_OUTPUT_BYTES.saturating_sub(buffer.len());
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+    data.len() > room
+}
+
+/// The argv as one shell-quoted line for SSH `exec`.
+pub fn remote_command_line(command: &HostCommand) -> Result<String, SshError> {
+    shlex::try_join(command.argv()).map_err(|e| SshError::BadCommand(e.to_string()))
+}
