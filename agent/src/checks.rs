@@ -1,7 +1,6 @@
 //! The agent's host checks: detect what the host has, run the checks that apply, and turn
 //! the results into protocol messages. Runs on a schedule and on the controller's request.
 
-use std::path::Path;
 use std::time::Duration;
 
 use infrastructor_proto::v1::{self as proto, Sample};
@@ -47,8 +46,31 @@ pub struct Round {
     pub samples: Vec<Sample>,
 }
 
-async fn succeeds(command: HostCommand) -> bool {
-    matches!(command.run(Duration::from_secs(5)).await, Ok(output) if output.code == Some(0))
+/// Where commands run: locally on the agent, or over SSH for agentless hosts. The checks and
+/// parsers are the same either way.
+pub trait CommandRunner: Sync {
+    fn run(
+        &self,
+        command: &HostCommand,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<command::CommandOutput, String>> + Send;
+}
+
+/// Runs commands on this host.
+pub struct LocalRunner;
+
+impl CommandRunner for LocalRunner {
+    async fn run(
+        &self,
+        command: &HostCommand,
+        timeout: Duration,
+    ) -> Result<command::CommandOutput, String> {
+        command.run(timeout).await.map_err(|e| e.to_string())
+    }
+}
+
+async fn succeeds(runner: &impl CommandRunner, command: HostCommand) -> bool {
+    matches!(runner.run(&command, Duration::from_secs(5)).await, Ok(output) if output.code == Some(0))
 }
 
 /// A report for a check that could not run (the tool failed, not the host).
@@ -76,18 +98,32 @@ pub async fn run_round(config: &CheckConfig) -> Round {
             Err(error) => round.reports.push(unavailable("docker.containers", error)),
         }
     }
-    if succeeds(command::zpool_list()).await {
+    run_command_checks(&LocalRunner, config, &mut round).await;
+    round
+}
+
+/// The checks that need only commands (ZFS, systemd, journal): shared by the agent and the
+/// controller's SSH driver.
+pub async fn run_command_checks(
+    runner: &impl CommandRunner,
+    config: &CheckConfig,
+    round: &mut Round,
+) {
+    if succeeds(runner, command::zpool_list()).await {
         round.capabilities.push("zfs".into());
-        zfs_checks(&mut round).await;
+        zfs_checks(runner, round).await;
     }
-    if Path::new("/run/systemd/system").exists() {
+    if succeeds(runner, command::systemd_booted()).await {
         round.capabilities.push("systemd".into());
-        round.reports.push(systemd_check(config).await);
+        round.reports.push(systemd_check(runner, config).await);
     }
-    if succeeds(command::journal_tail(1, None)).await {
+    if succeeds(runner, command::journal_tail(1, None)).await {
         round.capabilities.push("journald".into());
-        match command::journal_tail(config.journal_lines, None)
-            .run(COMMAND_TIMEOUT)
+        match runner
+            .run(
+                &command::journal_tail(config.journal_lines, None),
+                COMMAND_TIMEOUT,
+            )
             .await
         {
             Ok(output) => {
@@ -97,15 +133,17 @@ pub async fn run_round(config: &CheckConfig) -> Round {
             Err(error) => round.reports.push(unavailable("logs:journal", error)),
         }
     }
-    round
 }
 
-async fn zfs_checks(round: &mut Round) {
-    let status = match command::zpool_status(None).run(COMMAND_TIMEOUT).await {
+async fn zfs_checks(runner: &impl CommandRunner, round: &mut Round) {
+    let status = match runner
+        .run(&command::zpool_status(None), COMMAND_TIMEOUT)
+        .await
+    {
         Ok(output) => zfs::parse_zpool_status(&output.stdout),
         Err(error) => return round.reports.push(unavailable("zfs.pools", error)),
     };
-    let usage = match command::zpool_list().run(COMMAND_TIMEOUT).await {
+    let usage = match runner.run(&command::zpool_list(), COMMAND_TIMEOUT).await {
         Ok(output) => zfs::parse_zpool_list(&output.stdout).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
@@ -126,8 +164,11 @@ async fn zfs_checks(round: &mut Round) {
     }
 }
 
-async fn systemd_check(config: &CheckConfig) -> CheckReport {
-    let failed = match command::systemctl_failed_units().run(COMMAND_TIMEOUT).await {
+async fn systemd_check(runner: &impl CommandRunner, config: &CheckConfig) -> CheckReport {
+    let failed = match runner
+        .run(&command::systemctl_failed_units(), COMMAND_TIMEOUT)
+        .await
+    {
         Ok(output) => systemd::parse_failed_units(&output.stdout),
         Err(error) => return unavailable("systemd.units", error),
     };

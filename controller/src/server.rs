@@ -41,6 +41,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Service(#[from] crate::error::Error),
+    #[error("SSH identity: {0}")]
+    Ssh(crate::fleet::ssh_driver::SshError),
 }
 
 /// Opens the database and the CA: everything the service layer needs, without listeners.
@@ -62,7 +64,12 @@ pub async fn open_services(
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &config.certificate_names())?;
     let store = Arc::new(store);
     let sessions = Arc::new(SessionRegistry::default());
+    let (ssh_private_key, ssh_public_key) =
+        crate::fleet::ssh_driver::load_or_create_identity(&config.data_dir.join("ssh"))
+            .map_err(StartError::Ssh)?;
     Ok(Services {
+        ssh: Arc::new(crate::fleet::SshDriver::new(&ssh_private_key, 4).map_err(StartError::Ssh)?),
+        ssh_public_key,
         agents: crate::fleet::AgentDriver::new(sessions.clone()),
         ingest: crate::services::ingest::IngestQueue::start(store.clone(), crate::services::now_ms),
         gateway_url: config.gateway_url(gateway_addr),

@@ -39,7 +39,7 @@ async fn device_and_infrastructure_diagnoses() {
         .post(controller.api_url("/devices"))
         .bearer_auth(&controller.admin_token)
         .json(
-            &serde_json::json!({"name": "nas", "ssh_address": "nas.home:22", "ssh_user": "backup"}),
+            &serde_json::json!({"name": "nas", "ssh_address": "127.0.0.1:1", "ssh_user": "backup", "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}),
         )
         .send()
         .await
@@ -111,9 +111,15 @@ async fn device_and_infrastructure_diagnoses() {
         .iter()
         .find(|d| d["name"] == "nas")
         .unwrap();
-    assert_eq!(
-        nas["status"], "warning",
-        "agentless devices are reported, not failed: {nas}"
+    // Nothing listens on 127.0.0.1:1: the SSH link fails, reported as a finding, not fatal.
+    assert_eq!(nas["status"], "critical", "{nas}");
+    assert!(
+        nas["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "ssh.link" && f["passed"] == false),
+        "{nas}"
     );
 
     agent.stop().await;

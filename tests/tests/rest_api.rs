@@ -131,7 +131,7 @@ async fn scopes_are_enforced_and_named() {
     )
     .await;
     assert_eq!(status, 200);
-    let create = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup"}"#;
+    let create = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#;
     let (status, body, _) = call(
         &controller,
         Method::POST,
@@ -196,7 +196,7 @@ async fn scopes_are_enforced_and_named() {
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (_dir, controller) = controller().await;
     let admin = controller.admin_token.clone();
-    let good = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup"}"#;
+    let good = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#;
     let (status, _, _) = call(
         &controller,
         Method::POST,
@@ -211,21 +211,27 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (
             Method::POST,
             "/api/v1/devices",
-            Some(r#"{"name":"a;rm -rf /","ssh_address":"h","ssh_user":"u"}"#),
+            Some(
+                r#"{"name":"a;rm -rf /","ssh_address":"h","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
+            ),
             400,
             "invalid device name",
         ),
         (
             Method::POST,
             "/api/v1/devices",
-            Some(r#"{"name":"x","ssh_address":"$(reboot)","ssh_user":"u"}"#),
+            Some(
+                r#"{"name":"x","ssh_address":"$(reboot)","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
+            ),
             400,
             "invalid SSH address",
         ),
         (
             Method::POST,
             "/api/v1/devices",
-            Some(r#"{"name":"x","ssh_address":"h","ssh_user":"-oProxyCommand=x"}"#),
+            Some(
+                r#"{"name":"x","ssh_address":"h","ssh_user":"-oProxyCommand=x","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
+            ),
             400,
             "invalid SSH user",
         ),
@@ -239,9 +245,20 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (
             Method::POST,
             "/api/v1/devices",
-            Some(r#"{"name":"x","ssh_address":"h","ssh_user":"u","extra":1}"#),
+            Some(
+                r#"{"name":"x","ssh_address":"h","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy","extra":1}"#,
+            ),
             400,
             "unknown field",
+        ),
+        (
+            Method::POST,
+            "/api/v1/devices",
+            Some(
+                r#"{"name":"x","ssh_address":"h","ssh_user":"u","ssh_host_key":"ssh-ed25519 garbage"}"#,
+            ),
+            400,
+            "invalid pinned host key",
         ),
         (
             Method::POST,

@@ -17,7 +17,7 @@ struct Sshd {
     port: u16,
     host_public_key: String,
     client_private_key: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Sshd {
@@ -61,37 +61,44 @@ fn start_sshd() -> Option<Sshd> {
     .unwrap();
     // sshd needs its privilege-separation directory.
     let _ = std::fs::create_dir_all("/run/sshd");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
-         AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-         PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
-        dir = dir.path().display()
-    );
-    std::fs::write(dir.path().join("sshd_config"), config).unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(dir.path().join("sshd_config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sshd");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Ports are picked by binding :0 and releasing it, so a parallel test can take the same
+    // one: retry with a fresh port when sshd does not come up.
+    let (child, port) = (0..5)
+        .find_map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let config = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd-{port}.pid\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
+                dir = dir.path().display()
+            );
+            std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(dir.path().join("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("sshd");
+            for _ in 0..300 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some((child, port));
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            None
+        })
+        .expect("sshd did not start");
     Some(Sshd {
         child,
         port,
         host_public_key: std::fs::read_to_string(dir.path().join("host_key.pub")).unwrap(),
         client_private_key: std::fs::read_to_string(dir.path().join("client_key")).unwrap(),
-        _dir: dir,
+        dir,
     })
 }
 
@@ -186,4 +193,129 @@ fn argv_is_quoted_for_the_remote_shell() {
 
 fn shlex_quote(text: &str) -> String {
     shlex::try_quote(text).unwrap().into_owned()
+}
+
+#[tokio::test]
+async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
+    use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
+    let Some(sshd) = start_sshd() else { return };
+    let dir = temp_dir();
+    let controller = TestController::start(controller_config(
+        &path(&dir, "controller"),
+        &Backend::Sqlite,
+    ))
+    .await;
+    // Authorize the controller's own key on the host, as an operator would.
+    let (status, key) = controller.get_json("/ssh-public-key").await;
+    assert_eq!(status, 200);
+    let public_key = key["public_key"].as_str().unwrap();
+    assert!(public_key.starts_with("ssh-ed25519 "));
+    std::fs::write(
+        sshd.dir.path().join("authorized_keys"),
+        format!("{public_key}\n"),
+    )
+    .unwrap();
+
+    let register = |name: &str, host_key: &str| serde_json::json!({"name": name, "ssh_address": format!("127.0.0.1:{}", sshd.port), "ssh_user": current_user(), "ssh_host_key": host_key});
+    let client = controller.http();
+    let created = client
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&controller.admin_token)
+        .json(&register("nas", &sshd.host_public_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let run = client
+        .post(controller.api_url("/devices/nas/checks/run"))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status().as_u16(), 200, "{:?}", run.text().await);
+    let (status, capabilities) = controller.get_json("/devices/nas/capabilities").await;
+    assert_eq!(status, 200);
+    assert!(
+        capabilities["detected_at"].is_string(),
+        "a round over SSH was recorded: {capabilities}"
+    );
+    let diagnosis: serde_json::Value = client
+        .post(controller.api_url("/devices/nas/diagnose"))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(diagnosis["fresh"], true, "{diagnosis}");
+    assert!(
+        diagnosis["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "ssh.link" && f["passed"] == true),
+        "{diagnosis}"
+    );
+
+    // The same host registered with another key: refused, with the reason.
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("impostor"));
+    let impostor = std::fs::read_to_string(other.path().join("impostor.pub")).unwrap();
+    let created = client
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&controller.admin_token)
+        .json(&register("nas-moved", &impostor))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let refused = client
+        .post(controller.api_url("/devices/nas-moved/checks/run"))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the pinned key"),
+        "{body}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_is_never_reused_for_a_different_pinned_key() {
+    let Some(sshd) = start_sshd() else { return };
+    let driver = SshDriver::new(&sshd.client_private_key, 2).unwrap();
+    let genuine = SshTarget::new(
+        "127.0.0.1",
+        sshd.port,
+        &current_user(),
+        &sshd.host_public_key,
+    )
+    .unwrap();
+    driver
+        .run(&genuine, &command::uname(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(driver.prune().idle_connections, 1);
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("impostor"));
+    let wrong_key = std::fs::read_to_string(other.path().join("impostor.pub")).unwrap();
+    let pinned_elsewhere =
+        SshTarget::new("127.0.0.1", sshd.port, &current_user(), &wrong_key).unwrap();
+    let error = driver
+        .run(
+            &pinned_elsewhere,
+            &command::uname(),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SshError::HostKeyMismatch { .. }), "{error}");
 }

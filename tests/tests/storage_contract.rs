@@ -24,6 +24,7 @@ fn device<'a>(id: &'a str, name: &'a str) -> NewDevice<'a> {
         kind: "agent",
         ssh_address: None,
         ssh_user: None,
+        ssh_host_key: None,
         hostname: Some(name),
         created_at_ms: T0,
     }

@@ -117,6 +117,11 @@ pub fn uname() -> HostCommand {
     HostCommand::new("uname", ["-srm"])
 }
 
+/// `test -d /run/systemd/system`: succeeds when systemd is the running init.
+pub fn systemd_booted() -> HostCommand {
+    HostCommand::new("test", ["-d", "/run/systemd/system"])
+}
+
 /// `zpool status [-- POOL]`
 pub fn zpool_status(pool: Option<&PoolName>) -> HostCommand {
     let mut args = vec!["status".to_string()];

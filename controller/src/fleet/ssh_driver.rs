@@ -62,8 +62,11 @@ impl SshTarget {
         })
     }
 
+    /// Pool key: a pooled connection was verified against one host key, so it may only be
+    /// reused for a target that pins that same key.
     fn key(&self) -> String {
-        format!("{}@{}:{}", self.user, self.host, self.port)
+        let pinned = self.host_key.fingerprint(russh::keys::HashAlg::Sha256);
+        format!("{}@{}:{} {pinned}", self.user, self.host, self.port)
     }
 }
 
@@ -291,6 +294,49 @@ fn append_bounded(buffer: &mut Vec<u8>, data: &[u8]) -> bool {
     let room = MAX_OUTPUT_BYTES.saturating_sub(buffer.len());
     buffer.extend_from_slice(&data[..data.len().min(room)]);
     data.len() > room
+}
+
+/// Loads the controller's SSH identity from `dir/id_ed25519`, creating it (mode 0600) on
+/// first start. Returns the private key (OpenSSH format) and the public key line.
+pub fn load_or_create_identity(dir: &std::path::Path) -> Result<(String, String), SshError> {
+    use rand::RngCore;
+    use russh::keys::ssh_key::private::Ed25519Keypair;
+    use russh::keys::ssh_key::LineEnding;
+    let io = |e: std::io::Error| SshError::BadPrivateKey(format!("{}: {e}", dir.display()));
+    infrastructor_agent::fsutil::create_private_dir(dir).map_err(io)?;
+    let path = dir.join("id_ed25519");
+    if !path.exists() {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+        let text = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
+        infrastructor_agent::fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(io)?;
+    }
+    let private = std::fs::read_to_string(&path).map_err(io)?;
+    let key =
+        PrivateKey::from_openssh(&private).map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
+    Ok((private, format!("{public} infrastructor-controller")))
+}
+
+/// Runs the agent's command-based checks on a target over SSH.
+pub struct SshRunner<'a> {
+    pub driver: &'a SshDriver,
+    pub target: &'a SshTarget,
+}
+
+impl infrastructor_agent::checks::CommandRunner for SshRunner<'_> {
+    async fn run(&self, command: &HostCommand, timeout: Duration) -> Result<CommandOutput, String> {
+        self.driver
+            .run(self.target, command, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The argv as one shell-quoted line for SSH `exec`.

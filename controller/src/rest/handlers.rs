@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
-use crate::services::devices::{CreateAgentlessDevice, DeviceView};
+use crate::services::devices::{CreateAgentlessDevice, DeviceView, SshPublicKey};
 use crate::services::diagnostics::{DeviceDiagnosis, InfrastructureDiagnosis};
 use crate::services::enrollment::{CreateEnrollmentToken, EnrollmentToken};
 use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
@@ -179,6 +179,13 @@ pub async fn create_enrollment_token(
         StatusCode::CREATED,
         Json(services.create_enrollment_token(&ctx, request).await?),
     ))
+}
+
+pub async fn ssh_public_key(
+    State(services): State<Services>,
+    ctx: Ctx,
+) -> ApiResult<Json<SshPublicKey>> {
+    Ok(Json(services.ssh_public_key(&ctx)?))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

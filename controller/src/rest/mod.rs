@@ -57,6 +57,7 @@ pub fn router(services: Services) -> Router {
     let api = operation(api, "device_capabilities", handlers::device_capabilities);
     let api = operation(api, "list_containers", handlers::list_containers);
     let api = operation(api, "diagnose_device", handlers::diagnose_device);
+    let api = operation(api, "ssh_public_key", handlers::ssh_public_key);
     let api = operation(
         api,
         "diagnose_infrastructure",

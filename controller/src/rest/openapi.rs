@@ -29,7 +29,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/devices",
         scope: Scope::Operate,
-        summary: "Register an agentless device reached over SSH: {name, ssh_address, ssh_user}",
+        summary: "Register an agentless device reached over SSH: {name, ssh_address, ssh_user, ssh_host_key}",
         query: &[],
     },
     Operation {
@@ -120,6 +120,7 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation { id: "diagnose_device", method: "post", path: "/devices/{device}/diagnose", scope: Scope::Operate, summary: "Diagnose one device: fresh checks (when its agent is online), liveness, findings, recommended actions, a 0-100 score", query: &[] },
     Operation { id: "diagnose_infrastructure", method: "post", path: "/diagnose", scope: Scope::Operate, summary: "Diagnose every device in parallel (bounded, per-device timeout) plus system checks; overall status and 0-100 score", query: &[] },
+    Operation { id: "ssh_public_key", method: "get", path: "/ssh-public-key", scope: Scope::Read, summary: "The controller's SSH public key, for authorized_keys on agentless hosts", query: &[] },
     Operation {
         id: "create_enrollment_token",
         method: "post",

@@ -175,9 +175,7 @@ impl Services {
         ctx.principal.require(Scope::Operate)?;
         let row = self.require_device(device).await?;
         if row.kind == "agentless" {
-            return Err(Error::Unavailable(format!(
-                "device {device:?} has no agent; checks over SSH are not available in this release"
-            )));
+            return self.run_checks_over_ssh(ctx, &row).await;
         }
         let requested_at = now_ms();
         self.agents
@@ -204,6 +202,56 @@ impl Services {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         self.list_checks(ctx, device).await
+    }
+
+    /// The agent's command-based checks (ZFS, systemd, journal), run over SSH with the same
+    /// argv and parsers, stored like an agent's reports.
+    async fn run_checks_over_ssh(
+        &self,
+        ctx: &Ctx,
+        row: &crate::store::DeviceRow,
+    ) -> Result<Vec<CheckView>> {
+        let (Some(address), Some(user), Some(host_key)) =
+            (&row.ssh_address, &row.ssh_user, &row.ssh_host_key)
+        else {
+            return Err(Error::Unavailable(format!(
+                "device {:?} has no SSH address, user and pinned host key; register it again with ssh_host_key",
+                row.name
+            )));
+        };
+        let (host, port) = super::devices::split_ssh_address(address);
+        let target = crate::fleet::SshTarget::new(&host, port, user, host_key)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        // Probe first, so an unreachable host or a wrong key is one clear error.
+        self.ssh
+            .run(
+                &target,
+                &infrastructor_agent::hostops::command::uname(),
+                COMMAND_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let runner = crate::fleet::ssh_driver::SshRunner {
+            driver: &self.ssh,
+            target: &target,
+        };
+        let mut round = infrastructor_agent::checks::Round::default();
+        let config = infrastructor_agent::checks::CheckConfig::default();
+        tokio::time::timeout(
+            ROUND_TIMEOUT,
+            infrastructor_agent::checks::run_command_checks(&runner, &config, &mut round),
+        )
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "checks over SSH did not finish within {}s",
+                ROUND_TIMEOUT.as_secs()
+            ))
+        })?;
+        self.record_check_reports(&row.id, &infrastructor_agent::checks::to_message(&round))
+            .await?;
+        tracing::info!(request_id = %ctx.request_id, device_id = %row.id, reports = round.reports.len(), "checks run over SSH");
+        self.list_checks(ctx, &row.id).await
     }
 
     /// Containers as of the device's latest Docker check.

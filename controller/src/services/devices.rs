@@ -47,6 +47,28 @@ pub struct CreateAgentlessDevice {
     /// `host` or `host:port`.
     pub ssh_address: String,
     pub ssh_user: String,
+    /// The host's SSH public key (`ssh-ed25519 AAAA…`), pinned: any other key is refused.
+    pub ssh_host_key: String,
+}
+
+/// `host:port`, `host`, `[v6]:port` or a bare IPv6 address → host and port (default 22).
+pub fn split_ssh_address(address: &str) -> (String, u16) {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return (socket.ip().to_string(), socket.port());
+    }
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        return (address.to_string(), 22);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(22)),
+        None => (address.to_string(), 22),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SshPublicKey {
+    /// One line for `~/.ssh/authorized_keys` on agentless hosts.
+    pub public_key: String,
 }
 
 const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
@@ -133,6 +155,9 @@ impl Services {
         validate::device_name(&request.name)?;
         validate::ssh_address(&request.ssh_address)?;
         validate::ssh_user(&request.ssh_user)?;
+        let (host, port) = split_ssh_address(&request.ssh_address);
+        crate::fleet::SshTarget::new(&host, port, &request.ssh_user, &request.ssh_host_key)
+            .map_err(|e| Error::invalid(e.to_string()))?;
         let id = uuid::Uuid::new_v4().to_string();
         self.store
             .insert_device(&NewDevice {
@@ -141,12 +166,21 @@ impl Services {
                 kind: "agentless",
                 ssh_address: Some(&request.ssh_address),
                 ssh_user: Some(&request.ssh_user),
+                ssh_host_key: Some(request.ssh_host_key.trim()),
                 hostname: None,
                 created_at_ms: now_ms(),
             })
             .await?;
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %id, "agentless device created");
         self.get_device(ctx, &id).await
+    }
+
+    /// The controller's SSH public key, for the `authorized_keys` of agentless hosts.
+    pub fn ssh_public_key(&self, ctx: &Ctx) -> Result<SshPublicKey> {
+        ctx.principal.require(Scope::Read)?;
+        Ok(SshPublicKey {
+            public_key: self.ssh_public_key.clone(),
+        })
     }
 
     /// Deletes a device: it is revoked (its certificate no longer opens a stream, its open

@@ -4,6 +4,7 @@
 //!
 //! Score (0–100), documented in the README:
 //! - device: 100 − 25 per critical check − 10 per warning check − 50 if its agent is offline
+//!   (or, agentless, SSH fails)
 //!   − 15 if its newest metrics are older than 5 minutes, floored at 0;
 //! - infrastructure: the mean of the device scores − 20 per critical system check − 5 per
 //!   warning system check, floored at 0 (100 with no devices and healthy systems).
@@ -88,6 +89,8 @@ fn recommendation(finding: &Finding) -> Option<String> {
     let check = finding.check.as_str();
     Some(if check == "agent.link" {
         "start the agent (systemctl start infrastructor-agent) and check its log; it reconnects and resumes from its spool".into()
+    } else if check == "ssh.link" {
+        "check that the host is reachable, that its SSH host key is the one registered, and that the controller's key (GET /api/v1/ssh-public-key) is in the user's authorized_keys".into()
     } else if check == "metrics.freshness" {
         "the agent is connected but not reporting: check its log for spool or collection errors"
             .into()
@@ -122,7 +125,7 @@ fn score(findings: &[Finding]) -> (u8, String) {
     let mut score: i32 = 100;
     for f in findings {
         score -= match (f.check.as_str(), f.status.as_str()) {
-            ("agent.link", "critical") => 50,
+            ("agent.link" | "ssh.link", "critical") => 50,
             ("metrics.freshness", "warning") => 15,
             (_, "critical") => 25,
             (_, "warning") => 10,
@@ -143,12 +146,21 @@ impl Services {
         let mut findings = Vec::new();
         let mut fresh = false;
         let checks = if row.kind == "agentless" {
-            findings.push(finding(
-                "ssh.checks",
-                "warning",
-                "agentless device: checks over SSH are not available in this release".into(),
-            ));
-            Vec::new()
+            match self.run_checks(ctx, &row.id).await {
+                Ok(checks) => {
+                    fresh = true;
+                    findings.push(finding(
+                        "ssh.link",
+                        "ok",
+                        "reached over SSH with the pinned host key".into(),
+                    ));
+                    checks
+                }
+                Err(error) => {
+                    findings.push(finding("ssh.link", "critical", error.public_message()));
+                    self.list_checks(ctx, &row.id).await?
+                }
+            }
         } else if online {
             match self.run_checks(ctx, &row.id).await {
                 Ok(checks) => {

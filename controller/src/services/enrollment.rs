@@ -111,6 +111,7 @@ impl Services {
             kind: "agent",
             ssh_address: None,
             ssh_user: None,
+            ssh_host_key: None,
             hostname: Some(&name),
             created_at_ms: now,
         };

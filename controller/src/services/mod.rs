@@ -36,6 +36,9 @@ pub struct Services {
     pub pki: Arc<Pki>,
     pub sessions: Arc<SessionRegistry>,
     pub agents: crate::fleet::AgentDriver,
+    /// Agentless hosts are reached with this driver and identity.
+    pub ssh: Arc<crate::fleet::SshDriver>,
+    pub ssh_public_key: String,
     pub telemetry: Arc<Telemetry>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).

@@ -9,6 +9,7 @@ pub struct DeviceRow {
     pub kind: String,
     pub ssh_address: Option<String>,
     pub ssh_user: Option<String>,
+    pub ssh_host_key: Option<String>,
     pub hostname: Option<String>,
     pub agent_version: Option<String>,
     pub created_at_ms: i64,
@@ -25,17 +26,18 @@ pub struct NewDevice<'a> {
     pub kind: &'a str,
     pub ssh_address: Option<&'a str>,
     pub ssh_user: Option<&'a str>,
+    pub ssh_host_key: Option<&'a str>,
     pub hostname: Option<&'a str>,
     pub created_at_ms: i64,
 }
 
 const COLUMNS: &str =
-    "id, name, kind, ssh_address, ssh_user, hostname, agent_version, created_at_ms, \
+    "id, name, kind, ssh_address, ssh_user, ssh_host_key, hostname, agent_version, created_at_ms, \
      last_seen_ms, revoked_at_ms, high_water_mark, spool_dropped_batches, spool_dropped_samples";
 
 pub(super) const INSERT_DEVICE: &str =
-    "INSERT INTO devices (id, name, kind, ssh_address, ssh_user, hostname, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    "INSERT INTO devices (id, name, kind, ssh_address, ssh_user, hostname, created_at_ms, ssh_host_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 impl Store {
     pub async fn insert_device(&self, device: &NewDevice<'_>) -> StoreResult<()> {
@@ -47,6 +49,7 @@ impl Store {
             .bind(device.ssh_user)
             .bind(device.hostname)
             .bind(device.created_at_ms)
+            .bind(device.ssh_host_key)
             .execute(p)
             .await
             .map(|_| ()));

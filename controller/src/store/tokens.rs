@@ -101,6 +101,7 @@ impl Store {
                 .bind(device.ssh_user)
                 .bind(device.hostname)
                 .bind(device.created_at_ms)
+                .bind(device.ssh_host_key)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
