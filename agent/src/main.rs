@@ -127,24 +127,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let agent = Agent::new(config)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+                shutdown.clone(),
+            ));
             agent.run(Box::new(HostMetrics::new()), shutdown).await?;
             Ok(())
         }
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return,
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    shutdown.cancel();
 }
 
 #[tokio::main]

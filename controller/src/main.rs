@@ -81,7 +81,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 controller.services.pki.ca_fingerprint()
             );
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+                shutdown.clone(),
+            ));
             shutdown.cancelled().await;
             controller.shutdown().await;
             Ok(())
@@ -89,7 +91,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             let config = ControllerConfig::load(&args)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+                shutdown.clone(),
+            ));
             quickstart::up(config, shutdown).await
         }
         Command::Token(TokenCommand::Create(args)) => {
@@ -125,22 +129,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    match terminate {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    shutdown.cancel();
 }
 
 #[tokio::main]

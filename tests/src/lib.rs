@@ -237,6 +237,22 @@ impl TestController {
         )
     }
 
+    /// `POST /api/v1{path}` as admin, without a body.
+    pub async fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http()
+            .post(self.api_url(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
     }

@@ -7,18 +7,6 @@ use infrastructor_e2e::{
     agent_config, controller_config, eventually, path, temp_dir, Backend, TestAgent, TestController,
 };
 
-async fn post(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
-    let response = controller
-        .http()
-        .post(controller.api_url(path))
-        .bearer_auth(&controller.admin_token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
 #[tokio::test]
 async fn device_and_infrastructure_diagnoses() {
     let dir = temp_dir();
@@ -60,7 +48,9 @@ async fn device_and_infrastructure_diagnoses() {
     })
     .await;
 
-    let (status, online) = post(&controller, &format!("/devices/{online_id}/diagnose")).await;
+    let (status, online) = controller
+        .post_json(&format!("/devices/{online_id}/diagnose"))
+        .await;
     assert_eq!(status, 200, "{online}");
     assert_eq!(online["fresh"], true, "checks were run for the diagnosis");
     let findings = online["findings"].as_array().unwrap();
@@ -72,7 +62,9 @@ async fn device_and_infrastructure_diagnoses() {
     );
     assert!(online["score"].as_u64().unwrap() <= 100);
 
-    let (status, offline) = post(&controller, &format!("/devices/{offline_id}/diagnose")).await;
+    let (status, offline) = controller
+        .post_json(&format!("/devices/{offline_id}/diagnose"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(offline["status"], "unreachable");
     assert_eq!(offline["score"], 50, "agent offline costs 50");
@@ -81,7 +73,7 @@ async fn device_and_infrastructure_diagnoses() {
         .unwrap()
         .contains("start the agent"));
 
-    let (status, infrastructure) = post(&controller, "/diagnose").await;
+    let (status, infrastructure) = controller.post_json("/diagnose").await;
     assert_eq!(status, 200, "{infrastructure}");
     assert_eq!(infrastructure["devices"].as_array().unwrap().len(), 3);
     let system = infrastructure["system"].as_array().unwrap();

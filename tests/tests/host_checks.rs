@@ -184,18 +184,6 @@ async fn hostile_check_reports_are_filtered_and_bounded() {
     controller.shutdown().await;
 }
 
-async fn post(controller: &TestController, path: &str) -> (u16, serde_json::Value) {
-    let response = controller
-        .http()
-        .post(controller.api_url(path))
-        .bearer_auth(&controller.admin_token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or_default())
-}
-
 #[tokio::test]
 async fn checks_run_on_demand_through_the_agent_driver() {
     let dir = temp_dir();
@@ -208,7 +196,9 @@ async fn checks_run_on_demand_through_the_agent_driver() {
     let device_id = controller.enroll(&state_dir).await.meta.device_id;
 
     // Offline: a clear error naming the cause.
-    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    let (status, body) = controller
+        .post_json(&format!("/devices/{device_id}/checks/run"))
+        .await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("offline"),
@@ -228,7 +218,9 @@ async fn checks_run_on_demand_through_the_agent_driver() {
     .await;
     // Let the scheduled first round pass, so the answer below comes from the command.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (status, checks) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    let (status, checks) = controller
+        .post_json(&format!("/devices/{device_id}/checks/run"))
+        .await;
     assert_eq!(status, 200, "{checks}");
     assert!(checks.is_array());
     let (_, capabilities) = controller
@@ -246,7 +238,9 @@ async fn checks_run_on_demand_through_the_agent_driver() {
         agent.handle.is_connected().then_some(())
     })
     .await;
-    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    let (status, body) = controller
+        .post_json(&format!("/devices/{device_id}/checks/run"))
+        .await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("disabled"),
@@ -299,7 +293,9 @@ async fn an_agent_that_never_answers_times_out_cleanly() {
     })
     .await;
     let started = std::time::Instant::now();
-    let (status, body) = post(&controller, &format!("/devices/{device_id}/checks/run")).await;
+    let (status, body) = controller
+        .post_json(&format!("/devices/{device_id}/checks/run"))
+        .await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["detail"]
