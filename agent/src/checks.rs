@@ -23,6 +23,10 @@ pub struct CheckConfig {
     pub watched_units: Vec<UnitName>,
     /// Journal entries scanned per round.
     pub journal_lines: u32,
+    /// Units whose journal is also scanned on its own (`logs:journal:<unit>`).
+    pub journal_units: Vec<UnitName>,
+    /// Allowlisted plain log files scanned locally (`logs:<path>`); absolute paths only.
+    pub log_files: Vec<std::path::PathBuf>,
     pub log_patterns: Vec<Pattern>,
 }
 
@@ -32,6 +36,8 @@ impl Default for CheckConfig {
             interval: Duration::from_secs(60),
             watched_units: Vec::new(),
             journal_lines: 500,
+            journal_units: Vec::new(),
+            log_files: Vec::new(),
             log_patterns: journal::default_patterns(),
         }
     }
@@ -99,7 +105,45 @@ pub async fn run_round(config: &CheckConfig) -> Round {
         }
     }
     run_command_checks(&LocalRunner, config, &mut round).await;
+    for path in &config.log_files {
+        round.reports.push(log_file_check(path, config));
+    }
     round
+}
+
+/// Bytes read from the end of a log file per round.
+const LOG_TAIL_BYTES: u64 = 1024 * 1024;
+
+/// Scans the last lines of an allowlisted log file. Read in-process: no `tail` subprocess.
+fn log_file_check(path: &std::path::Path, config: &CheckConfig) -> CheckReport {
+    use std::io::{Read, Seek, SeekFrom};
+    let source = path.display().to_string();
+    let read = || -> std::io::Result<String> {
+        // Refuse symlinks and anything that is not a regular file.
+        let metadata = std::fs::symlink_metadata(path)?;
+        if !metadata.file_type().is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let mut file = std::fs::File::open(path)?;
+        let start = metadata.len().saturating_sub(LOG_TAIL_BYTES);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // Drop a partial first line, then keep the last `journal_lines` lines.
+        let lines: Vec<&str> = text.lines().skip(usize::from(start > 0)).collect();
+        let keep = lines.len().saturating_sub(config.journal_lines as usize);
+        Ok(lines[keep..].join("\n"))
+    };
+    match read() {
+        Ok(text) => {
+            journal::check_logs(&source, &journal::scan(&text, false, &config.log_patterns))
+        }
+        Err(error) => unavailable(&format!("logs:{source}"), error),
+    }
 }
 
 /// The checks that need only commands (ZFS, systemd, journal): shared by the agent and the
@@ -131,6 +175,24 @@ pub async fn run_command_checks(
                 round.reports.push(journal::check_logs("journal", &scan));
             }
             Err(error) => round.reports.push(unavailable("logs:journal", error)),
+        }
+        for unit in &config.journal_units {
+            let source = format!("journal:{unit}");
+            match runner
+                .run(
+                    &command::journal_tail(config.journal_lines, Some(unit)),
+                    COMMAND_TIMEOUT,
+                )
+                .await
+            {
+                Ok(output) => {
+                    let scan = journal::scan(&output.stdout, true, &config.log_patterns);
+                    round.reports.push(journal::check_logs(&source, &scan));
+                }
+                Err(error) => round
+                    .reports
+                    .push(unavailable(&format!("logs:{source}"), error)),
+            }
         }
     }
 }
@@ -213,5 +275,43 @@ pub fn to_message(round: &Round) -> proto::CheckReports {
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlisted_log_files_are_scanned_from_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let mut text = "ok line\n".repeat(1000);
+        text.push_str("ERROR: disk full\nfatal: giving up\n");
+        std::fs::write(&path, text).unwrap();
+        let config = CheckConfig {
+            journal_lines: 10,
+            ..CheckConfig::default()
+        };
+        let report = log_file_check(&path, &config);
+        assert_eq!(report.check, format!("logs:{}", path.display()));
+        assert_eq!(report.status, CheckStatus::Critical, "{}", report.message);
+        assert!(report.message.contains("in 10 lines"), "{}", report.message);
+
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let refused = log_file_check(&link, &config);
+        assert_eq!(refused.status, CheckStatus::Warning);
+        assert!(
+            refused.message.contains("not a regular file"),
+            "{}",
+            refused.message
+        );
+        let missing = log_file_check(&dir.path().join("nope.log"), &config);
+        assert!(
+            missing.message.contains("could not run"),
+            "{}",
+            missing.message
+        );
     }
 }

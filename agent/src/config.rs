@@ -84,6 +84,12 @@ pub struct AgentFile {
     #[serde(default)]
     pub watched_units: Vec<String>,
     pub journal_lines: Option<u32>,
+    /// Units whose journal is scanned on its own.
+    #[serde(default)]
+    pub journal_units: Vec<String>,
+    /// Allowlisted log files (absolute paths) scanned with the patterns.
+    #[serde(default)]
+    pub log_files: Vec<PathBuf>,
     /// Named regular expressions for log scanning; replaces the defaults when given.
     #[serde(default)]
     pub log_patterns: std::collections::BTreeMap<String, String>,
@@ -106,6 +112,27 @@ impl AgentFile {
                     .map_err(|e| AgentError::Config(e.to_string()))
             })
             .collect::<Result<_>>()?;
+        checks.journal_units = self
+            .journal_units
+            .iter()
+            .map(|u| {
+                crate::hostops::names::UnitName::new(u)
+                    .map_err(|e| AgentError::Config(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        for path in &self.log_files {
+            let safe = path.is_absolute()
+                && !path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if !safe {
+                return Err(AgentError::Config(format!(
+                    "log file {} must be an absolute path without '..'",
+                    path.display()
+                )));
+            }
+        }
+        checks.log_files = self.log_files.clone();
         if !self.log_patterns.is_empty() {
             checks.log_patterns = self
                 .log_patterns

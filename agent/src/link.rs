@@ -121,6 +121,8 @@ async fn run_session(
     }
     *welcomed = true;
     shared.set_connected(true);
+    // The controller may have missed rounds while the link was down: report afresh.
+    shared.run_checks.notify_one();
     tracing::info!(%url, resume_after = last_acked, "connected to controller");
 
     let mut last_sent = last_acked;

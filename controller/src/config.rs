@@ -46,6 +46,9 @@ pub struct ConfigArgs {
     /// Gateway URL agents should dial, e.g. https://ctl.example:8443 [default: from --grpc-listen].
     #[arg(long, env = "INFRASTRUCTOR_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// OpenSSH known_hosts file consulted when an agentless device is registered without a key.
+    #[arg(long, env = "INFRASTRUCTOR_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +59,7 @@ struct FileConfig {
     http_listen: Option<SocketAddr>,
     grpc_listen: Option<SocketAddr>,
     advertise_url: Option<String>,
+    ssh_known_hosts: Option<PathBuf>,
     #[serde(default)]
     server_names: Vec<String>,
     certificate_lifetime: Option<String>,
@@ -88,6 +92,8 @@ pub struct ControllerConfig {
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub advertise_url: Option<String>,
+    /// known_hosts file for pinning agentless hosts registered without a key.
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Extra DNS names / IPs for the gateway's server certificate.
     pub server_names: Vec<String>,
     pub certificate_lifetime: Duration,
@@ -106,6 +112,7 @@ impl Default for ControllerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             advertise_url: None,
+            ssh_known_hosts: None,
             server_names: Vec::new(),
             certificate_lifetime: Duration::from_secs(DAY),
             join_token_ttl: Duration::from_secs(3600),
@@ -175,6 +182,9 @@ impl ControllerConfig {
         if let Some(url) = &args.advertise_url {
             config.advertise_url = Some(url.clone());
         }
+        if let Some(path) = &args.ssh_known_hosts {
+            config.ssh_known_hosts = Some(path.clone());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -195,6 +205,7 @@ impl ControllerConfig {
         self.http_listen = file.http_listen.unwrap_or(self.http_listen);
         self.grpc_listen = file.grpc_listen.unwrap_or(self.grpc_listen);
         self.advertise_url = file.advertise_url.or(self.advertise_url.take());
+        self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
         self.server_names.extend(file.server_names);
         self.certificate_lifetime = duration(
             path,

@@ -160,6 +160,25 @@ impl Controller {
         ));
         tracing::info!(%http_addr, "REST API listening");
 
+        let ssh = services.ssh.clone();
+        let ssh_shutdown = shutdown.clone();
+        tasks.push((
+            "SSH pool monitor",
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        _ = ssh_shutdown.cancelled() => return,
+                    }
+                    let stats = ssh.prune();
+                    tracing::debug!(
+                        hosts = stats.hosts,
+                        idle = stats.idle_connections,
+                        "SSH pool pruned"
+                    );
+                }
+            }),
+        ));
         tasks.push((
             "maintenance",
             tokio::spawn(maintenance::run(

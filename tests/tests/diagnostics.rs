@@ -80,6 +80,10 @@ async fn device_and_infrastructure_diagnoses() {
     assert!(system
         .iter()
         .any(|f| f["check"] == "system.database" && f["status"] == "ok"));
+    assert!(
+        system.iter().any(|f| f["check"] == "system.ssh_pool"),
+        "{infrastructure}"
+    );
     let links = system
         .iter()
         .find(|f| f["check"] == "system.agent_links")

@@ -319,3 +319,56 @@ async fn a_pooled_connection_is_never_reused_for_a_different_pinned_key() {
         .unwrap_err();
     assert!(matches!(error, SshError::HostKeyMismatch { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn host_keys_can_come_from_a_known_hosts_file_at_registration() {
+    use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
+    let Some(sshd) = start_sshd() else { return };
+    let dir = temp_dir();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {}", sshd.port, sshd.host_public_key),
+    )
+    .unwrap();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.ssh_known_hosts = Some(known_hosts);
+    let controller = TestController::start(config).await;
+    let (_, key) = controller.get_json("/ssh-public-key").await;
+    std::fs::write(
+        sshd.dir.path().join("authorized_keys"),
+        format!("{}\n", key["public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+
+    let register = |address: String| serde_json::json!({"name": "box", "ssh_address": address, "ssh_user": current_user()});
+    let client = controller.http();
+    let unknown = client
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&controller.admin_token)
+        .json(&register("127.0.0.1:1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no host key for 127.0.0.1:1"),
+        "{body}"
+    );
+
+    let created = client
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&controller.admin_token)
+        .json(&register(format!("127.0.0.1:{}", sshd.port)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let (status, checks) = controller.post_json("/devices/box/checks/run").await;
+    assert_eq!(status, 200, "{checks}");
+    controller.shutdown().await;
+}

@@ -64,6 +64,23 @@ impl SshTarget {
 
     /// Pool key: a pooled connection was verified against one host key, so it may only be
     /// reused for a target that pins that same key.
+    /// The key recorded for `host:port` in an OpenSSH known_hosts file, if any.
+    pub fn host_key_from_known_hosts(
+        host: &str,
+        port: u16,
+        known_hosts: &std::path::Path,
+    ) -> Result<Option<String>, SshError> {
+        let keys = russh::keys::known_hosts::known_host_keys_path(host, port, known_hosts)
+            .map_err(|e| SshError::BadHostKey(format!("{}: {e}", known_hosts.display())))?;
+        keys.into_iter()
+            .next()
+            .map(|(_, key)| {
+                key.to_openssh()
+                    .map_err(|e| SshError::BadHostKey(e.to_string()))
+            })
+            .transpose()
+    }
+
     fn key(&self) -> String {
         let pinned = self.host_key.fingerprint(russh::keys::HashAlg::Sha256);
         format!("{}@{}:{} {pinned}", self.user, self.host, self.port)

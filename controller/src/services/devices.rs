@@ -48,7 +48,9 @@ pub struct CreateAgentlessDevice {
     pub ssh_address: String,
     pub ssh_user: String,
     /// The host's SSH public key (`ssh-ed25519 AAAA…`), pinned: any other key is refused.
-    pub ssh_host_key: String,
+    /// When absent, the controller's configured known_hosts file must have the host.
+    #[serde(default)]
+    pub ssh_host_key: Option<String>,
 }
 
 /// `host:port`, `host`, `[v6]:port` or a bare IPv6 address → host and port (default 22).
@@ -156,7 +158,11 @@ impl Services {
         validate::ssh_address(&request.ssh_address)?;
         validate::ssh_user(&request.ssh_user)?;
         let (host, port) = split_ssh_address(&request.ssh_address);
-        crate::fleet::SshTarget::new(&host, port, &request.ssh_user, &request.ssh_host_key)
+        let host_key = match &request.ssh_host_key {
+            Some(key) => key.trim().to_string(),
+            None => self.known_host_key(&host, port)?,
+        };
+        crate::fleet::SshTarget::new(&host, port, &request.ssh_user, &host_key)
             .map_err(|e| Error::invalid(e.to_string()))?;
         let id = uuid::Uuid::new_v4().to_string();
         self.store
@@ -166,13 +172,30 @@ impl Services {
                 kind: "agentless",
                 ssh_address: Some(&request.ssh_address),
                 ssh_user: Some(&request.ssh_user),
-                ssh_host_key: Some(request.ssh_host_key.trim()),
+                ssh_host_key: Some(&host_key),
                 hostname: None,
                 created_at_ms: now_ms(),
             })
             .await?;
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %id, "agentless device created");
         self.get_device(ctx, &id).await
+    }
+
+    /// The key for `host:port` in the configured known_hosts file, to pin at registration.
+    fn known_host_key(&self, host: &str, port: u16) -> Result<String> {
+        let Some(path) = &self.config.ssh_known_hosts else {
+            return Err(Error::invalid(
+                "ssh_host_key is required (or configure ssh_known_hosts on the controller)",
+            ));
+        };
+        crate::fleet::SshTarget::host_key_from_known_hosts(host, port, path)
+            .map_err(|e| Error::Unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "no host key for {host}:{port} in {}; pass ssh_host_key or add the host to known_hosts",
+                    path.display()
+                ))
+            })
     }
 
     /// The controller's SSH public key, for the `authorized_keys` of agentless hosts.

@@ -319,6 +319,15 @@ impl Services {
                 format!("database unreachable: {}", error.kind_label()),
             ),
         });
+        let pool = self.ssh.prune();
+        system.push(finding(
+            "system.ssh_pool",
+            "ok",
+            format!(
+                "SSH pool: {} idle connections to {} hosts (dead ones pruned)",
+                pool.idle_connections, pool.hosts
+            ),
+        ));
         let agents: Vec<&DeviceRow> = rows.iter().filter(|r| r.kind == "agent").collect();
         let offline: Vec<&str> = agents
             .iter()
