@@ -93,16 +93,7 @@ fn unavailable(check: &str, error: impl std::fmt::Display) -> CheckReport {
 pub async fn run_round(config: &CheckConfig) -> Round {
     let mut round = Round::default();
     if let Ok(engine) = docker::connect().await {
-        round.capabilities.push("docker".into());
-        match docker::list_containers(&engine).await {
-            Ok(containers) => {
-                round
-                    .samples
-                    .extend(docker::container_metrics(&engine, &containers).await);
-                round.reports.push(docker::check_containers(&containers));
-            }
-            Err(error) => round.reports.push(unavailable("docker.containers", error)),
-        }
+        docker_checks(&engine, &mut round).await;
     }
     run_command_checks(&LocalRunner, config, &mut round).await;
     for path in &config.log_files {
@@ -143,6 +134,20 @@ fn log_file_check(path: &std::path::Path, config: &CheckConfig) -> CheckReport {
             journal::check_logs(&source, &journal::scan(&text, false, &config.log_patterns))
         }
         Err(error) => unavailable(&format!("logs:{source}"), error),
+    }
+}
+
+/// The Docker part of a round, for an engine reached locally or through the SSH driver.
+pub async fn docker_checks(engine: &bollard::Docker, round: &mut Round) {
+    round.capabilities.push("docker".into());
+    match docker::list_containers(engine).await {
+        Ok(containers) => {
+            round
+                .samples
+                .extend(docker::container_metrics(engine, &containers).await);
+            round.reports.push(docker::check_containers(&containers));
+        }
+        Err(error) => round.reports.push(unavailable("docker.containers", error)),
     }
 }
 

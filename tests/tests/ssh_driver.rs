@@ -239,6 +239,23 @@ async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
         capabilities["detected_at"].is_string(),
         "a round over SSH was recorded: {capabilities}"
     );
+    // Docker through the engine API tunnelled over SSH: the same check as with an agent.
+    if infrastructor_agent::hostops::docker::connect()
+        .await
+        .is_ok()
+    {
+        assert!(
+            capabilities["capabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "docker"),
+            "{capabilities}"
+        );
+        let (status, containers) = controller.get_json("/devices/nas/containers").await;
+        assert_eq!(status, 200, "{containers}");
+        assert!(containers.is_array());
+    }
     let diagnosis: serde_json::Value = client
         .post(controller.api_url("/devices/nas/diagnose"))
         .bearer_auth(&controller.admin_token)

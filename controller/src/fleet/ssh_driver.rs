@@ -13,6 +13,9 @@ use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::ChannelMsg;
 
+/// Where the Docker engine listens on a host.
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
 /// Output kept per stream, as for local commands.
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
@@ -291,6 +294,43 @@ impl SshDriver {
             })??;
         self.checkin(target, handle);
         Ok(output)
+    }
+
+    /// A Docker engine client whose every request travels over SSH to the host's
+    /// `/var/run/docker.sock` (a `direct-streamlocal` channel), so agentless hosts get the same
+    /// Docker checks, through the same code, as hosts with an agent.
+    pub async fn docker(&self, target: &SshTarget) -> Result<bollard::Docker, SshError> {
+        let handle = Arc::new(self.connect(target).await?);
+        let transport = move |mut request: bollard::BollardRequest| {
+            let handle = handle.clone();
+            // A bare HTTP/1 connection adds no Host header; the engine requires one.
+            request.headers_mut().insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("docker"),
+            );
+            async move {
+                let channel = handle
+                    .channel_open_direct_streamlocal(DOCKER_SOCKET)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let io = hyper_util::rt::TokioIo::new(channel.into_stream());
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                Ok(sender.send_request(request).await?)
+            }
+        };
+        bollard::Docker::connect_with_custom_transport(
+            transport,
+            Some("http://docker"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| SshError::Channel {
+            host: target.host.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// Drops pooled connections that have died (the health monitor calls this).

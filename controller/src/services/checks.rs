@@ -248,6 +248,15 @@ impl Services {
                 ROUND_TIMEOUT.as_secs()
             ))
         })?;
+        // Docker through the engine API tunnelled over the same SSH trust (pinned key).
+        if let Ok(engine) = self.ssh.docker(&target).await {
+            if tokio::time::timeout(COMMAND_TIMEOUT, engine.ping())
+                .await
+                .is_ok_and(|pong| pong.is_ok())
+            {
+                infrastructor_agent::checks::docker_checks(&engine, &mut round).await;
+            }
+        }
         self.record_check_reports(&row.id, &infrastructor_agent::checks::to_message(&round))
             .await?;
         tracing::info!(request_id = %ctx.request_id, device_id = %row.id, reports = round.reports.len(), "checks run over SSH");
