@@ -1,6 +1,6 @@
 //! Persistent state behind one type, [`Store`], on SQLite (embedded default) or PostgreSQL.
 //!
-//! Queries are written once with `$N` placeholders (both drivers bind them by number) and run
+//! Queries are written once with `$N` parameters (both drivers bind them by number) and run
 //! on either pool through [`on_pool!`]; only bulk sample inserts differ per backend (multi-row
 //! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
 //! everywhere, so no type differs between the backends.
