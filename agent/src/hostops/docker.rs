@@ -13,7 +13,7 @@ use infrastructor_proto::v1::Sample;
 use serde::Serialize;
 
 use super::names::ContainerName;
-use super::{CheckReport, CheckStatus};
+use super::{CheckReport, CheckStatus, Finding};
 use crate::metrics::{now_ms, sample};
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,7 @@ pub const FLAPPING_UPTIME_SECONDS: u64 = 300;
 /// Unhealthy and restarting (or recently restarted: flapping) containers are critical; exited with a non-zero code (or killed
 /// for memory) is a warning.
 pub fn check_containers(containers: &[ContainerInfo]) -> CheckReport {
-    let mut findings: Vec<(CheckStatus, String)> = Vec::new();
+    let mut findings: Vec<Finding> = Vec::new();
     for c in containers {
         if c.health.as_deref() == Some("unhealthy") {
             findings.push((CheckStatus::Critical, format!("{} is unhealthy", c.name)));
@@ -153,30 +153,17 @@ pub fn check_containers(containers: &[ContainerInfo]) -> CheckReport {
             ));
         }
     }
-    let status = findings
-        .iter()
-        .map(|(s, _)| *s)
-        .max()
-        .unwrap_or(CheckStatus::Ok);
     let running = containers.iter().filter(|c| c.state == "running").count();
-    let message = if findings.is_empty() {
+    CheckReport::from_findings(
+        "docker.containers".into(),
+        &findings,
         format!(
             "{} containers, {running} running, none unhealthy",
             containers.len()
-        )
-    } else {
-        findings
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    CheckReport {
-        check: "docker.containers".into(),
-        status,
-        message,
-        evidence: serde_json::json!({ "containers": containers }),
-    }
+        ),
+        None,
+        serde_json::json!({ "containers": containers }),
+    )
 }
 
 /// `container.cpu_percent`, `container.memory_bytes` and `container.memory_percent`

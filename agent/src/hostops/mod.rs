@@ -36,3 +36,43 @@ pub struct CheckReport {
     pub message: String,
     pub evidence: serde_json::Value,
 }
+
+/// One reason a check is not ok.
+pub type Finding = (CheckStatus, String);
+
+impl CheckReport {
+    /// The report for a set of findings: the worst status, and a message listing every
+    /// finding (after `prefix`, e.g. "pool tank"), or `healthy` when there are none.
+    pub fn from_findings(
+        check: String,
+        findings: &[Finding],
+        healthy: String,
+        prefix: Option<&str>,
+        evidence: serde_json::Value,
+    ) -> Self {
+        let status = findings
+            .iter()
+            .map(|(s, _)| *s)
+            .max()
+            .unwrap_or(CheckStatus::Ok);
+        let message = if findings.is_empty() {
+            healthy
+        } else {
+            let listed = findings
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            match prefix {
+                Some(prefix) => format!("{prefix}: {listed}"),
+                None => listed,
+            }
+        };
+        Self {
+            check,
+            status,
+            message,
+            evidence,
+        }
+    }
+}

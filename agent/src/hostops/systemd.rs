@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{CheckReport, CheckStatus};
+use super::{CheckReport, CheckStatus, Finding};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FailedUnit {
@@ -91,20 +91,15 @@ pub fn check_units(failed: &[FailedUnit], watched: &[UnitState]) -> CheckReport 
             ));
         }
     }
-    let status = if problems.is_empty() {
-        CheckStatus::Ok
-    } else {
-        CheckStatus::Critical
-    };
-    let message = if problems.is_empty() {
-        format!("no failed units; {} watched units active", watched.len())
-    } else {
-        problems.join("; ")
-    };
-    CheckReport {
-        check: "systemd.units".into(),
-        status,
-        message,
-        evidence: serde_json::json!({ "failed": failed, "watched": watched }),
-    }
+    let findings: Vec<Finding> = problems
+        .into_iter()
+        .map(|p| (CheckStatus::Critical, p))
+        .collect();
+    CheckReport::from_findings(
+        "systemd.units".into(),
+        &findings,
+        format!("no failed units; {} watched units active", watched.len()),
+        None,
+        serde_json::json!({ "failed": failed, "watched": watched }),
+    )
 }

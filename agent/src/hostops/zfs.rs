@@ -4,7 +4,7 @@ use serde::Serialize;
 use time::macros::format_description;
 use time::PrimitiveDateTime;
 
-use super::{CheckReport, CheckStatus};
+use super::{CheckReport, CheckStatus, Finding};
 
 /// One pool as `zpool status` describes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -355,7 +355,7 @@ pub fn check_pool(
     usage: Option<&PoolUsage>,
     now: PrimitiveDateTime,
 ) -> CheckReport {
-    let mut findings: Vec<(CheckStatus, String)> = Vec::new();
+    let mut findings: Vec<Finding> = Vec::new();
     match status.state.as_str() {
         "ONLINE" => {}
         "DEGRADED" => findings.push((
@@ -417,28 +417,11 @@ pub fn check_pool(
             ));
         }
     }
-    let status_level = findings
-        .iter()
-        .map(|(s, _)| *s)
-        .max()
-        .unwrap_or(CheckStatus::Ok);
-    let message = if findings.is_empty() {
-        format!("pool {} is ONLINE and healthy", status.name)
-    } else {
-        format!(
-            "pool {}: {}",
-            status.name,
-            findings
-                .iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    };
-    CheckReport {
-        check: format!("zfs.pool:{}", status.name),
-        status: status_level,
-        message,
-        evidence: serde_json::json!({ "status": status, "usage": usage }),
-    }
+    CheckReport::from_findings(
+        format!("zfs.pool:{}", status.name),
+        &findings,
+        format!("pool {} is ONLINE and healthy", status.name),
+        Some(&format!("pool {}", status.name)),
+        serde_json::json!({ "status": status, "usage": usage }),
+    )
 }
