@@ -7,7 +7,7 @@
 //! - [`tls`]: TLS 1.3 client configs (CA pinned by fingerprint, then mutual TLS) and channels.
 //! - [`enroll`]: trading a join token for a certificate; renewing it.
 //! - [`metrics`]: host metric collection (sysinfo) behind the [`metrics::MetricSource`] trait.
-//! - [`signals`]: SIGINT/SIGTERM → graceful shutdown.
+//! - [`process`]: what the binaries do at start and exit (logging, signals, exit code).
 //! - [`spool`]: the bounded on-disk spool of unacknowledged metric batches.
 //! - [`link`]: the one gRPC stream to the controller, with resume, acks and backoff.
 //! - [`daemon`]: ties collector, link and renewal together ([`Agent`]).
@@ -24,7 +24,7 @@ pub mod hostops;
 pub mod identity;
 pub mod link;
 pub mod metrics;
-pub mod signals;
+pub mod process;
 pub mod spool;
 pub mod tls;
 

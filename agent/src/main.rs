@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let agent = Agent::new(config)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
                 shutdown.clone(),
             ));
             agent.run(Box::new(HostMetrics::new()), shutdown).await?;
@@ -138,18 +138,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INFRASTRUCTOR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    infrastructor_agent::process::init_logging();
+    infrastructor_agent::process::exit_code(run(Cli::parse()).await)
 }

@@ -81,7 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 controller.services.pki.ca_fingerprint()
             );
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
                 shutdown.clone(),
             ));
             shutdown.cancelled().await;
@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => {
             let config = ControllerConfig::load(&args)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::signals::cancel_on_signal(
+            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
                 shutdown.clone(),
             ));
             quickstart::up(config, shutdown).await
@@ -133,18 +133,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("INFRASTRUCTOR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    infrastructor_agent::process::init_logging();
+    infrastructor_agent::process::exit_code(run(Cli::parse()).await)
 }
