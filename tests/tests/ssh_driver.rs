@@ -389,3 +389,35 @@ async fn host_keys_can_come_from_a_known_hosts_file_at_registration() {
     assert_eq!(status, 200, "{checks}");
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_per_host_are_bounded_and_reused() {
+    let Some(sshd) = start_sshd() else { return };
+    let driver = std::sync::Arc::new(SshDriver::new(&sshd.client_private_key, 1).unwrap());
+    let target = SshTarget::new(
+        "127.0.0.1",
+        sshd.port,
+        &current_user(),
+        &sshd.host_public_key,
+    )
+    .unwrap();
+    // Four concurrent commands with a limit of one connection: they queue for it.
+    let runs = (0..4).map(|_| {
+        let driver = driver.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            driver
+                .run(&target, &command::uname(), Duration::from_secs(30))
+                .await
+        })
+    });
+    for run in futures::future::join_all(runs).await {
+        assert_eq!(run.unwrap().unwrap().code, Some(0));
+    }
+    let stats = driver.prune();
+    assert_eq!(
+        stats.connections_opened, 1,
+        "one connection, reused: {stats:?}"
+    );
+    assert_eq!(stats.idle_connections, 1);
+}

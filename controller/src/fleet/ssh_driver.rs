@@ -122,18 +122,25 @@ impl client::Handler for PinnedHostKey {
 pub struct PoolStats {
     pub hosts: usize,
     pub idle_connections: usize,
+    /// Connections opened since start (reuse keeps this low).
+    pub connections_opened: u64,
 }
 
 pub struct SshDriver {
     key: Arc<PrivateKey>,
     config: Arc<client::Config>,
-    max_idle_per_host: usize,
+    /// At most this many connections per host, idle and in use together.
+    max_per_host: usize,
     idle: Mutex<HashMap<String, Vec<Handle<PinnedHostKey>>>>,
+    /// One semaphore per host bounds its connections; a caller waits for a free one.
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    opened: std::sync::atomic::AtomicU64,
 }
 
 impl SshDriver {
     /// `private_key_openssh` is the controller's OpenSSH private key (unencrypted).
-    pub fn new(private_key_openssh: &str, max_idle_per_host: usize) -> Result<Self, SshError> {
+    /// `max_per_host` bounds the connections to one host (idle and in use).
+    pub fn new(private_key_openssh: &str, max_per_host: usize) -> Result<Self, SshError> {
         let key = PrivateKey::from_openssh(private_key_openssh)
             .map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
         let config = client::Config {
@@ -145,8 +152,10 @@ impl SshDriver {
         Ok(Self {
             key: Arc::new(key),
             config: Arc::new(config),
-            max_idle_per_host: max_idle_per_host.max(1),
+            max_per_host: max_per_host.max(1),
             idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            opened: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -214,10 +223,22 @@ impl SshDriver {
                 user: target.user.clone(),
             });
         }
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
     }
 
     /// A pooled live connection, or a new one.
+    fn slot(&self, target: &SshTarget) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = match self.slots.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots
+            .entry(target.key())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_per_host)))
+            .clone()
+    }
+
     async fn checkout(&self, target: &SshTarget) -> Result<Handle<PinnedHostKey>, SshError> {
         let pooled = {
             let mut idle = self.idle();
@@ -234,7 +255,7 @@ impl SshDriver {
     fn checkin(&self, target: &SshTarget, handle: Handle<PinnedHostKey>) {
         let mut idle = self.idle();
         let connections = idle.entry(target.key()).or_default();
-        if connections.len() < self.max_idle_per_host && !handle.is_closed() {
+        if connections.len() < self.max_per_host && !handle.is_closed() {
             connections.push(handle);
         }
     }
@@ -248,6 +269,11 @@ impl SshDriver {
         timeout: Duration,
     ) -> Result<CommandOutput, SshError> {
         let line = remote_command_line(command)?;
+        let slot = self.slot(target);
+        let _permit = slot.acquire_owned().await.map_err(|_| SshError::Channel {
+            host: target.host.clone(),
+            message: "driver closed".into(),
+        })?;
         let handle = self.checkout(target).await?;
         let host = target.host.clone();
         let execution = async {
@@ -343,6 +369,7 @@ impl SshDriver {
         PoolStats {
             hosts: idle.len(),
             idle_connections: idle.values().map(Vec::len).sum(),
+            connections_opened: self.opened.load(Ordering::Relaxed),
         }
     }
 }
