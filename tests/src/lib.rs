@@ -168,6 +168,18 @@ impl TestController {
         }
     }
 
+    /// A controller on SQLite in a fresh temporary directory (kept alive by the returned
+    /// guard, which tests also use for agent state directories).
+    pub async fn start_sqlite() -> (tempfile::TempDir, Self) {
+        let dir = temp_dir();
+        let controller = Self::start(controller_config(
+            &path(&dir, "controller"),
+            &Backend::Sqlite,
+        ))
+        .await;
+        (dir, controller)
+    }
+
     /// Runs `future` on the controller's runtime (its database pools live there).
     pub async fn run<F, T>(&self, future: F) -> T
     where
@@ -437,6 +449,20 @@ pub fn assert_exactly_once(counts: &[(f64, i64)], expected: impl IntoIterator<It
     let missing: Vec<_> = expected.iter().filter(|v| !seen.contains_key(v)).collect();
     assert!(missing.is_empty(), "values lost: {missing:?}");
     assert_eq!(seen.len(), expected.len(), "unexpected extra values");
+}
+
+/// The first message of a stream, as a raw test agent sends it.
+pub fn hello(device_id: &str, hostname: &str) -> infrastructor_proto::v1::AgentMessage {
+    use infrastructor_proto::v1::{agent_message, AgentMessage, Hello};
+    AgentMessage {
+        body: Some(agent_message::Body::Hello(Hello {
+            device_id: device_id.to_string(),
+            agent_version: "test".into(),
+            hostname: hostname.into(),
+            capabilities: vec![],
+            last_assigned_seq: 0,
+        })),
+    }
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

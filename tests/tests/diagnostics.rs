@@ -3,18 +3,11 @@
 
 use std::time::Duration;
 
-use infrastructor_e2e::{
-    agent_config, controller_config, eventually, path, temp_dir, Backend, TestAgent, TestController,
-};
+use infrastructor_e2e::{agent_config, eventually, path, TestAgent, TestController};
 
 #[tokio::test]
 async fn device_and_infrastructure_diagnoses() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let online_dir = path(&dir, "online");
     let online_id = controller.enroll(&online_dir).await.meta.device_id;
     let offline_id = controller

@@ -13,12 +13,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn enrolled_agent_streams_host_metrics_that_rest_can_query() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let state_dir = path(&dir, "agent");
     let identity = controller.enroll(&state_dir).await;
     let device_id = identity.meta.device_id.clone();
@@ -100,12 +95,7 @@ async fn enrolled_agent_streams_host_metrics_that_rest_can_query() {
 
 #[tokio::test]
 async fn join_tokens_are_single_use_and_ca_is_pinned() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let (token, fingerprint) = controller.join_token().await;
     let url = controller.gateway_url();
     let options = |state: &'static str, token: &'static str, fingerprint: &'static str| {

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use infrastructor_e2e::{
-    agent_config, controller_config, eventually, path, services_required, temp_dir, Backend,
-    TestAgent, TestController,
+    agent_config, eventually, path, services_required, TestAgent, TestController,
 };
 use infrastructor_proto::v1::{CheckReport, CheckReports, CheckStatus};
 
@@ -18,12 +17,7 @@ async fn agent_check_reports_reach_rest_with_history() {
         docker_here || !services_required(),
         "INFRASTRUCTOR_REQUIRE_SERVICES=1 but the Docker engine is unreachable"
     );
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let state_dir = path(&dir, "agent");
     let device_id = controller.enroll(&state_dir).await.meta.device_id;
     let mut config = agent_config(&state_dir, Duration::from_secs(3600));
@@ -102,12 +96,7 @@ async fn agent_check_reports_reach_rest_with_history() {
 
 #[tokio::test]
 async fn hostile_check_reports_are_filtered_and_bounded() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let device_id = controller.enroll(&path(&dir, "agent")).await.meta.device_id;
     let report =
         |check: &str, status: CheckStatus, message: String, evidence: String| CheckReport {
@@ -186,12 +175,7 @@ async fn hostile_check_reports_are_filtered_and_bounded() {
 
 #[tokio::test]
 async fn checks_run_on_demand_through_the_agent_driver() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let state_dir = path(&dir, "agent");
     let device_id = controller.enroll(&state_dir).await.meta.device_id;
 
@@ -254,14 +238,8 @@ async fn checks_run_on_demand_through_the_agent_driver() {
 async fn an_agent_that_never_answers_times_out_cleanly() {
     use infrastructor_agent::tls;
     use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
-    use infrastructor_proto::v1::{agent_message, AgentMessage, Hello};
 
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let identity = controller.enroll(&path(&dir, "agent")).await;
     let device_id = identity.meta.device_id.clone();
     // A peer that completes the handshake and hello, then ignores every command.
@@ -273,15 +251,7 @@ async fn an_agent_that_never_answers_times_out_cleanly() {
     .unwrap();
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     sender
-        .send(AgentMessage {
-            body: Some(agent_message::Body::Hello(Hello {
-                device_id: device_id.clone(),
-                agent_version: "mute".into(),
-                hostname: "mute".into(),
-                capabilities: vec![],
-                last_assigned_seq: 0,
-            })),
-        })
+        .send(infrastructor_e2e::hello(&device_id, "mute"))
         .await
         .unwrap();
     let _inbound = AgentGatewayClient::new(channel)

@@ -9,25 +9,11 @@ use infrastructor_agent::identity::{self, Identity};
 use infrastructor_agent::metrics::HostMetrics;
 use infrastructor_agent::tls;
 use infrastructor_controller::pki::Pki;
-use infrastructor_e2e::{
-    agent_config, controller_config, eventually, path, temp_dir, Backend, TestAgent, TestController,
-};
+use infrastructor_e2e::{agent_config, eventually, hello, path, TestAgent, TestController};
 use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
-use infrastructor_proto::v1::{agent_message, AgentMessage, Hello, RenewRequest};
+use infrastructor_proto::v1::{agent_message, AgentMessage, RenewRequest};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-
-fn hello(device_id: &str, hostname: &str) -> AgentMessage {
-    AgentMessage {
-        body: Some(agent_message::Body::Hello(Hello {
-            device_id: device_id.to_string(),
-            agent_version: "test".into(),
-            hostname: hostname.into(),
-            capabilities: vec![],
-            last_assigned_seq: 0,
-        })),
-    }
-}
 
 /// Opens a stream with `identity`'s certificate and sends `first`; returns the status the
 /// gateway answered with (or the transport error as `Unavailable`).
@@ -79,12 +65,7 @@ fn with_certificate(identity: &Identity, cert_pem: String) -> Identity {
 
 #[tokio::test]
 async fn gateway_refuses_every_invalid_client() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let url = controller.gateway_url();
     let identity = controller.enroll(&path(&dir, "agent")).await;
     let device_id = identity.meta.device_id.clone();
@@ -225,12 +206,7 @@ async fn gateway_refuses_every_invalid_client() {
 
 #[tokio::test]
 async fn deleting_a_device_revokes_it() {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (dir, controller) = TestController::start_sqlite().await;
     let state_dir = path(&dir, "agent");
     let identity = controller.enroll(&state_dir).await;
     let device_id = identity.meta.device_id.clone();

@@ -4,7 +4,7 @@
 use infrastructor_controller::auth::Scope;
 use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::rest::openapi::OPERATIONS;
-use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
+use infrastructor_e2e::TestController;
 use reqwest::Method;
 
 async fn token(controller: &TestController, scope: Scope) -> String {
@@ -49,19 +49,9 @@ async fn call(
     )
 }
 
-async fn controller() -> (tempfile::TempDir, TestController) {
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
-    (dir, controller)
-}
-
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_documented() {
-    let (_dir, controller) = controller().await;
+    let (_dir, controller) = TestController::start_sqlite().await;
     let (status, document, _) =
         call(&controller, Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, 200);
@@ -105,7 +95,7 @@ async fn every_documented_operation_is_routed_and_documented() {
 
 #[tokio::test]
 async fn scopes_are_enforced_and_named() {
-    let (_dir, controller) = controller().await;
+    let (_dir, controller) = TestController::start_sqlite().await;
     let read = token(&controller, Scope::Read).await;
     let operate = token(&controller, Scope::Operate).await;
 
@@ -194,7 +184,7 @@ async fn scopes_are_enforced_and_named() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let (_dir, controller) = controller().await;
+    let (_dir, controller) = TestController::start_sqlite().await;
     let admin = controller.admin_token.clone();
     let good = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#;
     let (status, _, _) = call(
@@ -390,7 +380,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn health_readiness_and_prometheus_metrics() {
-    let (_dir, controller) = controller().await;
+    let (_dir, controller) = TestController::start_sqlite().await;
     let (status, body, _) = call(&controller, Method::GET, "/healthz", None, None).await;
     assert_eq!((status, body.as_str()), (200, Some("ok\n")));
     let (status, body, _) = call(&controller, Method::GET, "/readyz", None, None).await;

@@ -197,14 +197,9 @@ fn shlex_quote(text: &str) -> String {
 
 #[tokio::test]
 async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
-    use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
+    use infrastructor_e2e::TestController;
     let Some(sshd) = start_sshd() else { return };
-    let dir = temp_dir();
-    let controller = TestController::start(controller_config(
-        &path(&dir, "controller"),
-        &Backend::Sqlite,
-    ))
-    .await;
+    let (_dir, controller) = TestController::start_sqlite().await;
     // Authorize the controller's own key on the host, as an operator would.
     let (status, key) = controller.get_json("/ssh-public-key").await;
     assert_eq!(status, 200);

@@ -18,7 +18,7 @@ use infrastructor_controller::{Controller, ControllerConfig};
 use infrastructor_e2e::{fresh_postgres_database, Backend};
 use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
 use infrastructor_proto::v1::{
-    agent_message, controller_message, AgentMessage, EnrollRequest, Hello, MetricBatch,
+    agent_message, controller_message, AgentMessage, EnrollRequest, MetricBatch,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -99,15 +99,10 @@ async fn open_stream(
     .await?;
     let (sender, receiver) = mpsc::channel(64);
     sender
-        .send(AgentMessage {
-            body: Some(agent_message::Body::Hello(Hello {
-                device_id: agent.identity.meta.device_id.clone(),
-                agent_version: "bench".into(),
-                hostname: "sim".into(),
-                capabilities: vec![],
-                last_assigned_seq: 0,
-            })),
-        })
+        .send(infrastructor_e2e::hello(
+            &agent.identity.meta.device_id,
+            "sim",
+        ))
         .await?;
     let mut inbound = AgentGatewayClient::new(channel)
         .connect(ReceiverStream::new(receiver))
