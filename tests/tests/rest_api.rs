@@ -396,5 +396,19 @@ async fn health_readiness_and_prometheus_metrics() {
     ] {
         assert!(text.contains(metric), "{metric} missing from /metrics");
     }
+    // Not ready without a database: 503 naming the cause, while liveness stays 200.
+    let store = controller.services.store.clone();
+    controller.run(async move { store.close().await }).await;
+    let (status, body, _) = call(&controller, Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("database unreachable"),
+        "{body}"
+    );
+    let (status, _, _) = call(&controller, Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, 200);
     controller.shutdown().await;
 }

@@ -39,13 +39,9 @@ impl SessionRegistry {
         }
     }
 
-    /// Registers a new stream for `device_id`, ending any previous one.
-    pub fn register(&self, device_id: &str, info: SessionInfo) -> (u64, CancellationToken) {
-        self.register_with_commands(device_id, info, None)
-    }
-
-    /// Registers a stream that accepts commands through `commands`.
-    pub fn register_with_commands(
+    /// Registers a new stream for `device_id`, ending any previous one; `commands` is where
+    /// the [`super::AgentDriver`] sends commands for it.
+    pub fn register(
         &self,
         device_id: &str,
         info: SessionInfo,
@@ -134,8 +130,8 @@ mod tests {
     #[test]
     fn newer_stream_replaces_older_and_stale_unregister_is_ignored() {
         let registry = SessionRegistry::default();
-        let (first, first_cancel) = registry.register("d", info());
-        let (second, second_cancel) = registry.register("d", info());
+        let (first, first_cancel) = registry.register("d", info(), None);
+        let (second, second_cancel) = registry.register("d", info(), None);
         assert!(first_cancel.is_cancelled());
         assert!(!second_cancel.is_cancelled());
         registry.unregister("d", first);

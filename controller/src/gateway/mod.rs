@@ -204,7 +204,7 @@ impl Session {
             .record_hello(&device_id, &hostname, &version, now)
             .await?;
         let (command_sender, commands) = mpsc::channel(32);
-        let (session_id, cancel) = services.sessions.register_with_commands(
+        let (session_id, cancel) = services.sessions.register(
             &device_id,
             SessionInfo {
                 connected_at_ms: now,

@@ -16,6 +16,7 @@ use crate::services::devices::{CreateAgentlessDevice, DeviceView, SshPublicKey};
 use crate::services::diagnostics::{DeviceDiagnosis, InfrastructureDiagnosis};
 use crate::services::enrollment::{CreateEnrollmentToken, EnrollmentToken};
 use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
+use crate::services::Readiness;
 use crate::services::Services;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -196,20 +197,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(services): State<Services>) -> Response {
-    match services.store.ping().await {
-        Ok(()) => Json(serde_json::json!({
-            "status": "ready",
-            "database": "ok",
-            "agents_connected": services.sessions.count(),
-        }))
-        .into_response(),
-        Err(error) => ApiError(Error::Unavailable(format!(
-            "database unreachable: {}",
-            error.kind_label()
-        )))
-        .into_response(),
-    }
+pub async fn readyz(State(services): State<Services>) -> ApiResult<Json<Readiness>> {
+    Ok(Json(services.readiness().await?))
 }
 
 pub async fn prometheus(State(services): State<Services>) -> Response {

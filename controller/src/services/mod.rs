@@ -57,3 +57,27 @@ pub fn rfc3339(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
+
+/// `/readyz`: the controller can serve (its database answers).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Readiness {
+    pub status: String,
+    pub database: String,
+    pub agents_connected: usize,
+}
+
+impl Services {
+    pub async fn readiness(&self) -> crate::error::Result<Readiness> {
+        self.store.ping().await.map_err(|error| {
+            crate::error::Error::Unavailable(format!(
+                "database unreachable: {}",
+                error.kind_label()
+            ))
+        })?;
+        Ok(Readiness {
+            status: "ready".into(),
+            database: "ok".into(),
+            agents_connected: self.sessions.count(),
+        })
+    }
+}
