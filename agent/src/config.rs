@@ -26,6 +26,9 @@ pub struct AgentConfig {
     pub hostname: String,
     /// Host checks; an interval of zero disables them.
     pub checks: crate::checks::CheckConfig,
+    /// Where configuration changes may write and which validators they may run; no roots
+    /// disables configuration changes.
+    pub changes: crate::change::ChangePolicy,
 }
 
 impl AgentConfig {
@@ -40,6 +43,7 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(60),
             hostname: hostname(),
             checks: crate::checks::CheckConfig::default(),
+            changes: crate::change::ChangePolicy::default(),
         }
     }
 
@@ -62,7 +66,9 @@ impl AgentConfig {
                 "backoff_initial must be > 0 and <= backoff_max".into(),
             ));
         }
-        Ok(())
+        self.changes
+            .validate()
+            .map_err(|e| AgentError::Config(format!("[changes]: {e}")))
     }
 }
 
@@ -93,6 +99,9 @@ pub struct AgentFile {
     /// Named regular expressions for log scanning; replaces the defaults when given.
     #[serde(default)]
     pub log_patterns: std::collections::BTreeMap<String, String>,
+    /// `[changes]`: allowlisted roots and validators for configuration changes.
+    #[serde(default)]
+    pub changes: crate::change::ChangePolicy,
 }
 
 impl AgentFile {
@@ -189,6 +198,8 @@ mod tests {
         file.apply_checks(&mut checks).unwrap();
         assert_eq!(checks.watched_units[0].as_str(), "nginx.service");
         assert_eq!(file.interval, Some(Duration::from_secs(10)));
+        assert_eq!(file.changes.roots[0].as_str(), "/etc/nginx");
+        file.changes.validate().unwrap();
     }
 
     #[test]

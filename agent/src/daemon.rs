@@ -8,6 +8,7 @@ use infrastructor_proto::v1::{agent_message, AgentMessage};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::change::{ChangeEngine, LocalHost};
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::identity::Identity;
@@ -30,7 +31,11 @@ pub(crate) struct Shared {
     /// Messages for the controller that are not metric batches (check reports). Bounded:
     /// when the link is down for long, the oldest reports are not kept — checks run again.
     pub outbox: Mutex<mpsc::Receiver<AgentMessage>>,
-    outbox_sender: mpsc::Sender<AgentMessage>,
+    pub outbox_sender: mpsc::Sender<AgentMessage>,
+    /// The configuration change engine; `None` when no roots are allowlisted.
+    pub changes: Option<Arc<ChangeEngine<LocalHost>>>,
+    /// Wakes the deadline watcher after a commit set a new confirmation deadline.
+    pub change_deadline_armed: Arc<Notify>,
     connected: AtomicBool,
 }
 
@@ -93,6 +98,15 @@ impl Agent {
         let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;
         let (interval, _) = watch::channel(config.interval);
         let (outbox_sender, outbox) = mpsc::channel(16);
+        let changes = if config.changes.roots.is_empty() {
+            None
+        } else {
+            Some(Arc::new(ChangeEngine::open(
+                LocalHost,
+                config.changes.clone(),
+                &config.state_dir.join("changes"),
+            )?))
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -104,6 +118,8 @@ impl Agent {
                 run_checks: Notify::new(),
                 outbox: Mutex::new(outbox),
                 outbox_sender,
+                changes,
+                change_deadline_armed: Arc::new(Notify::new()),
                 connected: AtomicBool::new(false),
             }),
         })
@@ -132,7 +148,9 @@ impl Agent {
         let link = link::run_link(&shared, &shutdown);
         let renewal = run_renewal(&shared, &shutdown);
         let checks = run_checks(&shared, &shutdown);
-        let (collected, (), (), ()) = tokio::join!(collector, link, renewal, checks);
+        let deadlines = run_change_deadlines(&shared, &shutdown);
+        let (collected, (), (), (), ()) =
+            tokio::join!(collector, link, renewal, checks, deadlines);
         tracing::info!("agent stopped");
         collected
     }
@@ -203,6 +221,61 @@ async fn run_checks(shared: &Shared, shutdown: &CancellationToken) {
             tracing::warn!(
                 "check reports not queued: the controller has not taken the previous ones"
             );
+        }
+    }
+}
+
+/// Finishes what a crash interrupted, then rolls back every transaction whose confirmation
+/// deadline passes — whether or not the controller is reachable — and tells the controller.
+async fn run_change_deadlines(shared: &Shared, shutdown: &CancellationToken) {
+    let Some(engine) = shared.changes.clone() else {
+        return;
+    };
+    match engine.recover().await {
+        Ok(recovered) => report_change_events(shared, recovered),
+        Err(error) => tracing::error!(%error, "cannot recover configuration transactions"),
+    }
+    loop {
+        let wait_ms = engine
+            .next_deadline_ms()
+            .map(|deadline| (deadline - now_ms()).clamp(0, 60_000))
+            .unwrap_or(60_000);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            _ = shared.change_deadline_armed.notified() => continue,
+            _ = shutdown.cancelled() => return,
+        }
+        match engine.expire().await {
+            Ok(expired) => report_change_events(shared, expired),
+            Err(error) => tracing::error!(%error, "cannot expire configuration transactions"),
+        }
+    }
+}
+
+fn report_change_events(shared: &Shared, reports: Vec<crate::change::CommitReport>) {
+    let outbox = shared.outbox_sender.clone();
+    // Reporting must never hold up the next rollback, so it waits for room on its own.
+    tokio::spawn(async move {
+        send_change_events(outbox, reports).await;
+    });
+}
+
+async fn send_change_events(
+    outbox: mpsc::Sender<AgentMessage>,
+    reports: Vec<crate::change::CommitReport>,
+) {
+    for report in reports {
+        let event = infrastructor_proto::v1::ChangeEvent {
+            txn_id: report.txn_id,
+            state: report.state.as_str().to_string(),
+            reason: report.reason.unwrap_or_default(),
+        };
+        let message = AgentMessage {
+            body: Some(agent_message::Body::ChangeEvent(event)),
+        };
+        // Queued while the link is down; sent when it is back.
+        if outbox.send(message).await.is_err() {
+            return;
         }
     }
 }

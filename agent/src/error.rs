@@ -30,6 +30,8 @@ pub enum AgentError {
     Certificate(String),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("configuration change: {0}")]
+    Change(#[from] crate::change::ChangeError),
 }
 
 impl AgentError {

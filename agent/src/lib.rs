@@ -1,6 +1,8 @@
 //! Infrastructor agent: the library of host operations and the daemon that streams them.
 //!
 //! # Layout
+//! - [`change`]: two-phase configuration changes (stage, validate, swap, health-check,
+//!   confirm or roll back), crash-safe through an on-disk journal.
 //! - [`checks`]: capability detection and the scheduled host checks.
 //! - [`config`]: the agent's typed configuration.
 //! - [`identity`]: key, client certificate, pinned CA and controller URL on disk.
@@ -14,6 +16,7 @@
 //! - [`fsutil`]: crash-safe file writes.
 //! - [`hostops`]: host operations shared with the controller: names, argv builders, parsers.
 
+pub mod change;
 pub mod checks;
 pub mod config;
 pub mod daemon;

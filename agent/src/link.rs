@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost, TxnState};
 use crate::daemon::Shared;
+use tracing::Instrument;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::tls;
@@ -158,8 +160,9 @@ async fn run_session(
                         }
                     }
                     Some(controller_message::Body::Command(command)) => {
-                        let result = handle_command(shared, command);
-                        send(&outbound, agent_message::Body::CommandResult(result)).await?;
+                        if let Some(result) = handle_command(shared, command) {
+                            send(&outbound, agent_message::Body::CommandResult(result)).await?;
+                        }
                     }
                     // Every command today completes at once, so there is nothing to cancel.
                     Some(controller_message::Body::Cancel(_)) | None => {}
@@ -205,7 +208,9 @@ async fn send(outbound: &mpsc::Sender<AgentMessage>, body: agent_message::Body) 
         .map_err(|_| AgentError::Protocol("stream to controller closed".into()))
 }
 
-fn handle_command(shared: &Shared, command: Command) -> CommandResult {
+/// Answers at once, or returns `None` when the command runs on its own task and answers
+/// through the outbox (configuration changes).
+fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
     let outcome = if command.deadline_unix_ms > 0 && command.deadline_unix_ms < now_ms() {
         Err((
             "deadline_exceeded",
@@ -239,20 +244,126 @@ fn handle_command(shared: &Shared, command: Command) -> CommandResult {
                     ))
                 }
             }
+            Some(
+                kind @ (command::Kind::PrepareChange(_)
+                | command::Kind::CommitChange(_)
+                | command::Kind::ConfirmChange(_)
+                | command::Kind::RollbackChange(_)
+                | command::Kind::AbortChange(_)),
+            ) => match spawn_change(shared, command.request_id.clone(), kind) {
+                Ok(()) => return None,
+                Err(message) => Err(("invalid_input", message)),
+            },
             None => Err(("invalid_input", "unknown command".to_string())),
         }
     };
     let outcome = match outcome {
-        Ok(message) => command_result::Outcome::Succeeded(CommandSucceeded { message }),
+        Ok(message) => command_result::Outcome::Succeeded(CommandSucceeded {
+            message,
+            payload_json: String::new(),
+        }),
         Err((kind, message)) => command_result::Outcome::Failed(CommandFailed {
             kind: kind.to_string(),
             message,
         }),
     };
-    CommandResult {
+    Some(CommandResult {
         request_id: command.request_id,
         outcome: Some(outcome),
-    }
+    })
+}
+
+/// Configuration changes take a while (validators, restarts, health checks), so they run on
+/// their own task and answer through the outbox; the stream keeps flowing meanwhile.
+fn spawn_change(
+    shared: &Shared,
+    request_id: String,
+    kind: command::Kind,
+) -> std::result::Result<(), String> {
+    let engine = shared.changes.clone().ok_or_else(|| {
+        "configuration changes are disabled on this host (no [changes] roots in its config)"
+            .to_string()
+    })?;
+    let outbox = shared.outbox_sender.clone();
+    let deadline_armed = shared.change_deadline_armed.clone();
+    let span = tracing::info_span!("change", %request_id);
+    tokio::spawn(
+        async move {
+            let outcome = run_change(&engine, kind).await;
+            deadline_armed.notify_one();
+            let outcome = match outcome {
+                Ok((message, payload_json)) => {
+                    command_result::Outcome::Succeeded(CommandSucceeded {
+                        message,
+                        payload_json,
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "configuration change step failed");
+                    command_result::Outcome::Failed(CommandFailed {
+                        kind: error.kind().to_string(),
+                        message: error.to_string(),
+                    })
+                }
+            };
+            let result = CommandResult {
+                request_id,
+                outcome: Some(outcome),
+            };
+            let message = AgentMessage {
+                body: Some(agent_message::Body::CommandResult(result)),
+            };
+            let _ = outbox.send(message).await;
+        }
+        .instrument(span),
+    );
+    Ok(())
+}
+
+async fn run_change(
+    engine: &ChangeEngine<LocalHost>,
+    kind: command::Kind,
+) -> std::result::Result<(String, String), ChangeError> {
+    let seconds = |s: u32| Duration::from_secs(u64::from(s));
+    let report = match kind {
+        command::Kind::PrepareChange(prepare) => {
+            let set: ChangeSet = serde_json::from_str(&prepare.change_set_json)
+                .map_err(|e| ChangeError::InvalidInput(format!("change set: {e}")))?;
+            let report = engine.prepare(&prepare.txn_id, &set).await?;
+            return payload(&report, report.state);
+        }
+        command::Kind::CommitChange(commit) => {
+            let defaults = CommitOptions::default();
+            let options = CommitOptions {
+                confirm_timeout: seconds(commit.confirm_timeout_seconds),
+                health_timeout: match commit.health_timeout_seconds {
+                    0 => defaults.health_timeout,
+                    s => seconds(s),
+                },
+            };
+            engine.commit(&commit.txn_id, options).await?
+        }
+        command::Kind::ConfirmChange(confirm) => engine.confirm(&confirm.txn_id).await?,
+        command::Kind::RollbackChange(rollback) => {
+            let reason = match rollback.reason.as_str() {
+                "" => "rollback requested by the controller",
+                reason => reason,
+            };
+            engine.rollback(&rollback.txn_id, reason).await?
+        }
+        command::Kind::AbortChange(abort) => engine.abort(&abort.txn_id).await?,
+        _ => return Err(ChangeError::InvalidInput("not a change command".into())),
+    };
+    payload(&report, report.state)
+}
+
+fn payload(
+    report: &impl serde::Serialize,
+    state: TxnState,
+) -> std::result::Result<(String, String), ChangeError> {
+    let json = serde_json::to_string(report)
+        .map_err(|e| ChangeError::Internal(format!("encoding report: {e}")))?;
+    Ok((state.as_str().to_string(), json))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use infrastructor_agent::change::{ChangeEngine, ChangeSet, CommitOptions, LocalHost, TxnState};
 use infrastructor_agent::config::AgentFile;
 use infrastructor_agent::enroll::{enroll, EnrollOptions};
 use infrastructor_agent::metrics::HostMetrics;
@@ -28,6 +29,43 @@ enum Command {
     Enroll(EnrollArgs),
     /// Run the agent daemon (collect, spool, stream).
     Run(RunArgs),
+    /// Apply or inspect configuration changes on this host directly, without a controller
+    /// (break-glass; the daemon must be stopped, as both use the same journal).
+    Change(ChangeArgs),
+}
+
+#[derive(Args)]
+struct ChangeArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    action: ChangeAction,
+}
+
+#[derive(Subcommand)]
+enum ChangeAction {
+    /// Stage, diff and validate a change set (a JSON file); nothing live is touched.
+    Plan { file: PathBuf },
+    /// Prepare and commit a change set: swap atomically, run actions and health checks, roll
+    /// back on any failure.
+    Apply {
+        file: PathBuf,
+        /// Leave the change awaiting confirmation for this long (`change confirm`); the agent
+        /// rolls it back once the deadline passes. 0s commits at once.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        confirm_timeout: Duration,
+        /// How long health checks may take to pass.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        health_timeout: Duration,
+    },
+    /// Keep a change that awaits confirmation.
+    Confirm { txn_id: String },
+    /// Restore a transaction's original files and re-run its actions.
+    Rollback { txn_id: String },
+    /// One transaction's journal, or every transaction's.
+    Status { txn_id: Option<String> },
+    /// Finish rollbacks a crash interrupted; roll back changes past their deadline.
+    Recover,
 }
 
 #[derive(Args)]
@@ -95,6 +133,7 @@ fn effective_config(common: &Common) -> anyhow::Result<(AgentConfig, AgentFile)>
         config.heartbeat_interval = heartbeat;
     }
     file.apply_checks(&mut config.checks)?;
+    config.changes = file.changes.clone();
     Ok((config, file))
 }
 
@@ -133,6 +172,84 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             agent.run(Box::new(HostMetrics::new()), shutdown).await?;
             Ok(())
         }
+        Command::Change(args) => {
+            let (config, _) = effective_config(&args.common)?;
+            change(config, args.action).await
+        }
+    }
+}
+
+async fn change(config: AgentConfig, action: ChangeAction) -> anyhow::Result<()> {
+    let engine = ChangeEngine::open(
+        LocalHost,
+        config.changes.clone(),
+        &config.state_dir.join("changes"),
+    )?;
+    match action {
+        ChangeAction::Plan { file } => {
+            let set = read_change_set(&file)?;
+            let txn_id = local_txn_id();
+            let report = engine.prepare(&txn_id, &set).await?;
+            if report.state == TxnState::Prepared {
+                engine.abort(&txn_id).await?;
+            }
+            print(&report);
+        }
+        ChangeAction::Apply {
+            file,
+            confirm_timeout,
+            health_timeout,
+        } => {
+            let set = read_change_set(&file)?;
+            let txn_id = local_txn_id();
+            let prepared = engine.prepare(&txn_id, &set).await?;
+            print(&prepared);
+            if prepared.state != TxnState::Prepared {
+                anyhow::bail!("validation failed; nothing was changed");
+            }
+            let options = CommitOptions {
+                confirm_timeout,
+                health_timeout,
+            };
+            let report = engine.commit(&txn_id, options).await?;
+            print(&report);
+            if report.state == TxnState::RolledBack {
+                anyhow::bail!(
+                    "rolled back: {}",
+                    report.reason.unwrap_or_default()
+                );
+            }
+        }
+        ChangeAction::Confirm { txn_id } => print(&engine.confirm(&txn_id).await?),
+        ChangeAction::Rollback { txn_id } => {
+            print(&engine.rollback(&txn_id, "rollback requested locally").await?)
+        }
+        ChangeAction::Status { txn_id: Some(txn_id) } => print(&engine.status(&txn_id)?),
+        ChangeAction::Status { txn_id: None } => print(&engine.list()?),
+        ChangeAction::Recover => {
+            let mut resolved = engine.recover().await?;
+            resolved.extend(engine.expire().await?);
+            print(&resolved);
+        }
+    }
+    Ok(())
+}
+
+fn read_change_set(path: &std::path::Path) -> anyhow::Result<ChangeSet> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn local_txn_id() -> String {
+    format!("local-{:016x}", rand::random::<u64>())
+}
+
+/// Reports go to stdout as pretty JSON, for people and for `jq`.
+fn print(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => println!("{json}"),
+        Err(error) => eprintln!("cannot encode the report: {error}"),
     }
 }
 

@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::names::{PoolName, UnitName};
+use super::names::{AccountName, ManagedPath, PoolName, UnitName};
 
 /// Output kept per stream; anything beyond is dropped and flagged.
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostCommand {
-    program: &'static str,
+    program: String,
     args: Vec<String>,
+    /// Bytes fed to the process's stdin (file content for a remote write); closed otherwise.
+    stdin: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,70 +32,101 @@ pub struct CommandOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("{program} is not installed")]
-    NotFound { program: &'static str },
+    NotFound { program: String },
     #[error("cannot run {program}: {source}")]
     Spawn {
-        program: &'static str,
+        program: String,
         #[source]
         source: std::io::Error,
     },
     #[error("{program} did not finish within {timeout:?}")]
-    Timeout {
-        program: &'static str,
-        timeout: Duration,
-    },
+    Timeout { program: String, timeout: Duration },
 }
 
 impl HostCommand {
-    fn new(program: &'static str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    fn new(program: &str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
-            program,
+            program: program.to_string(),
             args: args.into_iter().map(Into::into).collect(),
+            stdin: None,
         }
+    }
+
+    fn with_stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    /// What the process reads on stdin, if anything.
+    pub fn stdin(&self) -> Option<&[u8]> {
+        self.stdin.as_deref()
     }
 
     /// The full argv, for logs and for the SSH driver (which sends it as an exec request).
     pub fn argv(&self) -> Vec<&str> {
-        std::iter::once(self.program)
+        std::iter::once(self.program.as_str())
             .chain(self.args.iter().map(String::as_str))
             .collect()
     }
 
-    pub fn program(&self) -> &'static str {
-        self.program
+    pub fn program(&self) -> &str {
+        &self.program
     }
 
     /// Runs the command locally (no shell), with stdin closed and a deadline.
     pub async fn run(&self, timeout: Duration) -> Result<CommandOutput, CommandError> {
-        let program = self.program;
-        let mut child = tokio::process::Command::new(program)
+        let program = || self.program.clone();
+        let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => CommandError::NotFound { program },
-                _ => CommandError::Spawn { program, source },
+                std::io::ErrorKind::NotFound => CommandError::NotFound { program: program() },
+                _ => CommandError::Spawn {
+                    program: program(),
+                    source,
+                },
             })?;
+        let feed = feed_stdin(child.stdin.take(), self.stdin.clone());
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let collect = async {
-            let (out, err) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
+            let (out, err, ()) =
+                tokio::join!(read_bounded(stdout), read_bounded(stderr), feed);
             let status = child.wait().await;
             (out, err, status)
         };
         let (out, err, status) = tokio::time::timeout(timeout, collect)
             .await
-            .map_err(|_| CommandError::Timeout { program, timeout })?;
-        let status = status.map_err(|source| CommandError::Spawn { program, source })?;
+            .map_err(|_| CommandError::Timeout {
+                program: program(),
+                timeout,
+            })?;
+        let status = status.map_err(|source| CommandError::Spawn {
+            program: program(),
+            source,
+        })?;
         Ok(CommandOutput {
             code: status.code(),
             truncated: out.1 || err.1,
             stdout: out.0,
             stderr: err.0,
         })
+    }
+}
+
+async fn feed_stdin(pipe: Option<tokio::process::ChildStdin>, bytes: Option<Vec<u8>>) {
+    use tokio::io::AsyncWriteExt;
+    if let (Some(mut pipe), Some(bytes)) = (pipe, bytes) {
+        // A process that exits without reading all of it reports that through its status.
+        let _ = pipe.write_all(&bytes).await;
     }
 }
 
@@ -181,6 +214,154 @@ pub fn journal_tail(lines: u32, unit: Option<&UnitName>) -> HostCommand {
         args.push(format!("--unit={unit}"));
     }
     HostCommand::new("journalctl", args)
+}
+
+/// `systemctl reload|restart -- UNIT`
+pub fn systemctl_unit_action(verb: UnitVerb, unit: &UnitName) -> HostCommand {
+    HostCommand::new("systemctl", [verb.as_str(), "--", unit.as_str()])
+}
+
+/// What a configuration change may do to a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitVerb {
+    Reload,
+    Restart,
+}
+
+impl UnitVerb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reload => "reload",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+/// `systemctl is-active --quiet -- UNIT`: exit 0 when active.
+pub fn systemctl_is_active(unit: &UnitName) -> HostCommand {
+    HostCommand::new("systemctl", ["is-active", "--quiet", "--", unit.as_str()])
+}
+
+/// A validator from the agent's allowlist: `template` comes from the operator's config, and
+/// `{staged}` is replaced by the staged file's path, as one argv element.
+pub fn validator(template: &[String], staged: &ManagedPath) -> Option<HostCommand> {
+    let (program, args) = template.split_first()?;
+    let args = args.iter().map(|arg| arg.replace("{staged}", staged.as_str()));
+    Some(HostCommand::new(program, args.collect::<Vec<_>>()))
+}
+
+/// `stat -c '%F|%a|%u|%g' -- PATH`: type, octal mode, owner and group, without following a
+/// final symlink. Parsed by [`parse_stat`].
+pub fn stat(path: &ManagedPath) -> HostCommand {
+    HostCommand::new("stat", ["-c", "%F|%a|%u|%g", "--", path.as_str()])
+}
+
+/// `realpath -e -- DIR`: the directory with every symlink resolved.
+pub fn realpath(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("realpath", ["-e", "--", dir.as_str()])
+}
+
+/// `cat -- PATH`
+pub fn read_file(path: &ManagedPath) -> HostCommand {
+    HostCommand::new("cat", ["--", path.as_str()])
+}
+
+/// `dd of=PATH conv=fsync status=none` fed with `content`: writes and fsyncs a new file.
+pub fn write_file(path: &ManagedPath, content: Vec<u8>) -> HostCommand {
+    HostCommand::new(
+        "dd",
+        [
+            format!("of={}", path.as_str()),
+            "conv=fsync".into(),
+            "status=none".into(),
+        ],
+    )
+    .with_stdin(content)
+}
+
+/// `chmod MODE -- PATH` (octal).
+pub fn chmod(mode: u32, path: &ManagedPath) -> HostCommand {
+    HostCommand::new("chmod", [format!("{:o}", mode & 0o7777), "--".into(), path.to_string()])
+}
+
+/// `chown UID:GID -- PATH` (numeric).
+pub fn chown(uid: u32, gid: u32, path: &ManagedPath) -> HostCommand {
+    HostCommand::new("chown", [format!("{uid}:{gid}"), "--".into(), path.to_string()])
+}
+
+/// `mv -f -T -- FROM TO`: an atomic rename within one directory.
+pub fn rename(from: &ManagedPath, to: &ManagedPath) -> HostCommand {
+    HostCommand::new("mv", ["-f", "-T", "--", from.as_str(), to.as_str()])
+}
+
+/// `sync -- PATH`: fsync a file or a directory.
+pub fn sync(path: &ManagedPath) -> HostCommand {
+    HostCommand::new("sync", ["--", path.as_str()])
+}
+
+/// `rm -f -- PATH`
+pub fn remove_file(path: &ManagedPath) -> HostCommand {
+    HostCommand::new("rm", ["-f", "--", path.as_str()])
+}
+
+/// `mkdir -p -m 700 -- DIR`
+pub fn make_private_dir(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("mkdir", ["-p", "-m", "700", "--", dir.as_str()])
+}
+
+/// `rm -rf -- DIR`: only ever used on a staging directory the engine created.
+pub fn remove_dir(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("rm", ["-rf", "--", dir.as_str()])
+}
+
+/// `id -u -- USER` / `getent group -- GROUP`: resolve an owner name to its number.
+pub fn resolve_owner(kind: OwnerKind, name: &AccountName) -> HostCommand {
+    match kind {
+        OwnerKind::User => HostCommand::new("id", ["-u", "--", name.as_str()]),
+        OwnerKind::Group => HostCommand::new("getent", ["group", "--", name.as_str()]),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerKind {
+    User,
+    Group,
+}
+
+/// What `stat` reported about a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatLine {
+    /// `regular file`, `regular empty file`, `directory`, `symbolic link`, ...
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl StatLine {
+    pub fn is_regular(&self) -> bool {
+        self.kind == "regular file" || self.kind == "regular empty file"
+    }
+}
+
+/// Parses the output of [`stat`].
+pub fn parse_stat(output: &str) -> Option<StatLine> {
+    let mut fields = output.trim_end().split('|');
+    let kind = fields.next()?.to_string();
+    let mode = u32::from_str_radix(fields.next()?, 8).ok()?;
+    let uid = fields.next()?.parse().ok()?;
+    let gid = fields.next()?.parse().ok()?;
+    fields.next().is_none().then_some(StatLine {
+        kind,
+        mode,
+        uid,
+        gid,
+    })
+}
+
+/// Parses `getent group` output (`name:x:GID:members`) to the GID.
+pub fn parse_group_id(output: &str) -> Option<u32> {
+    output.trim_end().split(':').nth(2)?.parse().ok()
 }
 
 #[cfg(test)]

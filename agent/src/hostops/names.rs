@@ -55,6 +55,19 @@ macro_rules! validated_name {
                 f.write_str(&self.0)
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Self::new(&text).map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 
@@ -78,6 +91,93 @@ validated_name!(
     |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'),
     "letters, digits, '_', '-', '.'; starting with a letter or digit"
 );
+
+validated_name!(
+    /// A user or group name (for file ownership).
+    AccountName, "account name", 32,
+    |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'),
+    "letters, digits, '_', '-', '.'; starting with a letter or digit"
+);
+
+/// An absolute file path that may reach an argv: no `..`, `.` or empty components, no control
+/// characters, no trailing slash. Whether it may be *changed* is the change policy's call.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ManagedPath(String);
+
+impl ManagedPath {
+    pub fn new(value: &str) -> Result<Self, InvalidName> {
+        let invalid = |rule| InvalidName {
+            kind: "path",
+            value: value.to_string(),
+            rule,
+        };
+        if !value.starts_with('/') || value.len() < 2 || value.len() > 4096 {
+            return Err(invalid("an absolute path such as /etc/nginx/nginx.conf"));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid("no control characters"));
+        }
+        let clean = value[1..]
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !clean {
+            return Err(invalid("no '..', '.' or empty components"));
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn as_path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+
+    /// The containing directory (the root for a top-level file).
+    pub fn parent(&self) -> ManagedPath {
+        match self.0.rfind('/') {
+            Some(0) | None => Self("/".to_string()),
+            Some(index) => Self(self.0[..index].to_string()),
+        }
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// `self/name`; `name` must be one clean component.
+    pub fn join(&self, name: &str) -> Result<ManagedPath, InvalidName> {
+        if name.contains('/') {
+            return Err(InvalidName {
+                kind: "path component",
+                value: name.to_string(),
+                rule: "no '/'",
+            });
+        }
+        let base = self.0.trim_end_matches('/');
+        Self::new(&format!("{base}/{name}"))
+    }
+
+    /// Whether `self` is `root` or lies below it (component-wise, not by string prefix).
+    pub fn is_within(&self, root: &ManagedPath) -> bool {
+        self.as_path().starts_with(root.as_path())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ManagedPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ManagedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -106,6 +206,29 @@ mod tests {
             assert!(UnitName::new(bad).is_err(), "unit {bad:?}");
             assert!(ContainerName::new(bad).is_err(), "container {bad:?}");
         }
+    }
+
+    #[test]
+    fn paths_are_absolute_and_clean() {
+        for bad in [
+            "etc/x",
+            "/etc/../shadow",
+            "/etc/./x",
+            "//etc",
+            "/etc/",
+            "/etc/x\n",
+            "",
+            "/",
+        ] {
+            assert!(ManagedPath::new(bad).is_err(), "{bad:?}");
+        }
+        let path = ManagedPath::new("/etc/nginx/nginx.conf").unwrap();
+        assert_eq!(path.parent().as_str(), "/etc/nginx");
+        assert_eq!(path.file_name(), "nginx.conf");
+        assert!(path.is_within(&ManagedPath::new("/etc/nginx").unwrap()));
+        assert!(!path.is_within(&ManagedPath::new("/etc/ngin").unwrap()));
+        assert_eq!(ManagedPath::new("/x").unwrap().parent().as_str(), "/");
+        assert!(path.parent().join("../x").is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum SshError {
     #[error("{host}: {program} did not finish within {timeout:?}")]
     Timeout {
         host: String,
-        program: &'static str,
+        program: String,
         timeout: Duration,
     },
     #[error("{host}: {message}")]
@@ -292,6 +292,16 @@ impl SshDriver {
                     host: host.clone(),
                     message: e.to_string(),
                 })?;
+            if let Some(input) = command.stdin() {
+                let sent = async {
+                    channel.data(input).await?;
+                    channel.eof().await
+                };
+                sent.await.map_err(|e| SshError::Channel {
+                    host: host.clone(),
+                    message: format!("sending input: {e}"),
+                })?;
+            }
             let (mut stdout, mut stderr, mut code, mut truncated) =
                 (Vec::new(), Vec::new(), None, false);
             while let Some(message) = channel.wait().await {
@@ -315,7 +325,7 @@ impl SshDriver {
             .await
             .map_err(|_| SshError::Timeout {
                 host: target.host.clone(),
-                program: command.program(),
+                program: command.program().to_string(),
                 timeout,
             })??;
         self.checkin(target, handle);

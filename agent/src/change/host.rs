@@ -1,0 +1,188 @@
+//! Where a change is applied. The engine's logic is the same for this host (the agent) and for
+//! an agentless host over SSH (the controller); only these primitives differ.
+
+use std::future::Future;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::journal::FileMeta;
+use super::spec::MAX_FILE_BYTES;
+use super::ChangeError;
+use crate::checks::{CommandRunner, LocalRunner};
+use crate::fsutil;
+use crate::hostops::command::{CommandOutput, HostCommand};
+use crate::hostops::names::ManagedPath;
+
+/// A live file as found: absent, or a regular file (anything else is refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveFile {
+    Absent,
+    Regular { content: Vec<u8>, meta: FileMeta },
+}
+
+/// The primitives a change needs from a host. Commands (validators, unit actions, owner
+/// lookups) go through [`CommandRunner`], so they are the same argv everywhere.
+pub trait ChangeHost: CommandRunner + Send + Sync {
+    /// `dir` with every symlink resolved; an error when it does not exist.
+    fn canonical_dir(
+        &self,
+        dir: &ManagedPath,
+    ) -> impl Future<Output = Result<ManagedPath, ChangeError>> + Send;
+
+    /// The file at `path`, without following a final symlink. Symlinks, devices, FIFOs,
+    /// sockets and directories are refused.
+    fn read(&self, path: &ManagedPath) -> impl Future<Output = Result<LiveFile, ChangeError>> + Send;
+
+    /// Makes `content` readable by validators on the host and returns its path there.
+    /// `local_copy` is the engine's own staged copy (already durable).
+    fn stage(
+        &self,
+        txn_id: &str,
+        index: usize,
+        local_copy: &Path,
+        content: &[u8],
+    ) -> impl Future<Output = Result<ManagedPath, ChangeError>> + Send;
+
+    /// Removes whatever [`stage`](Self::stage) put on the host.
+    fn unstage(&self, txn_id: &str) -> impl Future<Output = ()> + Send;
+
+    /// Replaces `path` atomically: temp file in the same directory → fsync → rename → fsync
+    /// the directory.
+    fn install(
+        &self,
+        path: &ManagedPath,
+        content: &[u8],
+        meta: FileMeta,
+    ) -> impl Future<Output = Result<(), ChangeError>> + Send;
+
+    /// Removes `path` (rollback of a file that did not exist) and syncs the directory.
+    fn remove(&self, path: &ManagedPath) -> impl Future<Output = Result<(), ChangeError>> + Send;
+
+    /// The host's Docker engine, for container actions and health checks.
+    fn docker(&self) -> impl Future<Output = Result<bollard::Docker, ChangeError>> + Send;
+}
+
+/// This host, as seen by the agent.
+pub struct LocalHost;
+
+impl CommandRunner for LocalHost {
+    async fn run(
+        &self,
+        command: &HostCommand,
+        timeout: std::time::Duration,
+    ) -> Result<CommandOutput, String> {
+        LocalRunner.run(command, timeout).await
+    }
+}
+
+impl ChangeHost for LocalHost {
+    async fn canonical_dir(&self, dir: &ManagedPath) -> Result<ManagedPath, ChangeError> {
+        let resolved = std::fs::canonicalize(dir.as_path()).map_err(|e| {
+            ChangeError::Refused(format!("directory {dir} cannot be resolved: {e}"))
+        })?;
+        if !resolved.is_dir() {
+            return Err(ChangeError::Refused(format!("{dir} is not a directory")));
+        }
+        managed(&resolved)
+    }
+
+    async fn read(&self, path: &ManagedPath) -> Result<LiveFile, ChangeError> {
+        let metadata = match std::fs::symlink_metadata(path.as_path()) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LiveFile::Absent),
+            Err(e) => return Err(ChangeError::io("inspecting", path.as_path(), e)),
+        };
+        let kind = metadata.file_type();
+        if kind.is_symlink() {
+            return Err(ChangeError::Refused(format!(
+                "{path} is a symbolic link; only regular files are managed"
+            )));
+        }
+        if !kind.is_file() {
+            return Err(ChangeError::Refused(format!(
+                "{path} is not a regular file (directory, device, FIFO or socket)"
+            )));
+        }
+        let mut content = Vec::new();
+        std::fs::File::open(path.as_path())
+            .and_then(|file| {
+                file.take(MAX_FILE_BYTES as u64 + 1)
+                    .read_to_end(&mut content)
+            })
+            .map_err(|e| ChangeError::io("reading", path.as_path(), e))?;
+        if content.len() > MAX_FILE_BYTES {
+            return Err(ChangeError::Refused(format!(
+                "{path} is larger than {MAX_FILE_BYTES} bytes"
+            )));
+        }
+        Ok(LiveFile::Regular {
+            content,
+            meta: FileMeta {
+                mode: metadata.permissions().mode() & 0o7777,
+                owner: Some((metadata.uid(), metadata.gid())),
+            },
+        })
+    }
+
+    async fn stage(
+        &self,
+        _txn_id: &str,
+        _index: usize,
+        local_copy: &Path,
+        _content: &[u8],
+    ) -> Result<ManagedPath, ChangeError> {
+        // The engine's staged copy is on this host already.
+        managed(local_copy)
+    }
+
+    async fn unstage(&self, _txn_id: &str) {}
+
+    async fn install(
+        &self,
+        path: &ManagedPath,
+        content: &[u8],
+        meta: FileMeta,
+    ) -> Result<(), ChangeError> {
+        fsutil::write_atomic_owned(path.as_path(), content, meta.mode, meta.owner)
+            .map_err(|e| ChangeError::io("installing", path.as_path(), e))
+    }
+
+    async fn remove(&self, path: &ManagedPath) -> Result<(), ChangeError> {
+        match std::fs::remove_file(path.as_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ChangeError::io("removing", path.as_path(), e)),
+        }
+        fsutil::sync_dir(path.parent().as_path())
+            .map_err(|e| ChangeError::io("syncing", path.parent().as_path(), e))
+    }
+
+    async fn docker(&self) -> Result<bollard::Docker, ChangeError> {
+        crate::hostops::docker::connect()
+            .await
+            .map_err(|e| ChangeError::Failed(e.to_string()))
+    }
+}
+
+fn managed(path: &Path) -> Result<ManagedPath, ChangeError> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| ChangeError::Refused(format!("{} is not UTF-8", path.display())))?;
+    ManagedPath::new(text).map_err(|e| ChangeError::Refused(e.to_string()))
+}
+
+/// The engine's staging directory for agentless hosts, on the remote host.
+pub fn remote_staging_dir(txn_id: &str) -> Result<ManagedPath, ChangeError> {
+    ManagedPath::new(&format!("/var/tmp/infrastructor-staging-{txn_id}"))
+        .map_err(|e| ChangeError::Internal(e.to_string()))
+}
+
+/// Used by tests and the local CLI to see where the engine keeps a transaction.
+pub fn staged_name(index: usize) -> String {
+    format!("staged-{index}")
+}
+
+pub fn original_name(index: usize) -> String {
+    format!("original-{index}")
+}

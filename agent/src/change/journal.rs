@@ -1,0 +1,209 @@
+//! The on-disk journal that drives a transaction's state machine. Each transaction has a
+//! directory holding `journal.json` plus the staged and original contents of its files; every
+//! write is atomic and fsynced, so after a crash the journal says exactly what to finish.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{Action, HealthCheck};
+use super::ChangeError;
+use crate::fsutil;
+use crate::hostops::names::ManagedPath;
+
+/// prepared → committing → awaiting_confirmation → committed | rolled_back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnState {
+    /// Staged and validated; nothing live touched.
+    Prepared,
+    /// Files are being swapped; a crash here means "roll back".
+    Committing,
+    /// Swapped, actions run, healthy; rolls back unless confirmed by the deadline.
+    AwaitingConfirmation,
+    Committed,
+    /// Originals are being restored; a crash here means "finish the rollback".
+    RollingBack,
+    RolledBack,
+    /// Dropped before commit (validation failed, aborted, or expired).
+    Aborted,
+}
+
+impl TxnState {
+    /// Whether the transaction still owns its files: no other may touch them.
+    pub fn holds_files(self) -> bool {
+        matches!(
+            self,
+            Self::Prepared | Self::Committing | Self::AwaitingConfirmation | Self::RollingBack
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepared => "prepared",
+            Self::Committing => "committing",
+            Self::AwaitingConfirmation => "awaiting_confirmation",
+            Self::Committed => "committed",
+            Self::RollingBack => "rolling_back",
+            Self::RolledBack => "rolled_back",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+/// Mode and ownership of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub mode: u32,
+    /// `None`: leave ownership as the writer creates it.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// What was there before the transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Original {
+    /// The file did not exist: rollback removes it.
+    Absent,
+    /// Content is kept in the transaction directory as `original-N`.
+    Present { meta: FileMeta, sha256: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JournalFile {
+    /// With every directory symlink resolved.
+    pub path: ManagedPath,
+    pub original: Original,
+    pub new_meta: FileMeta,
+    pub new_sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub txn_id: String,
+    pub state: TxnState,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub files: Vec<JournalFile>,
+    pub actions: Vec<Action>,
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub confirm_deadline_ms: Option<i64>,
+    /// Why it ended the way it did (failed validator, failed health check, deadline, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Where journals live: `<root>/<txn_id>/`.
+pub struct Journals {
+    root: PathBuf,
+}
+
+/// Transaction IDs become directory names: short, and only letters, digits and `-`.
+pub fn check_txn_id(txn_id: &str) -> Result<(), ChangeError> {
+    let ok = !txn_id.is_empty()
+        && txn_id.len() <= 64
+        && txn_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ChangeError::InvalidInput(format!(
+            "transaction ID {txn_id:?} must be 1-64 letters, digits or '-'"
+        )))
+    }
+}
+
+impl Journals {
+    pub fn open(root: &Path) -> Result<Self, ChangeError> {
+        fsutil::create_private_dir(root).map_err(|e| ChangeError::io("creating", root, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, txn_id: &str) -> PathBuf {
+        self.root.join(txn_id)
+    }
+
+    pub fn blob_path(&self, txn_id: &str, name: &str) -> PathBuf {
+        self.dir(txn_id).join(name)
+    }
+
+    pub fn create_dir(&self, txn_id: &str) -> Result<(), ChangeError> {
+        let dir = self.dir(txn_id);
+        if dir.exists() {
+            return Err(ChangeError::Conflict(format!(
+                "transaction {txn_id} already exists"
+            )));
+        }
+        fsutil::create_private_dir(&dir).map_err(|e| ChangeError::io("creating", &dir, e))?;
+        fsutil::sync_dir(&self.root).map_err(|e| ChangeError::io("syncing", &self.root, e))
+    }
+
+    pub fn write_blob(&self, txn_id: &str, name: &str, bytes: &[u8]) -> Result<(), ChangeError> {
+        let path = self.blob_path(txn_id, name);
+        fsutil::write_atomic(&path, bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
+    }
+
+    pub fn read_blob(&self, txn_id: &str, name: &str) -> Result<Vec<u8>, ChangeError> {
+        let path = self.blob_path(txn_id, name);
+        fs::read(&path).map_err(|e| ChangeError::io("reading", &path, e))
+    }
+
+    /// Persists the journal durably; the state it names is what a restart will act on.
+    pub fn save(&self, journal: &Journal) -> Result<(), ChangeError> {
+        let path = self.blob_path(&journal.txn_id, "journal.json");
+        let bytes = serde_json::to_vec_pretty(journal)
+            .map_err(|e| ChangeError::Internal(format!("encoding journal: {e}")))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
+    }
+
+    pub fn load(&self, txn_id: &str) -> Result<Journal, ChangeError> {
+        check_txn_id(txn_id)?;
+        let path = self.blob_path(txn_id, "journal.json");
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ChangeError::NotFound(format!(
+                    "no transaction {txn_id} on this host"
+                )))
+            }
+            Err(e) => return Err(ChangeError::io("reading", &path, e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ChangeError::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// Every transaction with a journal, oldest first. A directory without one was never
+    /// prepared (crash while staging) and is removed.
+    pub fn load_all(&self) -> Result<Vec<Journal>, ChangeError> {
+        let entries =
+            fs::read_dir(&self.root).map_err(|e| ChangeError::io("listing", &self.root, e))?;
+        let mut journals = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_txn_id(&name).is_err() || !entry.path().is_dir() {
+                continue;
+            }
+            match self.load(&name) {
+                Ok(journal) => journals.push(journal),
+                Err(ChangeError::NotFound(_)) => self.remove(&name),
+                Err(error) => return Err(error),
+            }
+        }
+        journals.sort_by_key(|j| (j.created_ms, j.txn_id.clone()));
+        Ok(journals)
+    }
+
+    pub fn remove(&self, txn_id: &str) {
+        let dir = self.dir(txn_id);
+        if let Err(error) = fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot remove transaction directory");
+        }
+    }
+}
