@@ -149,8 +149,7 @@ impl Agent {
         let renewal = run_renewal(&shared, &shutdown);
         let checks = run_checks(&shared, &shutdown);
         let deadlines = run_change_deadlines(&shared, &shutdown);
-        let (collected, (), (), (), ()) =
-            tokio::join!(collector, link, renewal, checks, deadlines);
+        let (collected, (), (), (), ()) = tokio::join!(collector, link, renewal, checks, deadlines);
         tracing::info!("agent stopped");
         collected
     }

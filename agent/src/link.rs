@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost, TxnState};
 use crate::daemon::Shared;
-use tracing::Instrument;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::tls;
+use tracing::Instrument;
 
 /// Batches sent but not yet acknowledged, at most.
 const IN_FLIGHT_WINDOW: u64 = 32;

@@ -214,17 +214,18 @@ async fn change(config: AgentConfig, action: ChangeAction) -> anyhow::Result<()>
             let report = engine.commit(&txn_id, options).await?;
             print(&report);
             if report.state == TxnState::RolledBack {
-                anyhow::bail!(
-                    "rolled back: {}",
-                    report.reason.unwrap_or_default()
-                );
+                anyhow::bail!("rolled back: {}", report.reason.unwrap_or_default());
             }
         }
         ChangeAction::Confirm { txn_id } => print(&engine.confirm(&txn_id).await?),
-        ChangeAction::Rollback { txn_id } => {
-            print(&engine.rollback(&txn_id, "rollback requested locally").await?)
-        }
-        ChangeAction::Status { txn_id: Some(txn_id) } => print(&engine.status(&txn_id)?),
+        ChangeAction::Rollback { txn_id } => print(
+            &engine
+                .rollback(&txn_id, "rollback requested locally")
+                .await?,
+        ),
+        ChangeAction::Status {
+            txn_id: Some(txn_id),
+        } => print(&engine.status(&txn_id)?),
         ChangeAction::Status { txn_id: None } => print(&engine.list()?),
         ChangeAction::Recover => {
             let mut resolved = engine.recover().await?;

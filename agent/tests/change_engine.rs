@@ -28,7 +28,12 @@ fn fixture() -> Fixture {
         roots: vec![ManagedPath::new(root.to_str().unwrap()).unwrap()],
         validators: BTreeMap::from([(
             "has-valid".to_string(),
-            vec!["grep".into(), "-q".into(), "valid".into(), "{staged}".into()],
+            vec![
+                "grep".into(),
+                "-q".into(),
+                "valid".into(),
+                "{staged}".into(),
+            ],
         )]),
     };
     let engine = ChangeEngine::open(LocalHost, policy, &dir.path().join("state/changes")).unwrap();
@@ -99,7 +104,11 @@ async fn a_failing_validator_leaves_live_files_byte_identical() {
     assert_eq!(std::fs::read(&conf).unwrap(), b"valid old\n");
     assert_eq!(mode(&conf), 0o640);
     assert_eq!(dir_entries(&f.root), ["app.conf"], "no temp files left");
-    let error = f.engine.commit("t1", fast(Duration::ZERO)).await.unwrap_err();
+    let error = f
+        .engine
+        .commit("t1", fast(Duration::ZERO))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ChangeError::Conflict(_)), "{error}");
 }
 
@@ -126,7 +135,10 @@ async fn prepare_returns_unified_diffs_and_validator_output_without_touching_fil
     assert_eq!(report.state, TxnState::Prepared);
     assert!(report.validators[0].passed);
     let diff = &report.files[0].diff;
-    assert!(diff.contains("-port 80\n") && diff.contains("+port 8080\n"), "{diff}");
+    assert!(
+        diff.contains("-port 80\n") && diff.contains("+port 8080\n"),
+        "{diff}"
+    );
     assert!(diff.contains(&format!("--- a{}", path(&conf))), "{diff}");
     assert!(!report.files[1].existed);
     assert!(report.files[1].diff.contains("--- /dev/null"));
@@ -209,7 +221,10 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
     assert_eq!(expired[0].state, TxnState::RolledBack);
     assert_eq!(std::fs::read(&conf).unwrap(), b"old\n");
     let late = f.engine.confirm("unconfirmed").await.unwrap_err();
-    assert!(late.to_string().contains("can no longer be confirmed"), "{late}");
+    assert!(
+        late.to_string().contains("can no longer be confirmed"),
+        "{late}"
+    );
 
     f.engine.prepare("confirmed", &change).await.unwrap();
     f.engine
@@ -220,7 +235,10 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(f.engine.expire().await.unwrap().is_empty());
     assert_eq!(std::fs::read(&conf).unwrap(), b"new\n");
-    assert_eq!(f.engine.status("confirmed").unwrap().state, TxnState::Committed);
+    assert_eq!(
+        f.engine.status("confirmed").unwrap().state,
+        TxnState::Committed
+    );
 }
 
 #[tokio::test]
@@ -239,7 +257,12 @@ async fn a_committed_change_rolls_back_on_request_unless_the_file_changed_since(
     f.engine.commit("b", fast(Duration::ZERO)).await.unwrap();
     std::fs::write(&conf, "edited by hand\n").unwrap();
     let error = f.engine.rollback("b", "operator asked").await.unwrap_err();
-    assert!(error.to_string().contains("changed after transaction b committed"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("changed after transaction b committed"),
+        "{error}"
+    );
     assert_eq!(std::fs::read(&conf).unwrap(), b"edited by hand\n");
 }
 
@@ -251,8 +274,17 @@ async fn a_file_changed_between_prepare_and_commit_is_not_overwritten() {
     let change = set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]}));
     f.engine.prepare("t", &change).await.unwrap();
     std::fs::write(&conf, "someone else\n").unwrap();
-    let error = f.engine.commit("t", fast(Duration::ZERO)).await.unwrap_err();
-    assert!(error.to_string().contains("changed since the transaction was prepared"), "{error}");
+    let error = f
+        .engine
+        .commit("t", fast(Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("changed since the transaction was prepared"),
+        "{error}"
+    );
     assert_eq!(std::fs::read(&conf).unwrap(), b"someone else\n");
     assert_eq!(f.engine.status("t").unwrap().state, TxnState::Aborted);
 }
@@ -266,7 +298,10 @@ async fn traversal_symlinks_special_files_and_outside_paths_are_refused() {
     std::os::unix::fs::symlink(&f.outside, f.root.join("escape")).unwrap();
     std::fs::create_dir(f.root.join("subdir")).unwrap();
     let fifo = f.root.join("fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
 
     let cases = [
@@ -281,8 +316,15 @@ async fn traversal_symlinks_special_files_and_outside_paths_are_refused() {
     ];
     for (index, (target, expected)) in cases.iter().enumerate() {
         let change = set(serde_json::json!({"files": [{"path": target, "content": "pwned\n"}]}));
-        let error = f.engine.prepare(&format!("t{index}"), &change).await.unwrap_err();
-        assert!(matches!(error, ChangeError::Refused(_)), "{target}: {error:?}");
+        let error = f
+            .engine
+            .prepare(&format!("t{index}"), &change)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ChangeError::Refused(_)),
+            "{target}: {error:?}"
+        );
         assert!(error.to_string().contains(expected), "{target}: {error}");
     }
     let traversal = serde_json::from_value::<ChangeSet>(serde_json::json!({
@@ -291,7 +333,10 @@ async fn traversal_symlinks_special_files_and_outside_paths_are_refused() {
     assert!(traversal.unwrap_err().to_string().contains("'..'"));
     assert_eq!(std::fs::read(&secret).unwrap(), b"secret\n");
     assert_eq!(dir_entries(&f.outside), ["secret"]);
-    assert!(f.engine.list().unwrap().is_empty(), "refusals leave no transaction");
+    assert!(
+        f.engine.list().unwrap().is_empty(),
+        "refusals leave no transaction"
+    );
 }
 
 #[tokio::test]
@@ -307,14 +352,28 @@ async fn one_transaction_per_file() {
     f.engine.prepare("first", &first).await.unwrap();
     let error = f.engine.prepare("second", &second).await.unwrap_err();
     assert!(matches!(error, ChangeError::Conflict(_)));
-    assert!(error.to_string().contains("part of transaction first (prepared)"), "{error}");
-    f.engine.commit("first", fast(Duration::from_secs(60))).await.unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("part of transaction first (prepared)"),
+        "{error}"
+    );
+    f.engine
+        .commit("first", fast(Duration::from_secs(60)))
+        .await
+        .unwrap();
     let error = f.engine.prepare("second", &second).await.unwrap_err();
-    assert!(error.to_string().contains("awaiting_confirmation"), "{error}");
+    assert!(
+        error.to_string().contains("awaiting_confirmation"),
+        "{error}"
+    );
     f.engine.confirm("first").await.unwrap();
     f.engine.prepare("second", &second).await.unwrap();
     let duplicate = f.engine.prepare("second", &first).await.unwrap_err();
-    assert!(duplicate.to_string().contains("part of transaction second"), "{duplicate}");
+    assert!(
+        duplicate.to_string().contains("part of transaction second"),
+        "{duplicate}"
+    );
 }
 
 #[tokio::test]

@@ -123,7 +123,11 @@ impl<H: ChangeHost> ChangeEngine<H> {
 
     /// Stages the files, diffs them against the live ones and runs the validators. Nothing
     /// live is touched; a failed validator leaves the transaction `aborted`.
-    pub async fn prepare(&self, txn_id: &str, set: &ChangeSet) -> Result<PrepareReport, ChangeError> {
+    pub async fn prepare(
+        &self,
+        txn_id: &str,
+        set: &ChangeSet,
+    ) -> Result<PrepareReport, ChangeError> {
         check_txn_id(txn_id)?;
         self.policy.check(set)?;
         let _busy = self.busy.lock().await;
@@ -180,7 +184,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
         }
         journal.updated_ms = now_ms();
         self.journals.save(&journal)?;
-        tracing::info!(txn_id, state = journal.state.as_str(), files = journal.files.len(), "prepared");
+        tracing::info!(
+            txn_id,
+            state = journal.state.as_str(),
+            files = journal.files.len(),
+            "prepared"
+        );
         Ok(PrepareReport {
             txn_id: txn_id.to_string(),
             state: journal.state,
@@ -193,7 +202,11 @@ impl<H: ChangeHost> ChangeEngine<H> {
     /// Swaps every file in atomically, runs the actions and the health checks. Any failure
     /// restores every file and re-runs the actions. On success the transaction awaits
     /// confirmation until the deadline (or is committed at once with a zero timeout).
-    pub async fn commit(&self, txn_id: &str, options: CommitOptions) -> Result<CommitReport, ChangeError> {
+    pub async fn commit(
+        &self,
+        txn_id: &str,
+        options: CommitOptions,
+    ) -> Result<CommitReport, ChangeError> {
         let _busy = self.busy.lock().await;
         let mut journal = self.journals.load(txn_id)?;
         if journal.state != TxnState::Prepared {
@@ -291,12 +304,14 @@ impl<H: ChangeHost> ChangeEngine<H> {
         let journal = self.journals.load(txn_id)?;
         match journal.state {
             TxnState::AwaitingConfirmation | TxnState::Committing | TxnState::RollingBack => {
-                self.roll_back(journal, reason.to_string(), Vec::new()).await
+                self.roll_back(journal, reason.to_string(), Vec::new())
+                    .await
             }
             TxnState::Committed => {
                 self.refuse_held_files(journal.files.iter().map(|f| &f.path), Some(txn_id))?;
                 self.unchanged_since_commit(&journal).await?;
-                self.roll_back(journal, reason.to_string(), Vec::new()).await
+                self.roll_back(journal, reason.to_string(), Vec::new())
+                    .await
             }
             TxnState::RolledBack => Ok(CommitReport::of(&journal, Vec::new())),
             TxnState::Prepared | TxnState::Aborted => Err(ChangeError::Conflict(format!(
@@ -314,10 +329,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
         let mut resolved = Vec::new();
         for journal in self.journals.load_all()? {
             if matches!(journal.state, TxnState::Committing | TxnState::RollingBack) {
-                let reason = format!(
-                    "restarted while {}: rolled back",
-                    journal.state.as_str()
-                );
+                let reason = format!("restarted while {}: rolled back", journal.state.as_str());
                 tracing::warn!(txn_id = %journal.txn_id, %reason, "recovering transaction");
                 resolved.push(self.roll_back(journal, reason, Vec::new()).await?);
             }
@@ -343,7 +355,11 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 TxnState::Prepared
                     if now - journal.created_ms > PREPARED_TTL.as_millis() as i64 =>
                 {
-                    self.finish(&mut journal, TxnState::Aborted, Some("never committed".into()))?;
+                    self.finish(
+                        &mut journal,
+                        TxnState::Aborted,
+                        Some("never committed".into()),
+                    )?;
                 }
                 _ => {}
             }
@@ -405,7 +421,10 @@ impl<H: ChangeHost> ChangeEngine<H> {
             .filter(|j| j.state.holds_files() && Some(j.txn_id.as_str()) != except)
             .collect();
         paths.try_for_each(|path| {
-            match held.iter().find(|j| j.files.iter().any(|f| &f.path == path)) {
+            match held
+                .iter()
+                .find(|j| j.files.iter().any(|f| &f.path == path))
+            {
                 Some(holder) => Err(ChangeError::Conflict(format!(
                     "{path} is part of transaction {} ({}); one transaction per file at a time",
                     holder.txn_id,
@@ -426,8 +445,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
             .map(|m| m.0)
             .or(current.map(|m| m.mode))
             .unwrap_or(0o644);
-        let uid = self.owner_id(file.owner.as_deref(), OwnerKind::User).await?;
-        let gid = self.owner_id(file.group.as_deref(), OwnerKind::Group).await?;
+        let uid = self
+            .owner_id(file.owner.as_deref(), OwnerKind::User)
+            .await?;
+        let gid = self
+            .owner_id(file.group.as_deref(), OwnerKind::Group)
+            .await?;
         let current_owner = current.and_then(|m| m.owner);
         let owner = match (uid, gid) {
             (None, None) => current_owner,
@@ -439,15 +462,23 @@ impl<H: ChangeHost> ChangeEngine<H> {
         Ok(FileMeta { mode, owner })
     }
 
-    async fn owner_id(&self, name: Option<&str>, kind: OwnerKind) -> Result<Option<u32>, ChangeError> {
+    async fn owner_id(
+        &self,
+        name: Option<&str>,
+        kind: OwnerKind,
+    ) -> Result<Option<u32>, ChangeError> {
         let Some(name) = name else { return Ok(None) };
         if let Ok(id) = name.parse::<u32>() {
             return Ok(Some(id));
         }
-        let account = AccountName::new(name).map_err(|e| ChangeError::InvalidInput(e.to_string()))?;
+        let account =
+            AccountName::new(name).map_err(|e| ChangeError::InvalidInput(e.to_string()))?;
         let output = self
             .host
-            .run(&command::resolve_owner(kind, &account), Duration::from_secs(10))
+            .run(
+                &command::resolve_owner(kind, &account),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(ChangeError::Failed)?;
         let id = match kind {
@@ -456,11 +487,18 @@ impl<H: ChangeHost> ChangeEngine<H> {
         };
         match (output.code, id) {
             (Some(0), Some(id)) => Ok(Some(id)),
-            _ => Err(ChangeError::InvalidInput(format!("no such {kind:?} {name:?} on the host").to_lowercase())),
+            _ => Err(ChangeError::InvalidInput(
+                format!("no such {kind:?} {name:?} on the host").to_lowercase(),
+            )),
         }
     }
 
-    async fn run_validators(&self, txn_id: &str, set: &ChangeSet, journal: &Journal) -> Vec<ValidatorOutcome> {
+    async fn run_validators(
+        &self,
+        txn_id: &str,
+        set: &ChangeSet,
+        journal: &Journal,
+    ) -> Vec<ValidatorOutcome> {
         let mut outcomes = Vec::with_capacity(set.validators.len());
         if set.validators.is_empty() {
             return outcomes;
@@ -468,10 +506,18 @@ impl<H: ChangeHost> ChangeEngine<H> {
         let mut staged = Vec::with_capacity(set.files.len());
         for (index, file) in set.files.iter().enumerate() {
             let local = self.journals.blob_path(txn_id, &staged_name(index));
-            staged.push(self.host.stage(txn_id, index, &local, file.content.as_bytes()).await);
+            staged.push(
+                self.host
+                    .stage(txn_id, index, &local, file.content.as_bytes())
+                    .await,
+            );
         }
         for call in &set.validators {
-            let index = set.files.iter().position(|f| f.path == call.file).unwrap_or_default();
+            let index = set
+                .files
+                .iter()
+                .position(|f| f.path == call.file)
+                .unwrap_or_default();
             let result = match (&staged[index], self.policy.validators.get(&call.name)) {
                 (Ok(path), Some(template)) => match command::validator(template, path) {
                     Some(command) => self.host.run(&command, VALIDATOR_TIMEOUT).await,
@@ -551,7 +597,9 @@ impl<H: ChangeHost> ChangeEngine<H> {
             match &file.original {
                 Original::Absent => self.host.remove(&file.path).await?,
                 Original::Present { meta, .. } => {
-                    let content = self.journals.read_blob(&journal.txn_id, &original_name(index))?;
+                    let content = self
+                        .journals
+                        .read_blob(&journal.txn_id, &original_name(index))?;
                     self.host.install(&file.path, &content, *meta).await?;
                 }
             }
@@ -566,7 +614,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
         Ok(CommitReport::of(&journal, health))
     }
 
-    fn finish(&self, journal: &mut Journal, state: TxnState, reason: Option<String>) -> Result<(), ChangeError> {
+    fn finish(
+        &self,
+        journal: &mut Journal,
+        state: TxnState,
+        reason: Option<String>,
+    ) -> Result<(), ChangeError> {
         journal.state = state;
         if reason.is_some() {
             journal.reason = reason;
@@ -577,7 +630,9 @@ impl<H: ChangeHost> ChangeEngine<H> {
 
     /// Keeps the newest finished transactions (for status and later rollback), drops older.
     fn prune_finished(&self) {
-        let Ok(journals) = self.journals.load_all() else { return };
+        let Ok(journals) = self.journals.load_all() else {
+            return;
+        };
         let finished: Vec<_> = journals.iter().filter(|j| !j.state.holds_files()).collect();
         let excess = finished.len().saturating_sub(KEEP_FINISHED);
         for journal in finished.into_iter().take(excess) {
@@ -595,7 +650,11 @@ fn diff(path: &ManagedPath, live: &LiveFile, new: &str) -> FileDiff {
         LiveFile::Absent => (false, String::new()),
         LiveFile::Regular { content, .. } => (true, String::from_utf8_lossy(content).into_owned()),
     };
-    let old_label = if existed { format!("a{path}") } else { "/dev/null".to_string() };
+    let old_label = if existed {
+        format!("a{path}")
+    } else {
+        "/dev/null".to_string()
+    };
     let text = similar::TextDiff::from_lines(old.as_str(), new)
         .unified_diff()
         .context_radius(3)

@@ -41,7 +41,11 @@ async fn run_action(host: &impl ChangeHost, action: &Action) -> Result<(), Strin
             systemctl(host, command::systemctl_unit_action(UnitVerb::Reload, unit)).await
         }
         Action::RestartUnit(unit) => {
-            systemctl(host, command::systemctl_unit_action(UnitVerb::Restart, unit)).await
+            systemctl(
+                host,
+                command::systemctl_unit_action(UnitVerb::Restart, unit),
+            )
+            .await
         }
         Action::RestartContainer(name) => {
             let docker = host.docker().await.map_err(|e| e.to_string())?;
@@ -120,10 +124,13 @@ async fn probe(host: &impl ChangeHost, check: &HealthCheck) -> Result<String, St
         }
         HealthCheck::HttpGet(url) => http_get(url).await,
         HealthCheck::TcpConnect(address) => {
-            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address.as_str()))
-                .await
-                .map_err(|_| format!("{address}: connect timed out"))?
-                .map_err(|e| format!("{address}: {e}"))?;
+            tokio::time::timeout(
+                PROBE_TIMEOUT,
+                tokio::net::TcpStream::connect(address.as_str()),
+            )
+            .await
+            .map_err(|_| format!("{address}: connect timed out"))?
+            .map_err(|e| format!("{address}: {e}"))?;
             Ok("accepted".into())
         }
     }

@@ -32,7 +32,10 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
 
     /// The file at `path`, without following a final symlink. Symlinks, devices, FIFOs,
     /// sockets and directories are refused.
-    fn read(&self, path: &ManagedPath) -> impl Future<Output = Result<LiveFile, ChangeError>> + Send;
+    fn read(
+        &self,
+        path: &ManagedPath,
+    ) -> impl Future<Output = Result<LiveFile, ChangeError>> + Send;
 
     /// Makes `content` readable by validators on the host and returns its path there.
     /// `local_copy` is the engine's own staged copy (already durable).

@@ -104,7 +104,9 @@ pub struct Journals {
 pub fn check_txn_id(txn_id: &str) -> Result<(), ChangeError> {
     let ok = !txn_id.is_empty()
         && txn_id.len() <= 64
-        && txn_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        && txn_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok {
         Ok(())
     } else {

@@ -116,7 +116,9 @@ impl<'de> Deserialize<'de> for FileMode {
             .filter(|mode| *mode <= 0o7777)
             .map(FileMode)
             .ok_or_else(|| {
-                serde::de::Error::custom(format!("mode {text:?} is not an octal mode like \"0644\""))
+                serde::de::Error::custom(format!(
+                    "mode {text:?} is not an octal mode like \"0644\""
+                ))
             })
     }
 }
@@ -222,7 +224,11 @@ impl ChangePolicy {
     /// Refuses a path outside every allowlisted root (by components, before symlinks are
     /// resolved; the engine checks again after resolving them).
     pub fn check_root(&self, path: &ManagedPath) -> Result<(), ChangeError> {
-        if self.roots.iter().any(|root| path.is_within(root) && path != root) {
+        if self
+            .roots
+            .iter()
+            .any(|root| path.is_within(root) && path != root)
+        {
             Ok(())
         } else {
             Err(ChangeError::Refused(format!(
@@ -274,31 +280,73 @@ mod tests {
     #[test]
     fn bad_change_sets_are_refused_with_the_reason() {
         let cases = [
-            (serde_json::json!({"files": [{"path": "/etc/app/../shadow", "content": ""}]}), "'..'"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": "", "mode": "999"}]}), "octal"),
-            (serde_json::json!({"files": [], "actions": [{"reload_unit": "x;reboot"}]}), "invalid unit name"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": "", "extra": 1}]}), "unknown field"),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/../shadow", "content": ""}]}),
+                "'..'",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": "", "mode": "999"}]}),
+                "octal",
+            ),
+            (
+                serde_json::json!({"files": [], "actions": [{"reload_unit": "x;reboot"}]}),
+                "invalid unit name",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": "", "extra": 1}]}),
+                "unknown field",
+            ),
         ];
         for (json, expected) in cases {
             let error = set(json).unwrap_err().to_string();
-            assert!(error.contains(expected), "{error} should mention {expected}");
+            assert!(
+                error.contains(expected),
+                "{error} should mention {expected}"
+            );
         }
         let refusals = [
-            (serde_json::json!({"files": [{"path": "/etc/shadow", "content": ""}]}), "outside the allowlisted roots"),
-            (serde_json::json!({"files": [{"path": "/etc/application/x", "content": ""}]}), "outside the allowlisted roots"),
-            (serde_json::json!({"files": [{"path": "/etc/app", "content": ""}]}), "outside the allowlisted roots"),
+            (
+                serde_json::json!({"files": [{"path": "/etc/shadow", "content": ""}]}),
+                "outside the allowlisted roots",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/application/x", "content": ""}]}),
+                "outside the allowlisted roots",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app", "content": ""}]}),
+                "outside the allowlisted roots",
+            ),
             (serde_json::json!({"files": []}), "1 to 64 files"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}, {"path": "/etc/app/a", "content": ""}]}), "twice"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "rm", "file": "/etc/app/a"}]}), "not allowlisted"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "check", "file": "/etc/app/b"}]}), "not in the change set"),
-            (serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "health_checks": [{"http_get": "ftp://x/"}]}), "http://"),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}, {"path": "/etc/app/a", "content": ""}]}),
+                "twice",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "rm", "file": "/etc/app/a"}]}),
+                "not allowlisted",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "check", "file": "/etc/app/b"}]}),
+                "not in the change set",
+            ),
+            (
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "health_checks": [{"http_get": "ftp://x/"}]}),
+                "http://",
+            ),
         ];
         for (json, expected) in refusals {
             let error = policy().check(&set(json).unwrap()).unwrap_err().to_string();
-            assert!(error.contains(expected), "{error} should mention {expected}");
+            assert!(
+                error.contains(expected),
+                "{error} should mention {expected}"
+            );
         }
         let disabled = ChangePolicy::default()
-            .check(&set(serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}]})).unwrap())
+            .check(
+                &set(serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}]}))
+                    .unwrap(),
+            )
             .unwrap_err();
         assert!(disabled.to_string().contains("disabled"), "{disabled}");
     }

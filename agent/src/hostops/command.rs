@@ -98,17 +98,17 @@ impl HostCommand {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let collect = async {
-            let (out, err, ()) =
-                tokio::join!(read_bounded(stdout), read_bounded(stderr), feed);
+            let (out, err, ()) = tokio::join!(read_bounded(stdout), read_bounded(stderr), feed);
             let status = child.wait().await;
             (out, err, status)
         };
-        let (out, err, status) = tokio::time::timeout(timeout, collect)
-            .await
-            .map_err(|_| CommandError::Timeout {
-                program: program(),
-                timeout,
-            })?;
+        let (out, err, status) =
+            tokio::time::timeout(timeout, collect)
+                .await
+                .map_err(|_| CommandError::Timeout {
+                    program: program(),
+                    timeout,
+                })?;
         let status = status.map_err(|source| CommandError::Spawn {
             program: program(),
             source,
@@ -246,7 +246,9 @@ pub fn systemctl_is_active(unit: &UnitName) -> HostCommand {
 /// `{staged}` is replaced by the staged file's path, as one argv element.
 pub fn validator(template: &[String], staged: &ManagedPath) -> Option<HostCommand> {
     let (program, args) = template.split_first()?;
-    let args = args.iter().map(|arg| arg.replace("{staged}", staged.as_str()));
+    let args = args
+        .iter()
+        .map(|arg| arg.replace("{staged}", staged.as_str()));
     Some(HostCommand::new(program, args.collect::<Vec<_>>()))
 }
 
@@ -281,12 +283,22 @@ pub fn write_file(path: &ManagedPath, content: Vec<u8>) -> HostCommand {
 
 /// `chmod MODE -- PATH` (octal).
 pub fn chmod(mode: u32, path: &ManagedPath) -> HostCommand {
-    HostCommand::new("chmod", [format!("{:o}", mode & 0o7777), "--".into(), path.to_string()])
+    HostCommand::new(
+        "chmod",
+        [
+            format!("{:o}", mode & 0o7777),
+            "--".into(),
+            path.to_string(),
+        ],
+    )
 }
 
 /// `chown UID:GID -- PATH` (numeric).
 pub fn chown(uid: u32, gid: u32, path: &ManagedPath) -> HostCommand {
-    HostCommand::new("chown", [format!("{uid}:{gid}"), "--".into(), path.to_string()])
+    HostCommand::new(
+        "chown",
+        [format!("{uid}:{gid}"), "--".into(), path.to_string()],
+    )
 }
 
 /// `mv -f -T -- FROM TO`: an atomic rename within one directory.
