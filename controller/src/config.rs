@@ -1,6 +1,7 @@
 //! The controller's configuration: defaults < TOML file < `INFRASTRUCTOR_*` environment <
 //! flags, validated once at start and passed down typed. `Display` prints a redacted copy.
 
+use infrastructor_agent::change::ChangePolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +68,7 @@ struct FileConfig {
     maintenance_interval: Option<String>,
     #[serde(default)]
     retention: FileRetention,
+    agentless_changes: Option<ChangePolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +102,9 @@ pub struct ControllerConfig {
     pub join_token_ttl: Duration,
     pub maintenance_interval: Duration,
     pub retention: Retention,
+    /// Roots and validators for configuration changes on agentless hosts (over SSH); hosts
+    /// with an agent use the agent's own `[changes]` policy.
+    pub agentless_changes: ChangePolicy,
 }
 
 const DAY: u64 = 86_400;
@@ -122,6 +127,7 @@ impl Default for ControllerConfig {
                 rollup_5m: Duration::from_secs(90 * DAY),
                 rollup_1h: Duration::from_secs(730 * DAY),
             },
+            agentless_changes: ChangePolicy::default(),
         }
     }
 }
@@ -207,6 +213,13 @@ impl ControllerConfig {
         self.advertise_url = file.advertise_url.or(self.advertise_url.take());
         self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
         self.server_names.extend(file.server_names);
+        if let Some(policy) = file.agentless_changes {
+            policy.validate().map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("[agentless_changes]: {e}"),
+            })?;
+            self.agentless_changes = policy;
+        }
         self.certificate_lifetime = duration(
             path,
             "certificate_lifetime",
@@ -419,6 +432,7 @@ mod tests {
         assert!(config
             .certificate_names()
             .contains(&"controller.example.net".to_string()));
+        assert_eq!(config.agentless_changes.roots[0].as_str(), "/etc/nginx");
     }
 
     #[test]

@@ -67,8 +67,15 @@ pub async fn open_services(
     let (ssh_private_key, ssh_public_key) =
         crate::fleet::ssh_driver::load_or_create_identity(&config.data_dir.join("ssh"))
             .map_err(StartError::Ssh)?;
+    let ssh = Arc::new(crate::fleet::SshDriver::new(&ssh_private_key, 4).map_err(StartError::Ssh)?);
+    let agentless_changes = Arc::new(crate::fleet::ssh_changes::AgentlessChanges::new(
+        ssh.clone(),
+        config.agentless_changes.clone(),
+        config.data_dir.join("changes"),
+    ));
     Ok(Services {
-        ssh: Arc::new(crate::fleet::SshDriver::new(&ssh_private_key, 4).map_err(StartError::Ssh)?),
+        ssh,
+        agentless_changes,
         ssh_public_key,
         agents: crate::fleet::AgentDriver::new(sessions.clone()),
         ingest: crate::services::ingest::IngestQueue::start(store.clone(), crate::services::now_ms),
@@ -176,6 +183,21 @@ impl Controller {
                         idle = stats.idle_connections,
                         "SSH pool pruned"
                     );
+                }
+            }),
+        ));
+        let changes = services.clone();
+        let changes_shutdown = shutdown.clone();
+        tasks.push((
+            "agentless change deadlines",
+            tokio::spawn(async move {
+                changes.recover_agentless_changes().await;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = changes_shutdown.cancelled() => return,
+                    }
+                    changes.expire_agentless_changes().await;
                 }
             }),
         ));

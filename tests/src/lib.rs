@@ -4,6 +4,8 @@
 //! Each [`TestController`] runs on its own tokio runtime, so [`TestController::kill`] can
 //! drop every task and connection at once — a crash, not a graceful stop.
 
+pub mod docker;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -255,6 +257,27 @@ impl TestController {
             .http()
             .post(self.api_url(path))
             .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POSTs a JSON body with the admin token; the status and the JSON answer.
+    pub async fn post_body(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http()
+            .post(self.api_url(path))
+            .bearer_auth(&self.admin_token)
+            .json(body)
             .send()
             .await
             .expect("POST");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptionsBuilder};
+use bollard::query_parameters::{InspectContainerOptions, RestartContainerOptions};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -49,9 +49,9 @@ async fn run_action(host: &impl ChangeHost, action: &Action) -> Result<(), Strin
         }
         Action::RestartContainer(name) => {
             let docker = host.docker().await.map_err(|e| e.to_string())?;
-            let options = RestartContainerOptionsBuilder::default().t(10).build();
+            // The container's own stop timeout applies, as with `docker restart`.
             docker
-                .restart_container(name.as_str(), Some(options))
+                .restart_container(name.as_str(), None::<RestartContainerOptions>)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -162,7 +162,9 @@ async fn http_get(url: &str) -> Result<String, String> {
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         tokio::spawn(connection);
-        let request = hyper::Request::get(uri.clone())
+        // Origin form ("GET /path"), as a browser sends it to a server directly.
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = hyper::Request::get(path)
             .header(hyper::header::HOST, host.as_str())
             .body(Empty::<bytes::Bytes>::new())
             .map_err(|e| format!("{url}: {e}"))?;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infrastructor_proto::v1::{
-    command, command_result, controller_message, Cancel, Command, CommandResult, ControllerMessage,
+    command, command_result, controller_message, Cancel, Command, CommandResult, CommandSucceeded,
+    ControllerMessage,
 };
 use tokio::sync::oneshot;
 
@@ -46,6 +47,35 @@ impl AgentDriver {
         kind: command::Kind,
         timeout: Duration,
     ) -> Result<String> {
+        Ok(self
+            .send_for_result(device_id, request_id, kind, timeout)
+            .await?
+            .message)
+    }
+
+    /// [`send`](Self::send) for commands that answer with a JSON payload, decoded as `T`.
+    pub async fn send_for_payload<T: serde::de::DeserializeOwned>(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        kind: command::Kind,
+        timeout: Duration,
+    ) -> Result<T> {
+        let result = self
+            .send_for_result(device_id, request_id, kind, timeout)
+            .await?;
+        serde_json::from_str(&result.payload_json).map_err(|e| {
+            Error::Unavailable(format!("device {device_id} sent an unreadable result: {e}"))
+        })
+    }
+
+    async fn send_for_result(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        kind: command::Kind,
+        timeout: Duration,
+    ) -> Result<CommandSucceeded> {
         let commands = self.sessions.commands(device_id).ok_or_else(|| {
             Error::Unavailable(format!(
                 "device {device_id} is offline: its agent is not connected"
@@ -89,10 +119,11 @@ impl AgentDriver {
             }
         };
         match result.outcome {
-            Some(command_result::Outcome::Succeeded(ok)) => Ok(ok.message),
+            Some(command_result::Outcome::Succeeded(ok)) => Ok(ok),
             Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind.as_str() {
                 "invalid_input" => Error::InvalidInput(failed.message),
                 "not_found" => Error::NotFound(failed.message),
+                "conflict" => Error::Conflict(failed.message),
                 _ => Error::Unavailable(format!("agent: {}", failed.message)),
             }),
             None => Err(Error::Unavailable("agent sent an empty result".into())),

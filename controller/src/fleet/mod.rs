@@ -1,7 +1,9 @@
-//! Connected agents: the live session registry and the driver that sends them commands.
+//! Reaching hosts: the live agent session registry, the agent driver, the SSH driver for
+//! agentless hosts, and configuration changes over SSH.
 
 pub mod agent_driver;
 pub mod sessions;
+pub mod ssh_changes;
 pub mod ssh_driver;
 
 pub use agent_driver::AgentDriver;

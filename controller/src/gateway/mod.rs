@@ -352,6 +352,12 @@ impl Session {
                 Ok(None)
             }
             agent_message::Body::Heartbeat(_) => Ok(None),
+            agent_message::Body::ChangeEvent(event) => {
+                self.services
+                    .record_change_event(&self.device_id, &event)
+                    .await;
+                Ok(None)
+            }
             agent_message::Body::CommandResult(result) => {
                 tracing::debug!(device_id = %self.device_id, request_id = %result.request_id, "command result");
                 self.services.agents.complete(result);

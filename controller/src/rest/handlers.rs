@@ -11,6 +11,7 @@ use super::problem::{ApiError, Problem};
 use crate::auth::Principal;
 use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::services::changes::{ChangeRequest, ChangeSummary, ChangeView};
 use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
 use crate::services::devices::{CreateAgentlessDevice, DeviceView, SshPublicKey};
 use crate::services::diagnostics::{DeviceDiagnosis, InfrastructureDiagnosis};
@@ -187,6 +188,67 @@ pub async fn ssh_public_key(
     ctx: Ctx,
 ) -> ApiResult<Json<SshPublicKey>> {
     Ok(Json(services.ssh_public_key(&ctx)?))
+}
+
+pub async fn plan_change(
+    State(services): State<Services>,
+    ctx: Ctx,
+    body: Result<Json<ChangeRequest>, JsonRejection>,
+) -> ApiResult<Json<ChangeView>> {
+    let Json(request) = body.map_err(bad_json)?;
+    Ok(Json(services.plan_change(&ctx, request).await?))
+}
+
+pub async fn deploy_change(
+    State(services): State<Services>,
+    ctx: Ctx,
+    body: Result<Json<ChangeRequest>, JsonRejection>,
+) -> ApiResult<Json<ChangeView>> {
+    let Json(request) = body.map_err(bad_json)?;
+    Ok(Json(services.deploy_change(&ctx, request).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeHistoryQuery {
+    device: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_changes(
+    State(services): State<Services>,
+    ctx: Ctx,
+    query: Result<Query<ChangeHistoryQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<ChangeSummary>>> {
+    let Query(query) = query.map_err(bad_query)?;
+    let changes = services
+        .list_changes(&ctx, query.device.as_deref(), query.limit)
+        .await?;
+    Ok(Json(changes))
+}
+
+pub async fn get_change(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(change): Path<String>,
+) -> ApiResult<Json<ChangeView>> {
+    Ok(Json(services.get_change(&ctx, &change).await?))
+}
+
+pub async fn confirm_change(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(change): Path<String>,
+) -> ApiResult<Json<ChangeView>> {
+    Ok(Json(services.confirm_change(&ctx, &change).await?))
+}
+
+pub async fn rollback_change(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(change): Path<String>,
+) -> ApiResult<Json<ChangeView>> {
+    Ok(Json(services.rollback_change(&ctx, &change).await?))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

@@ -58,6 +58,12 @@ pub fn router(services: Services) -> Router {
     let api = operation(api, "list_containers", handlers::list_containers);
     let api = operation(api, "diagnose_device", handlers::diagnose_device);
     let api = operation(api, "ssh_public_key", handlers::ssh_public_key);
+    let api = operation(api, "plan_change", handlers::plan_change);
+    let api = operation(api, "deploy_change", handlers::deploy_change);
+    let api = operation(api, "list_changes", handlers::list_changes);
+    let api = operation(api, "get_change", handlers::get_change);
+    let api = operation(api, "confirm_change", handlers::confirm_change);
+    let api = operation(api, "rollback_change", handlers::rollback_change);
     let api = operation(
         api,
         "diagnose_infrastructure",

@@ -130,6 +130,12 @@ pub const OPERATIONS: &[Operation] = &[
             "Create a single-use join token: {expires_in?: \"1h\"}; returns the enroll command",
         query: &[],
     },
+    Operation { id: "plan_change", method: "post", path: "/changes/plan", scope: Scope::Operate, summary: "Dry run of a configuration change: {devices, change: {files, validators, actions, health_checks}}; per-device unified diffs and validator output, nothing live touched", query: &[] },
+    Operation { id: "deploy_change", method: "post", path: "/changes", scope: Scope::Operate, summary: "Apply a configuration change: prepare on every device (any failure aborts all), commit all at once or rolling (options.max_parallel), confirm once every health check passed, otherwise roll back", query: &[] },
+    Operation { id: "list_changes", method: "get", path: "/changes", scope: Scope::Read, summary: "Change history, newest first", query: &[("device", "only changes that targeted this device"), ("limit", "1 to 1000 (default 50)")] },
+    Operation { id: "get_change", method: "get", path: "/changes/{change}", scope: Scope::Read, summary: "One change: state, who asked and when, per-device state, diffs, validator and health results", query: &[] },
+    Operation { id: "confirm_change", method: "post", path: "/changes/{change}/confirm", scope: Scope::Operate, summary: "Keep a change deployed with auto_confirm=false (before its confirmation deadline)", query: &[] },
+    Operation { id: "rollback_change", method: "post", path: "/changes/{change}/rollback", scope: Scope::Operate, summary: "Roll an applied change back on every device: originals restored, actions re-run", query: &[] },
 ];
 
 pub fn document() -> Value {
@@ -138,6 +144,9 @@ pub fn document() -> Value {
         let mut parameters: Vec<Value> = Vec::new();
         if operation.path.contains("{device}") {
             parameters.push(json!({"name": "device", "in": "path", "required": true, "description": "device ID or name", "schema": {"type": "string"}}));
+        }
+        if operation.path.contains("{change}") {
+            parameters.push(json!({"name": "change", "in": "path", "required": true, "description": "change ID", "schema": {"type": "string"}}));
         }
         for (name, description) in operation.query {
             parameters.push(json!({"name": name, "in": "query", "required": operation.id == "query_metrics" && *name == "series", "description": description, "schema": {"type": "string"}}));

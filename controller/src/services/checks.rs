@@ -211,17 +211,7 @@ impl Services {
         ctx: &Ctx,
         row: &crate::store::DeviceRow,
     ) -> Result<Vec<CheckView>> {
-        let (Some(address), Some(user), Some(host_key)) =
-            (&row.ssh_address, &row.ssh_user, &row.ssh_host_key)
-        else {
-            return Err(Error::Unavailable(format!(
-                "device {:?} has no SSH address, user and pinned host key; register it again with ssh_host_key",
-                row.name
-            )));
-        };
-        let (host, port) = super::devices::split_ssh_address(address);
-        let target = crate::fleet::SshTarget::new(&host, port, user, host_key)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let target = super::devices::ssh_target(row)?;
         // Probe first, so an unreachable host or a wrong key is one clear error.
         self.ssh
             .run(

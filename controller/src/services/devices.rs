@@ -53,6 +53,21 @@ pub struct CreateAgentlessDevice {
     pub ssh_host_key: Option<String>,
 }
 
+/// The pinned SSH target of an agentless device.
+pub fn ssh_target(row: &DeviceRow) -> Result<crate::fleet::SshTarget> {
+    let (Some(address), Some(user), Some(host_key)) =
+        (&row.ssh_address, &row.ssh_user, &row.ssh_host_key)
+    else {
+        return Err(Error::Unavailable(format!(
+            "device {:?} has no SSH address, user and pinned host key; register it again with ssh_host_key",
+            row.name
+        )));
+    };
+    let (host, port) = split_ssh_address(address);
+    crate::fleet::SshTarget::new(&host, port, user, host_key)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// `host:port`, `host`, `[v6]:port` or a bare IPv6 address → host and port (default 22).
 pub fn split_ssh_address(address: &str) -> (String, u16) {
     if let Ok(socket) = address.parse::<std::net::SocketAddr>() {

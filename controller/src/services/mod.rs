@@ -1,6 +1,7 @@
 //! All behaviour of the controller, behind methods that take a [`Ctx`] first and know nothing
 //! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
 //!
+//! - [`changes`]: configuration changes across devices (plan, deploy, confirm, rollback).
 //! - [`checks`]: host check reports, history, capabilities and containers.
 //! - [`diagnostics`]: device and infrastructure diagnoses with a health score.
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
@@ -10,6 +11,7 @@
 //! - [`tokens`]: API tokens and the bootstrap admin token.
 //! - [`validate`]: the strict patterns every name must match.
 
+pub mod changes;
 pub mod checks;
 pub mod devices;
 pub mod diagnostics;
@@ -39,6 +41,8 @@ pub struct Services {
     /// Agentless hosts are reached with this driver and identity.
     pub ssh: Arc<crate::fleet::SshDriver>,
     pub ssh_public_key: String,
+    /// Change engines for agentless hosts (journals under `<data_dir>/changes`).
+    pub agentless_changes: Arc<crate::fleet::ssh_changes::AgentlessChanges>,
     pub telemetry: Arc<Telemetry>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).

@@ -5,6 +5,7 @@
 //! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
 //! everywhere, so no type differs between the backends.
 
+mod changes;
 mod checks;
 mod devices;
 mod metrics;
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
 pub use devices::{DeviceRow, NewDevice};
 pub use metrics::{

@@ -1,85 +1,12 @@
 //! Docker checks against the real engine, with a tiny image built here (`FROM scratch` plus
 //! Debian's static busybox): healthy, unhealthy, exited-non-zero and restarting containers.
 
-// Test code: unwrap() is how a test says "this must hold".
-#![allow(clippy::unwrap_used)]
-
-use std::process::Command;
 use std::time::Duration;
 
 use infrastructor_agent::hostops::docker::{self, ContainerInfo};
 use infrastructor_agent::hostops::names::ContainerName;
 use infrastructor_agent::hostops::CheckStatus;
-
-const IMAGE: &str = "infrastructor-test-busybox:latest";
-
-fn required() -> bool {
-    std::env::var("INFRASTRUCTOR_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn docker_cli(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI")
-}
-
-/// Builds the test image from the host's static busybox; `None` when it cannot be built here.
-fn build_image() -> Option<()> {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(busybox) = busybox else {
-        assert!(!required(), "busybox-static is not installed");
-        eprintln!("skipping: no busybox (apt-get install busybox-static)");
-        return None;
-    };
-    let context = tempfile::tempdir().unwrap();
-    std::fs::copy(busybox, context.path().join("busybox")).unwrap();
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
-    )
-    .unwrap();
-    let output = docker_cli(&["build", "-q", "-t", IMAGE, context.path().to_str().unwrap()]);
-    assert!(
-        output.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(())
-}
-
-/// Removes the test's containers however the test ends.
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = docker_cli(&["rm", "-f", name]);
-        }
-    }
-}
-
-fn run(name: &str, extra: &[&str], command: &[&str]) {
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--label",
-        "infrastructor-test=1",
-    ];
-    args.extend_from_slice(extra);
-    args.push(IMAGE);
-    args.extend_from_slice(command);
-    let output = docker_cli(&args);
-    assert!(
-        output.status.success(),
-        "docker run {name}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+use infrastructor_e2e::docker::{engine_with_image, run, Containers, IMAGE};
 
 fn find<'a>(containers: &'a [ContainerInfo], name: &str) -> &'a ContainerInfo {
     containers
@@ -90,17 +17,9 @@ fn find<'a>(containers: &'a [ContainerInfo], name: &str) -> &'a ContainerInfo {
 
 #[tokio::test]
 async fn container_states_health_and_metrics_from_the_real_engine() {
-    let docker = match docker::connect().await {
-        Ok(docker) => docker,
-        Err(error) => {
-            assert!(!required(), "INFRASTRUCTOR_REQUIRE_SERVICES=1 but {error}");
-            eprintln!("skipping: {error}");
-            return;
-        }
-    };
-    if build_image().is_none() {
+    let Some(docker) = engine_with_image().await else {
         return;
-    }
+    };
     let suffix = std::process::id();
     let names: Vec<String> = ["healthy", "unhealthy", "crashed", "flapping"]
         .iter()

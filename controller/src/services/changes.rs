@@ -1,0 +1,853 @@
+//! Configuration changes across devices: plan (a dry run), deploy (prepare everywhere → commit
+//! all at once or rolling → confirm once every target is healthy, otherwise roll back the
+//! committed ones), confirm, status, history and a later rollback.
+//!
+//! Hosts with an agent run the change engine themselves (typed commands over their stream);
+//! agentless hosts run the very same engine from the controller over SSH. Either way a target
+//! answers with the engine's `PrepareReport` / `CommitReport`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use infrastructor_agent::change::health::HealthOutcome;
+use infrastructor_agent::change::{
+    ChangeEngine, ChangeError, ChangeSet, CommitOptions, CommitReport, FileDiff, PrepareReport,
+    TxnState, ValidatorOutcome,
+};
+use infrastructor_proto::v1::{
+    command::Kind, AbortChange, ChangeEvent, CommitChange, ConfirmChange, PrepareChange,
+    RollbackChange,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, rfc3339, Services};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::fleet::ssh_changes::SshChangeHost;
+use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
+
+/// Most devices one change may target.
+const MAX_TARGETS: usize = 500;
+/// Targets prepared (or confirmed, rolled back) at once.
+const FAN_OUT: usize = 16;
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Beyond the health timeout: swaps and actions (restarts may take a while).
+const COMMIT_SLACK: Duration = Duration::from_secs(180);
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// Device IDs or names.
+    pub devices: Vec<String>,
+    pub change: ChangeSet,
+    #[serde(default)]
+    pub options: DeployOptions,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployOptions {
+    /// Targets committed at a time (rolling); absent: all at once.
+    pub max_parallel: Option<usize>,
+    /// Each target rolls back on its own unless confirmed within this.
+    pub confirm_timeout_seconds: u32,
+    /// How long a target's health checks may take to pass after its actions.
+    pub health_timeout_seconds: u32,
+    /// Confirm as soon as every target is healthy. `false` leaves the change awaiting
+    /// `POST /changes/{id}/confirm` — and the targets roll back by themselves at the deadline.
+    pub auto_confirm: bool,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            max_parallel: None,
+            confirm_timeout_seconds: 120,
+            health_timeout_seconds: 30,
+            auto_confirm: true,
+        }
+    }
+}
+
+impl DeployOptions {
+    fn validate(&self) -> Result<()> {
+        if self.max_parallel == Some(0) {
+            return Err(Error::invalid("max_parallel must be at least 1"));
+        }
+        if !(5..=86_400).contains(&self.confirm_timeout_seconds) {
+            return Err(Error::invalid("confirm_timeout_seconds must be 5..=86400"));
+        }
+        if !(1..=3600).contains(&self.health_timeout_seconds) {
+            return Err(Error::invalid("health_timeout_seconds must be 1..=3600"));
+        }
+        Ok(())
+    }
+
+    fn commit_options(&self) -> CommitOptions {
+        CommitOptions {
+            confirm_timeout: Duration::from_secs(u64::from(self.confirm_timeout_seconds)),
+            health_timeout: Duration::from_secs(u64::from(self.health_timeout_seconds)),
+        }
+    }
+}
+
+/// A change transaction with every device's part in it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChangeView {
+    pub id: String,
+    /// `plan` or `deploy`.
+    pub kind: String,
+    /// plan: `planned` | `invalid`; deploy: `preparing`, `committing`, `awaiting_confirmation`,
+    /// `committed`, `aborted` (nothing changed), `rolled_back`, `rollback_failed`.
+    pub state: String,
+    pub requested_by: String,
+    pub request_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub error: Option<String>,
+    pub change: serde_json::Value,
+    pub options: serde_json::Value,
+    pub targets: Vec<TargetView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TargetView {
+    pub device_id: String,
+    /// pending, prepared, aborted, failed, awaiting_confirmation, committed, rolled_back.
+    pub state: String,
+    pub error: Option<String>,
+    pub files: Vec<FileDiff>,
+    pub validators: Vec<ValidatorOutcome>,
+    pub health: Vec<HealthOutcome>,
+    pub updated_at: String,
+}
+
+/// One line of change history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChangeSummary {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub requested_by: String,
+    pub created_at: String,
+    pub error: Option<String>,
+}
+
+/// Where a device's change engine runs.
+#[derive(Clone)]
+enum Target {
+    Agent {
+        device_id: String,
+    },
+    Ssh {
+        device_id: String,
+        engine: Arc<ChangeEngine<SshChangeHost>>,
+    },
+}
+
+impl Target {
+    fn device_id(&self) -> &str {
+        match self {
+            Self::Agent { device_id } | Self::Ssh { device_id, .. } => device_id,
+        }
+    }
+}
+
+fn engine_error(error: ChangeError) -> Error {
+    match error {
+        ChangeError::InvalidInput(m) | ChangeError::Refused(m) => Error::InvalidInput(m),
+        ChangeError::Conflict(m) => Error::Conflict(m),
+        ChangeError::NotFound(m) => Error::NotFound(m),
+        ChangeError::Failed(m) => Error::Unavailable(m),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+impl Services {
+    /// Dry run: every target stages the files, diffs them and runs the validators; nothing
+    /// live changes. The plan is stored like any transaction.
+    pub async fn plan_change(&self, ctx: &Ctx, request: ChangeRequest) -> Result<ChangeView> {
+        ctx.principal.require(Scope::Operate)?;
+        let (id, targets) = self.begin_change(ctx, &request, "plan").await?;
+        let ready = self
+            .prepare_all(ctx, &id, &targets, &request.change)
+            .await?;
+        self.abort_all(ctx, &id, &targets, "planned").await;
+        let state = if ready { "planned" } else { "invalid" };
+        self.store
+            .set_change_state(&id, state, None, now_ms())
+            .await?;
+        self.change_view(&id).await
+    }
+
+    /// Prepares on every target; any failure aborts all. Then commits (all at once, or
+    /// `max_parallel` at a time) and confirms once every target is healthy; a failed target
+    /// rolls back every committed one. The result says how it ended.
+    pub async fn deploy_change(&self, ctx: &Ctx, request: ChangeRequest) -> Result<ChangeView> {
+        ctx.principal.require(Scope::Operate)?;
+        request.options.validate()?;
+        let (id, targets) = self.begin_change(ctx, &request, "deploy").await?;
+        if !self
+            .prepare_all(ctx, &id, &targets, &request.change)
+            .await?
+        {
+            self.abort_all(ctx, &id, &targets, "aborted").await;
+            let error = self.failed_targets_summary(&id).await?;
+            self.store
+                .set_change_state(&id, "aborted", Some(&error), now_ms())
+                .await?;
+            return self.change_view(&id).await;
+        }
+        self.store
+            .set_change_state(&id, "committing", None, now_ms())
+            .await?;
+        let batch = request.options.max_parallel.unwrap_or(targets.len());
+        let options = request.options.commit_options();
+        let mut applied: Vec<Target> = Vec::new();
+        let mut failure = None;
+        for chunk in targets.chunks(batch.max(1)) {
+            let results = join_all(
+                chunk
+                    .iter()
+                    .map(|t| self.target_commit(ctx, t, &id, options)),
+            )
+            .await;
+            for (target, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(report) if report.state != TxnState::RolledBack => {
+                        self.record_commit(&id, target, &report, None).await?;
+                        applied.push(target.clone());
+                    }
+                    Ok(report) => {
+                        let reason = report.reason.clone().unwrap_or_default();
+                        self.record_commit(&id, target, &report, Some(&reason))
+                            .await?;
+                        failure = Some(format!("{}: {reason}", target.device_id()));
+                    }
+                    Err(error) => {
+                        // Unknown outcome (e.g. the link dropped): treat it as applied, so the
+                        // rollback below covers it.
+                        self.record_target(&id, target.device_id(), "failed", &error)
+                            .await?;
+                        applied.push(target.clone());
+                        failure = Some(format!(
+                            "{}: {}",
+                            target.device_id(),
+                            error.public_message()
+                        ));
+                    }
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        if let Some(failure) = failure {
+            self.roll_back_targets(ctx, &id, &applied, "another target failed")
+                .await;
+            self.abort_all(ctx, &id, &targets, "aborted").await;
+            self.store
+                .set_change_state(&id, "rolled_back", Some(&failure), now_ms())
+                .await?;
+            return self.change_view(&id).await;
+        }
+        if request.options.auto_confirm {
+            self.confirm_targets(ctx, &id, &targets).await?;
+        } else {
+            self.store
+                .set_change_state(&id, "awaiting_confirmation", None, now_ms())
+                .await?;
+        }
+        self.change_view(&id).await
+    }
+
+    /// Keeps a deployed change that was left awaiting confirmation.
+    pub async fn confirm_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
+        ctx.principal.require(Scope::Operate)?;
+        let (row, _) = self.require_change(id).await?;
+        if row.state != "awaiting_confirmation" {
+            return Err(Error::Conflict(format!(
+                "change {id} is {}; only a change awaiting confirmation can be confirmed",
+                row.state
+            )));
+        }
+        let targets = self.targets_of(id).await?;
+        self.confirm_targets(ctx, id, &targets).await?;
+        self.change_view(id).await
+    }
+
+    /// Rolls a deployed change back on every target where it is applied.
+    pub async fn rollback_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
+        ctx.principal.require(Scope::Operate)?;
+        let (row, rows) = self.require_change(id).await?;
+        if !matches!(
+            row.state.as_str(),
+            "committed" | "awaiting_confirmation" | "rollback_failed"
+        ) {
+            return Err(Error::Conflict(format!(
+                "change {id} is {}; only an applied change can be rolled back",
+                row.state
+            )));
+        }
+        let applied: Vec<String> = rows
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.state.as_str(),
+                    "committed" | "awaiting_confirmation" | "failed"
+                )
+            })
+            .map(|t| t.device_id.clone())
+            .collect();
+        let targets = self.resolve_targets(&applied).await?;
+        let failed = self
+            .roll_back_targets(ctx, id, &targets, "rollback requested")
+            .await;
+        let state = if failed.is_empty() {
+            "rolled_back"
+        } else {
+            "rollback_failed"
+        };
+        let error = (!failed.is_empty()).then(|| failed.join("; "));
+        self.store
+            .set_change_state(id, state, error.as_deref(), now_ms())
+            .await?;
+        self.change_view(id).await
+    }
+
+    pub async fn get_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
+        ctx.principal.require(Scope::Read)?;
+        self.require_change(id).await?;
+        self.change_view(id).await
+    }
+
+    /// Newest first; `device` narrows to changes that targeted it.
+    pub async fn list_changes(
+        &self,
+        ctx: &Ctx,
+        device: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<Vec<ChangeSummary>> {
+        ctx.principal.require(Scope::Read)?;
+        let device_id = match device {
+            Some(device) => Some(self.require_device(device).await?.id),
+            None => None,
+        };
+        let limit = limit.unwrap_or(50);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit must be 1..=1000"));
+        }
+        let rows = self.store.changes(device_id.as_deref(), limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ChangeSummary {
+                id: row.id,
+                kind: row.kind,
+                state: row.state,
+                requested_by: row.requested_by,
+                created_at: rfc3339(row.created_at_ms),
+                error: row.error,
+            })
+            .collect())
+    }
+
+    /// An agent rolled a transaction back by itself (deadline passed, or recovered after a
+    /// restart): record it against the change.
+    pub async fn record_change_event(&self, device_id: &str, event: &ChangeEvent) {
+        tracing::warn!(device_id, txn_id = %event.txn_id, state = %event.state, reason = %event.reason, "agent changed a transaction on its own");
+        let update = TargetUpdate {
+            state: &event.state,
+            error: Some(&event.reason),
+            ..Default::default()
+        };
+        let recorded = async {
+            self.store
+                .update_change_target(&event.txn_id, device_id, update, now_ms())
+                .await?;
+            let Some((row, targets)) = self.store.change(&event.txn_id).await? else {
+                return Ok::<_, crate::store::StoreError>(());
+            };
+            let all_rolled_back = targets.iter().all(|t| t.state == "rolled_back");
+            if row.state == "awaiting_confirmation" && all_rolled_back {
+                self.store
+                    .set_change_state(
+                        &row.id,
+                        "rolled_back",
+                        Some("not confirmed by the deadline"),
+                        now_ms(),
+                    )
+                    .await?;
+            }
+            Ok(())
+        };
+        if let Err(error) = recorded.await {
+            tracing::error!(%error, "cannot record a change event");
+        }
+    }
+
+    /// At start: finish what a crash interrupted on agentless hosts (their journals are here).
+    pub async fn recover_agentless_changes(&self) {
+        for device_id in self.agentless_changes.devices_with_journals() {
+            let Ok(Some(row)) = self.store.find_device(&device_id).await else {
+                continue;
+            };
+            let Ok(target) = super::devices::ssh_target(&row) else {
+                continue;
+            };
+            match self.agentless_changes.engine(&row.id, target) {
+                Ok(engine) => {
+                    if let Err(error) = engine.recover().await {
+                        tracing::error!(device_id, %error, "cannot recover changes over SSH");
+                    }
+                }
+                Err(error) => tracing::error!(device_id, %error, "cannot open change journal"),
+            }
+        }
+    }
+
+    /// Rolls back agentless transactions whose confirmation deadline passed.
+    pub async fn expire_agentless_changes(&self) {
+        for (device_id, engine) in self.agentless_changes.open_engines() {
+            match engine.expire().await {
+                Ok(expired) => {
+                    for report in expired {
+                        let event = ChangeEvent {
+                            txn_id: report.txn_id,
+                            state: report.state.as_str().to_string(),
+                            reason: report.reason.unwrap_or_default(),
+                        };
+                        self.record_change_event(&device_id, &event).await;
+                    }
+                }
+                Err(error) => tracing::error!(device_id, %error, "cannot expire changes over SSH"),
+            }
+        }
+    }
+
+    async fn begin_change(
+        &self,
+        ctx: &Ctx,
+        request: &ChangeRequest,
+        kind: &str,
+    ) -> Result<(String, Vec<Target>)> {
+        if request.devices.is_empty() || request.devices.len() > MAX_TARGETS {
+            return Err(Error::invalid(format!(
+                "devices must list 1 to {MAX_TARGETS} devices"
+            )));
+        }
+        let targets = self.resolve_targets(&request.devices).await?;
+        let mut ids: Vec<&str> = targets.iter().map(Target::device_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(Error::invalid("a device is listed twice"));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = now_ms();
+        let row = ChangeRow {
+            id: id.clone(),
+            kind: kind.to_string(),
+            state: "preparing".to_string(),
+            requested_by: ctx.principal.name.clone(),
+            request_id: ctx.request_id.clone(),
+            change_set: serde_json::to_string(&request.change)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            options: serde_json::to_string(&request.options)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            error: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let device_ids: Vec<String> = targets.iter().map(|t| t.device_id().to_string()).collect();
+        self.store.insert_change(&row, &device_ids).await?;
+        tracing::info!(change_id = %id, kind, devices = device_ids.len(), requested_by = %ctx.principal.name, "configuration change started");
+        Ok((id, targets))
+    }
+
+    async fn resolve_targets(&self, devices: &[String]) -> Result<Vec<Target>> {
+        let mut targets = Vec::with_capacity(devices.len());
+        for device in devices {
+            let row = self.require_device(device).await?;
+            if row.kind == "agentless" {
+                let ssh = super::devices::ssh_target(&row)?;
+                let engine = self
+                    .agentless_changes
+                    .engine(&row.id, ssh)
+                    .map_err(engine_error)?;
+                targets.push(Target::Ssh {
+                    device_id: row.id,
+                    engine,
+                });
+            } else {
+                targets.push(Target::Agent { device_id: row.id });
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn targets_of(&self, id: &str) -> Result<Vec<Target>> {
+        let (_, rows) = self.require_change(id).await?;
+        let devices: Vec<String> = rows.into_iter().map(|t| t.device_id).collect();
+        self.resolve_targets(&devices).await
+    }
+
+    /// Prepares everywhere (bounded fan-out); true when every target is ready to commit.
+    async fn prepare_all(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        targets: &[Target],
+        set: &ChangeSet,
+    ) -> Result<bool> {
+        let mut ready = true;
+        for chunk in targets.chunks(FAN_OUT) {
+            let results =
+                join_all(chunk.iter().map(|t| self.target_prepare(ctx, t, id, set))).await;
+            for (target, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(report) => {
+                        let json = serde_json::to_string(&report)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        ready &= report.state == TxnState::Prepared;
+                        let update = TargetUpdate {
+                            state: report.state.as_str(),
+                            prepare_report: Some(&json),
+                            error: report.reason.as_deref(),
+                            ..Default::default()
+                        };
+                        self.store
+                            .update_change_target(id, target.device_id(), update, now_ms())
+                            .await?;
+                    }
+                    Err(error) => {
+                        ready = false;
+                        self.record_target(id, target.device_id(), "failed", &error)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Drops the transaction wherever it is still only prepared; those targets end as
+    /// `done_state` (`planned` after a dry run, `aborted` otherwise).
+    async fn abort_all(&self, ctx: &Ctx, id: &str, targets: &[Target], done_state: &str) {
+        let Ok(Some((_, rows))) = self.store.change(id).await else {
+            return;
+        };
+        let prepared: Vec<&Target> = targets
+            .iter()
+            .filter(|t| {
+                rows.iter()
+                    .any(|r| r.device_id == t.device_id() && r.state == "prepared")
+            })
+            .collect();
+        let results = join_all(
+            prepared
+                .iter()
+                .map(|t| self.target_step(ctx, t, id, Step::Abort)),
+        )
+        .await;
+        for (target, result) in prepared.into_iter().zip(results) {
+            let state = if result.is_ok() {
+                done_state
+            } else {
+                "prepared"
+            };
+            let error = result.as_ref().err().map(|e| e.public_message());
+            let update = TargetUpdate {
+                state,
+                error: error.as_deref(),
+                ..Default::default()
+            };
+            let _ = self
+                .store
+                .update_change_target(id, target.device_id(), update, now_ms())
+                .await;
+        }
+    }
+
+    async fn confirm_targets(&self, ctx: &Ctx, id: &str, targets: &[Target]) -> Result<()> {
+        let results = join_all(
+            targets
+                .iter()
+                .map(|t| self.target_step(ctx, t, id, Step::Confirm)),
+        )
+        .await;
+        let mut failure = None;
+        for (target, result) in targets.iter().zip(results) {
+            match result {
+                Ok(report) => self.record_commit(id, target, &report, None).await?,
+                Err(error) => {
+                    failure = Some(format!(
+                        "confirming on {}: {}",
+                        target.device_id(),
+                        error.public_message()
+                    ));
+                    self.record_target(id, target.device_id(), "failed", &error)
+                        .await?;
+                }
+            }
+        }
+        match failure {
+            None => {
+                self.store
+                    .set_change_state(id, "committed", None, now_ms())
+                    .await?
+            }
+            Some(failure) => {
+                // All or nothing: a target that cannot be confirmed rolls back by its
+                // deadline, so the others follow now.
+                self.roll_back_targets(ctx, id, targets, "another target could not be confirmed")
+                    .await;
+                self.store
+                    .set_change_state(id, "rolled_back", Some(&failure), now_ms())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back each target; returns the failures (a target already rolled back, or never
+    /// committed, is fine).
+    async fn roll_back_targets(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        targets: &[Target],
+        reason: &str,
+    ) -> Vec<String> {
+        let results = join_all(
+            targets
+                .iter()
+                .map(|t| self.target_step(ctx, t, id, Step::Rollback(reason))),
+        )
+        .await;
+        let mut failures = Vec::new();
+        for (target, result) in targets.iter().zip(results) {
+            match result {
+                Ok(report) => {
+                    let _ = self
+                        .record_commit(id, target, &report, report.reason.as_deref())
+                        .await;
+                }
+                // Never committed there: nothing to undo; drop the prepared transaction.
+                Err(Error::Conflict(message)) if message.contains("nothing was applied") => {
+                    let _ = self.target_step(ctx, target, id, Step::Abort).await;
+                    let update = TargetUpdate {
+                        state: "aborted",
+                        ..Default::default()
+                    };
+                    let _ = self
+                        .store
+                        .update_change_target(id, target.device_id(), update, now_ms())
+                        .await;
+                }
+                Err(error) => {
+                    failures.push(format!(
+                        "{}: {}",
+                        target.device_id(),
+                        error.public_message()
+                    ));
+                    let _ = self
+                        .record_target(id, target.device_id(), "rollback_failed", &error)
+                        .await;
+                }
+            }
+        }
+        failures
+    }
+
+    async fn target_prepare(
+        &self,
+        ctx: &Ctx,
+        target: &Target,
+        id: &str,
+        set: &ChangeSet,
+    ) -> Result<PrepareReport> {
+        match target {
+            Target::Agent { device_id } => {
+                let change_set_json =
+                    serde_json::to_string(set).map_err(|e| Error::Internal(e.to_string()))?;
+                let kind = Kind::PrepareChange(PrepareChange {
+                    txn_id: id.to_string(),
+                    change_set_json,
+                });
+                self.agents
+                    .send_for_payload(device_id, &ctx.request_id, kind, PREPARE_TIMEOUT)
+                    .await
+            }
+            Target::Ssh { engine, .. } => engine.prepare(id, set).await.map_err(engine_error),
+        }
+    }
+
+    async fn target_commit(
+        &self,
+        ctx: &Ctx,
+        target: &Target,
+        id: &str,
+        options: CommitOptions,
+    ) -> Result<CommitReport> {
+        match target {
+            Target::Agent { device_id } => {
+                let kind = Kind::CommitChange(CommitChange {
+                    txn_id: id.to_string(),
+                    confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
+                    health_timeout_seconds: options.health_timeout.as_secs() as u32,
+                });
+                let timeout = options.health_timeout + COMMIT_SLACK;
+                self.agents
+                    .send_for_payload(device_id, &ctx.request_id, kind, timeout)
+                    .await
+            }
+            Target::Ssh { engine, .. } => engine.commit(id, options).await.map_err(engine_error),
+        }
+    }
+
+    async fn target_step(
+        &self,
+        ctx: &Ctx,
+        target: &Target,
+        id: &str,
+        step: Step<'_>,
+    ) -> Result<CommitReport> {
+        let txn_id = id.to_string();
+        match target {
+            Target::Agent { device_id } => {
+                let kind = match step {
+                    Step::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
+                    Step::Abort => Kind::AbortChange(AbortChange { txn_id }),
+                    Step::Rollback(reason) => Kind::RollbackChange(RollbackChange {
+                        txn_id,
+                        reason: reason.to_string(),
+                    }),
+                };
+                self.agents
+                    .send_for_payload(device_id, &ctx.request_id, kind, STEP_TIMEOUT)
+                    .await
+            }
+            Target::Ssh { engine, .. } => match step {
+                Step::Confirm => engine.confirm(id).await,
+                Step::Abort => engine.abort(id).await,
+                Step::Rollback(reason) => engine.rollback(id, reason).await,
+            }
+            .map_err(engine_error),
+        }
+    }
+
+    async fn record_commit(
+        &self,
+        id: &str,
+        target: &Target,
+        report: &CommitReport,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let json = serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
+        let update = TargetUpdate {
+            state: report.state.as_str(),
+            commit_report: Some(&json),
+            error,
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_change_target(id, target.device_id(), update, now_ms())
+            .await?)
+    }
+
+    async fn record_target(
+        &self,
+        id: &str,
+        device_id: &str,
+        state: &str,
+        error: &Error,
+    ) -> Result<()> {
+        let message = error.public_message();
+        let update = TargetUpdate {
+            state,
+            error: Some(&message),
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .update_change_target(id, device_id, update, now_ms())
+            .await?)
+    }
+
+    async fn failed_targets_summary(&self, id: &str) -> Result<String> {
+        let (_, rows) = self.require_change(id).await?;
+        Ok(rows
+            .iter()
+            .filter(|t| matches!(t.state.as_str(), "failed" | "aborted") && t.error.is_some())
+            .map(|t| {
+                format!(
+                    "{}: {}",
+                    t.device_id,
+                    t.error.as_deref().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
+    async fn require_change(&self, id: &str) -> Result<(ChangeRow, Vec<ChangeTargetRow>)> {
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::invalid("a change ID is 1-64 letters and digits"));
+        }
+        self.store
+            .change(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("change {id} not found")))
+    }
+
+    async fn change_view(&self, id: &str) -> Result<ChangeView> {
+        let (row, targets) = self.require_change(id).await?;
+        let json = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        Ok(ChangeView {
+            change: json(&row.change_set),
+            options: json(&row.options),
+            targets: targets.into_iter().map(target_view).collect(),
+            id: row.id,
+            kind: row.kind,
+            state: row.state,
+            requested_by: row.requested_by,
+            request_id: row.request_id,
+            created_at: rfc3339(row.created_at_ms),
+            updated_at: rfc3339(row.updated_at_ms),
+            error: row.error,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Confirm,
+    Abort,
+    Rollback(&'a str),
+}
+
+fn target_view(row: ChangeTargetRow) -> TargetView {
+    let prepared: Option<PrepareReport> = row
+        .prepare_report
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok());
+    let committed: Option<CommitReport> = row
+        .commit_report
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok());
+    let (files, validators) = prepared
+        .map(|p| (p.files, p.validators))
+        .unwrap_or_default();
+    TargetView {
+        device_id: row.device_id,
+        state: row.state,
+        error: row.error,
+        files,
+        validators,
+        health: committed.map(|c| c.health).unwrap_or_default(),
+        updated_at: rfc3339(row.updated_at_ms),
+    }
+}
