@@ -5,6 +5,9 @@
 //! The real binary runs `change apply` with a failpoint that SIGKILLs it at the step; a second
 //! run does what the daemon does at start (`change recover`).
 
+// Test code: unwrap() is how a test says "this must hold".
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

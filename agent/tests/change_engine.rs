@@ -1,6 +1,9 @@
 //! The change engine on this host's real filesystem: validation, diffs, atomic swaps,
 //! health-check rollback, confirmation deadlines, later rollbacks and every refusal.
 
+// Test code: unwrap() is how a test says "this must hold".
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! drop every task and connection at once — a crash, not a graceful stop.
 
 pub mod docker;
+pub mod sshd;
 
 use std::collections::HashMap;
 use std::future::Future;

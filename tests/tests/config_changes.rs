@@ -412,3 +412,118 @@ async fn a_change_that_breaks_the_service_is_rolled_back_and_the_service_is_heal
     agent.stop().await;
     controller.shutdown().await;
 }
+
+/// An agent host and an agentless host (sshd in its own mount namespace, so the same path is a
+/// different file there) changed together; then rolling, where the second host fails.
+#[tokio::test]
+async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
+    use infrastructor_e2e::sshd::{current_user, start_sshd_in, MountNamespace};
+    use infrastructor_e2e::{controller_config, Backend};
+    let Some(namespace) = MountNamespace::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = managed_dir(&dir, "managed");
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "valid: agent old\n").unwrap();
+    namespace.mount_tmpfs(&root);
+    namespace.write(&conf, "valid: nas old\n");
+    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+        return;
+    };
+    let check: &[&str] = &["grep", "-q", "valid", "{staged}"];
+    let mut config = controller_config(&dir.path().join("controller"), &Backend::Sqlite);
+    config.agentless_changes = policy(&root, &[("check", check)]);
+    let controller = TestController::start(config).await;
+    let (_, key) = controller.get_json("/ssh-public-key").await;
+    std::fs::write(
+        sshd.dir.path().join("authorized_keys"),
+        format!("{}\n", key["public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let (status, nas) = controller
+        .post_body(
+            "/devices",
+            &json!({"name": "nas", "ssh_address": format!("127.0.0.1:{}", sshd.port),
+                    "ssh_user": current_user(), "ssh_host_key": sshd.host_public_key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{nas}");
+    let nas_id = nas["id"].as_str().unwrap().to_string();
+    let (agent, agent_id) = agent(
+        &controller,
+        &dir.path().join("agent"),
+        policy(&root, &[("check", check)]),
+    )
+    .await;
+    let request = |content: &str, options: serde_json::Value| {
+        json!({
+            "devices": [agent_id, "nas"],
+            "change": {
+                "files": [{"path": conf.to_str().unwrap(), "content": content, "mode": "0640"}],
+                "validators": [{"name": "check", "file": conf.to_str().unwrap()}],
+                "health_checks": [{"tcp_connect": format!("127.0.0.1:{}", sshd.port)}]
+            },
+            "options": options
+        })
+    };
+
+    let (status, change) = controller
+        .post_body("/changes", &request("valid: new\n", json!({})))
+        .await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["state"], "committed", "{change}");
+    assert!(target(&change, &nas_id)["files"][0]["diff"]
+        .as_str()
+        .unwrap()
+        .contains("-valid: nas old"));
+    assert_eq!(text(&conf), "valid: new\n");
+    assert_eq!(namespace.read(&conf), "valid: new\n");
+    let mode = namespace
+        .command("stat")
+        .args(["-c", "%a", "--", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "640");
+    let id = change["id"].as_str().unwrap();
+    let (status, rolled) = controller
+        .post_body(&format!("/changes/{id}/rollback"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(rolled["state"], "rolled_back", "{rolled}");
+    assert_eq!(text(&conf), "valid: agent old\n");
+    assert_eq!(namespace.read(&conf), "valid: nas old\n");
+
+    // Rolling, one at a time: the agent host commits first; then the NAS's filesystem turns
+    // out read-only, so its commit fails and the agent host is rolled back too.
+    let remount = namespace
+        .command("mount")
+        .args(["-o", "remount,ro", "--", root.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(remount.success());
+    let (_, change) = controller
+        .post_body(
+            "/changes",
+            &request("valid: rolling\n", json!({"max_parallel": 1})),
+        )
+        .await;
+    assert_eq!(change["state"], "rolled_back", "{change}");
+    assert!(
+        change["error"].as_str().unwrap().contains(&nas_id),
+        "{change}"
+    );
+    assert_eq!(
+        target(&change, &agent_id)["state"],
+        "rolled_back",
+        "{change}"
+    );
+    assert_eq!(
+        text(&conf),
+        "valid: agent old\n",
+        "the committed host was rolled back"
+    );
+    assert_eq!(namespace.read(&conf), "valid: nas old\n");
+    agent.stop().await;
+    controller.shutdown().await;
+}

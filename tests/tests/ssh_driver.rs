@@ -2,105 +2,13 @@
 //! generated host key and authorized key: commands run, connections are reused, a changed
 //! host key is refused, quoting defeats injection.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use infrastructor_agent::hostops::command;
 use infrastructor_controller::fleet::ssh_driver::{
     remote_command_line, SshDriver, SshError, SshTarget,
 };
-use infrastructor_e2e::services_required;
-
-struct Sshd {
-    child: Child,
-    port: u16,
-    host_public_key: String,
-    client_private_key: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success());
-}
-
-fn current_user() -> String {
-    let output = Command::new("id").arg("-un").output().expect("id");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// Starts sshd, or returns `None` (test skipped) when OpenSSH is not installed.
-fn start_sshd() -> Option<Sshd> {
-    if !Path::new("/usr/sbin/sshd").exists() {
-        assert!(
-            !services_required(),
-            "INFRASTRUCTOR_REQUIRE_SERVICES=1 but /usr/sbin/sshd is missing"
-        );
-        eprintln!("skipping: no /usr/sbin/sshd (apt-get install openssh-server)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    keygen(&dir.path().join("host_key"));
-    keygen(&dir.path().join("client_key"));
-    std::fs::copy(
-        dir.path().join("client_key.pub"),
-        dir.path().join("authorized_keys"),
-    )
-    .unwrap();
-    // sshd needs its privilege-separation directory.
-    let _ = std::fs::create_dir_all("/run/sshd");
-    // Ports are picked by binding :0 and releasing it, so a parallel test can take the same
-    // one: retry with a fresh port when sshd does not come up.
-    let (child, port) = (0..5)
-        .find_map(|_| {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let config = format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd-{port}.pid\n\
-                 AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
-                dir = dir.path().display()
-            );
-            std::fs::write(dir.path().join("sshd_config"), config).unwrap();
-            let mut child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(dir.path().join("sshd_config"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("sshd");
-            for _ in 0..300 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some((child, port));
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            None
-        })
-        .expect("sshd did not start");
-    Some(Sshd {
-        child,
-        port,
-        host_public_key: std::fs::read_to_string(dir.path().join("host_key.pub")).unwrap(),
-        client_private_key: std::fs::read_to_string(dir.path().join("client_key")).unwrap(),
-        dir,
-    })
-}
+use infrastructor_e2e::sshd::{current_user, keygen, start_sshd};
 
 #[tokio::test]
 async fn commands_run_over_ssh_with_a_pinned_host_key() {
