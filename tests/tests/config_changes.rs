@@ -243,6 +243,15 @@ async fn the_link_cut_while_awaiting_confirmation_rolls_back_by_the_deadline() {
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "awaiting_confirmation");
     let id = change["id"].as_str().unwrap().to_string();
+    // While it awaits confirmation, no other change may touch the file.
+    let (_, second) = controller.post_body("/changes", &request("second\n")).await;
+    assert_eq!(second["state"], "aborted", "{second}");
+    let refusal = target(&second, &device_id)["error"].as_str().unwrap();
+    assert!(
+        refusal.contains(&format!("part of transaction {id}")),
+        "{refusal}"
+    );
+    assert_eq!(text(&conf), "kept\n");
     let (status, confirmed) = controller
         .post_body(&format!("/changes/{id}/confirm"), &json!({}))
         .await;

@@ -519,3 +519,91 @@ contract!(check_reports_keep_history_and_latest_per_check, |store| {
     assert_eq!(store.expire_checks(T0 + 1).await.unwrap(), 2);
     assert_eq!(store.check_history("d1", None, 10).await.unwrap().len(), 1);
 });
+
+contract!(change_transactions_and_their_targets, |store| {
+    use infrastructor_controller::store::{ChangeRow, TargetUpdate};
+    store.insert_device(&device("d1", "web-1")).await.unwrap();
+    store.insert_device(&device("d2", "web-2")).await.unwrap();
+    let change = |id: &str, at: i64| ChangeRow {
+        id: id.into(),
+        kind: "deploy".into(),
+        state: "preparing".into(),
+        requested_by: "alice".into(),
+        request_id: "req-1".into(),
+        change_set: "{}".into(),
+        options: "{}".into(),
+        error: None,
+        created_at_ms: at,
+        updated_at_ms: at,
+    };
+    let both = ["d1".to_string(), "d2".to_string()];
+    store.insert_change(&change("c1", T0), &both).await.unwrap();
+    store
+        .insert_change(&change("c2", T0 + 1), &both[..1])
+        .await
+        .unwrap();
+    assert!(
+        store.insert_change(&change("c1", T0), &both).await.is_err(),
+        "IDs are unique"
+    );
+
+    let prepared = TargetUpdate {
+        state: "prepared",
+        prepare_report: Some("{\"files\":[]}"),
+        ..Default::default()
+    };
+    store
+        .update_change_target("c1", "d1", prepared, T0 + 5)
+        .await
+        .unwrap();
+    // A later update without a report keeps the stored one.
+    let aborted = TargetUpdate {
+        state: "aborted",
+        error: Some("validator failed"),
+        ..Default::default()
+    };
+    store
+        .update_change_target("c1", "d1", aborted, T0 + 6)
+        .await
+        .unwrap();
+    store
+        .set_change_state("c1", "aborted", Some("d2: refused"), T0 + 7)
+        .await
+        .unwrap();
+    store
+        .set_change_state("c1", "aborted", None, T0 + 8)
+        .await
+        .unwrap();
+
+    let (row, targets) = store.change("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.error.as_deref()),
+        ("aborted", Some("d2: refused"))
+    );
+    assert_eq!(row.updated_at_ms, T0 + 8);
+    assert_eq!(targets.len(), 2);
+    assert_eq!(targets[0].device_id, "d1");
+    assert_eq!(targets[0].state, "aborted");
+    assert_eq!(targets[0].prepare_report.as_deref(), Some("{\"files\":[]}"));
+    assert_eq!(targets[0].error.as_deref(), Some("validator failed"));
+    assert_eq!(targets[1].state, "pending");
+    assert!(store.change("nope").await.unwrap().is_none());
+
+    let all: Vec<String> = store
+        .changes(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(all, ["c2", "c1"], "newest first");
+    let of_d2: Vec<String> = store
+        .changes(Some("d2"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(of_d2, ["c1"]);
+    assert_eq!(store.changes(None, 1).await.unwrap().len(), 1);
+});
