@@ -2,6 +2,8 @@
 //! loopback with SQLite, plus an in-process agent for this host, enrolled automatically over
 //! the real gateway (pinned CA, join token, mTLS), exactly as a remote agent would be.
 
+use infrastructor_agent::change::ChangePolicy;
+use infrastructor_agent::hostops::names::ManagedPath;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -16,6 +18,8 @@ use crate::ctx::Ctx;
 use crate::server::Controller;
 use crate::services::enrollment::CreateEnrollmentToken;
 
+/// Where the quickstart's local agent may apply configuration changes.
+const MANAGED_DIR: &str = "managed";
 const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// The quickstart's admin token: the bootstrap token on first start, read back from
@@ -76,7 +80,21 @@ async fn local_agent(controller: &Controller, state_dir: &Path) -> anyhow::Resul
     let mut config = AgentConfig::new(state_dir.to_path_buf());
     // The controller's port may differ from the last run.
     config.controller_url = Some(url);
+    config.changes = try_it_policy(controller.data_dir())?;
     Ok(Agent::new(config)?)
+}
+
+/// The local agent may change files under `<data_dir>/managed` only, so configuration changes
+/// can be tried without touching anything else on this machine.
+fn try_it_policy(data_dir: &Path) -> anyhow::Result<ChangePolicy> {
+    let dir = data_dir.join(MANAGED_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let dir = std::fs::canonicalize(&dir)?;
+    let root = ManagedPath::new(&dir.to_string_lossy())?;
+    Ok(ChangePolicy {
+        roots: vec![root],
+        validators: Default::default(),
+    })
 }
 
 pub async fn up(
@@ -105,6 +123,8 @@ pub async fn up(
     );
     println!("  data directory: {}", controller.data_dir().display());
     println!("  local agent:    device {}", handle.device_id());
+    let managed = std::fs::canonicalize(controller.data_dir().join(MANAGED_DIR))?;
+    println!("  config changes: allowed under {}", managed.display());
     println!("admin token: {token}");
     println!();
     println!("Try:");
