@@ -5,6 +5,7 @@
 //! - [`server`]: lifecycle — opens resources in order, serves, shuts down in reverse.
 //! - [`quickstart`]: `up`, the one-machine setup with an in-process agent.
 //! - Surfaces (thin adapters): [`gateway`] (gRPC for agents), [`rest`] (axum).
+//! - [`operations`]: the table of every operation, shared by the surfaces.
 //! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
 //!   streams), [`telemetry`] (the controller's own metrics).
@@ -18,6 +19,7 @@ pub mod error;
 pub mod fleet;
 pub mod gateway;
 pub mod maintenance;
+pub mod operations;
 pub mod pki;
 pub mod quickstart;
 pub mod rest;

@@ -3,7 +3,7 @@
 
 use infrastructor_controller::auth::Scope;
 use infrastructor_controller::ctx::Ctx;
-use infrastructor_controller::rest::openapi::OPERATIONS;
+use infrastructor_controller::operations::OPERATIONS;
 use infrastructor_e2e::TestController;
 use reqwest::Method;
 

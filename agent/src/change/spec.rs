@@ -16,7 +16,7 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 pub const MAX_FILES: usize = 64;
 
 /// One transaction's worth of changes, as the controller sends it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSet {
     pub files: Vec<FileChange>,
@@ -32,7 +32,7 @@ pub struct ChangeSet {
 }
 
 /// The desired content of one file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileChange {
     pub path: ManagedPath,
@@ -48,7 +48,7 @@ pub struct FileChange {
 }
 
 /// A validator from the host's allowlist, run against one staged file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorCall {
     /// Name of the validator in the host's policy (e.g. `nginx`).
@@ -57,7 +57,7 @@ pub struct ValidatorCall {
     pub file: ManagedPath,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     ReloadUnit(UnitName),
@@ -65,7 +65,7 @@ pub enum Action {
     RestartContainer(ContainerName),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HealthCheck {
     UnitActive(UnitName),
@@ -101,6 +101,16 @@ impl fmt::Display for HealthCheck {
 /// A file mode, written in octal ("0644") in JSON and TOML.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMode(pub u32);
+
+impl schemars::JsonSchema for FileMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FileMode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[0-7]{3,4}$", "description": "octal mode, e.g. \"0644\""})
+    }
+}
 
 impl Serialize for FileMode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

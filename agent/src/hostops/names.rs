@@ -56,6 +56,16 @@ macro_rules! validated_name {
             }
         }
 
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "description": concat!($kind, ": ", $rule)})
+            }
+        }
+
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)
@@ -170,6 +180,16 @@ impl<'de> serde::Deserialize<'de> for ManagedPath {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for ManagedPath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ManagedPath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "description": "absolute path without '..', '.' or empty components"})
     }
 }
 

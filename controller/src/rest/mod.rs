@@ -13,17 +13,18 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::operations::OPERATIONS;
 use crate::services::Services;
 
-/// Adds the operation `id` from [`openapi::OPERATIONS`] with `handler`. A missing entry is a
+/// Adds the operation `id` from [`OPERATIONS`] with `handler`. A missing entry is a
 /// programming error caught the first time the router is built (every test builds it).
 fn operation<H, T>(router: Router<Services>, id: &str, handler: H) -> Router<Services>
 where
     H: axum::handler::Handler<T, Services>,
     T: 'static,
 {
-    let Some(operation) = openapi::OPERATIONS.iter().find(|o| o.id == id) else {
-        panic!("route {id:?} has no entry in rest::openapi::OPERATIONS");
+    let Some(operation) = OPERATIONS.iter().find(|o| o.id == id) else {
+        panic!("route {id:?} has no entry in operations::OPERATIONS");
     };
     let method = match operation.method {
         "get" => MethodFilter::GET,
@@ -39,7 +40,7 @@ where
 /// The whole HTTP application.
 pub fn router(services: Services) -> Router {
     // Every API route is registered through the operation table: its method and path come
-    // from `openapi::OPERATIONS`, so the routes and the OpenAPI document cannot drift apart.
+    // from `operations::OPERATIONS`, so the routes and the OpenAPI document cannot drift apart.
     let api = Router::new();
     let api = operation(api, "list_devices", handlers::list_devices);
     let api = operation(

@@ -37,7 +37,7 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
 const COMMIT_SLACK: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     /// Device IDs or names.
@@ -47,7 +47,7 @@ pub struct ChangeRequest {
     pub options: DeployOptions,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployOptions {
     /// Targets committed at a time (rolling); absent: all at once.

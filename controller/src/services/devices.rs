@@ -40,7 +40,7 @@ pub struct DeviceSummary {
     pub load_1m: Option<f64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentlessDevice {
     pub name: String,

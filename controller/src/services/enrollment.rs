@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::pki::PkiError;
 use crate::store::NewDevice;
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
     /// Lifetime like `1h` or `30m`; default from configuration (1h).
