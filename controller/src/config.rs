@@ -69,6 +69,8 @@ struct FileConfig {
     #[serde(default)]
     retention: FileRetention,
     agentless_changes: Option<ChangePolicy>,
+    #[serde(default)]
+    mcp_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +107,9 @@ pub struct ControllerConfig {
     /// Roots and validators for configuration changes on agentless hosts (over SSH); hosts
     /// with an agent use the agent's own `[changes]` policy.
     pub agentless_changes: ChangePolicy,
+    /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; requests with any
+    /// other `Origin` header are refused.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 const DAY: u64 = 86_400;
@@ -128,6 +133,7 @@ impl Default for ControllerConfig {
                 rollup_1h: Duration::from_secs(730 * DAY),
             },
             agentless_changes: ChangePolicy::default(),
+            mcp_allowed_origins: Vec::new(),
         }
     }
 }
@@ -213,6 +219,7 @@ impl ControllerConfig {
         self.advertise_url = file.advertise_url.or(self.advertise_url.take());
         self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
         self.server_names.extend(file.server_names);
+        self.mcp_allowed_origins.extend(file.mcp_allowed_origins);
         if let Some(policy) = file.agentless_changes {
             policy.validate().map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),

@@ -4,7 +4,8 @@
 //! - [`config`]: layered, validated configuration.
 //! - [`server`]: lifecycle — opens resources in order, serves, shuts down in reverse.
 //! - [`quickstart`]: `up`, the one-machine setup with an in-process agent.
-//! - Surfaces (thin adapters): [`gateway`] (gRPC for agents), [`rest`] (axum).
+//! - Surfaces (thin adapters): [`gateway`] (gRPC for agents), [`rest`] (axum), [`mcp`]
+//!   (MCP tools over streamable HTTP, nested in the same router).
 //! - [`operations`]: the table of every operation, shared by the surfaces.
 //! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
@@ -19,6 +20,7 @@ pub mod error;
 pub mod fleet;
 pub mod gateway;
 pub mod maintenance;
+pub mod mcp;
 pub mod operations;
 pub mod pki;
 pub mod quickstart;

@@ -31,6 +31,18 @@ enum Command {
     /// Manage API and join tokens (works directly on the database).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// MCP over stdio for clients that only speak stdio: forwards to the controller's `/mcp`.
+    McpStdio(McpStdioArgs),
+}
+
+#[derive(Args)]
+struct McpStdioArgs {
+    /// The controller's MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+    #[arg(long, env = "INFRASTRUCTOR_MCP_URL")]
+    url: String,
+    /// An API token (sent as `Authorization: Bearer`).
+    #[arg(long, env = "INFRASTRUCTOR_TOKEN")]
+    token: String,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 created.scope, created.name, created.id
             );
             Ok(())
+        }
+        Command::McpStdio(args) => {
+            infrastructor_controller::mcp::bridge::run(&args.url, &args.token).await
         }
         Command::Token(TokenCommand::CreateJoin(args)) => {
             let config = ControllerConfig::load(&args.config)?;

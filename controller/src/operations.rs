@@ -137,4 +137,3 @@ pub const OPERATIONS: &[Operation] = &[
     Operation { id: "confirm_change", method: "post", path: "/changes/{change}/confirm", scope: Scope::Operate, summary: "Keep a change deployed with auto_confirm=false (before its confirmation deadline)", query: &[], body: None, mutating: true },
     Operation { id: "rollback_change", method: "post", path: "/changes/{change}/rollback", scope: Scope::Operate, summary: "Roll an applied change back on every device: originals restored, actions re-run", query: &[], body: None, mutating: true },
 ];
-

@@ -152,7 +152,7 @@ impl Controller {
         ));
         tracing::info!(%grpc_addr, url = %services.gateway_url, "agent gateway listening (TLS 1.3, mTLS)");
 
-        let app = rest::router(services.clone());
+        let app = rest::router(services.clone(), shutdown.clone());
         let http_shutdown = shutdown.clone();
         tasks.push((
             "REST API",

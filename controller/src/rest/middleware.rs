@@ -40,6 +40,29 @@ pub async fn authenticate(
     }
 }
 
+/// Refuses browser requests from origins not allowlisted (`mcp_allowed_origins`): a web page
+/// must not be able to drive the controller through a user's browser. Clients that are not
+/// browsers send no `Origin` and pass.
+pub async fn check_origin(
+    State(services): State<Services>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(axum::http::header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("<not UTF-8>").to_string());
+    match origin {
+        Some(origin) if !services.config.mcp_allowed_origins.contains(&origin) => {
+            ApiError(Error::Forbidden(format!(
+                "origin {origin:?} is not allowed (mcp_allowed_origins)"
+            )))
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
 pub fn request_id_of(request: &Request) -> String {
     request
         .headers()

@@ -9,6 +9,7 @@ pub mod problem;
 
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -37,8 +38,8 @@ where
     router.route(operation.path, on(method, handler))
 }
 
-/// The whole HTTP application.
-pub fn router(services: Services) -> Router {
+/// The whole HTTP application: REST under `/api/v1` and MCP at `/mcp`, behind one stack.
+pub fn router(services: Services, shutdown: CancellationToken) -> Router {
     // Every API route is registered through the operation table: its method and path come
     // from `operations::OPERATIONS`, so the routes and the OpenAPI document cannot drift apart.
     let api = Router::new();
@@ -81,8 +82,21 @@ pub fn router(services: Services) -> Router {
     ))
     .route("/openapi.json", get(handlers::openapi));
 
+    // MCP rides the same stack; authentication and the Origin check are its route layers.
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::service(services.clone(), shutdown))
+        .layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::check_origin,
+        ));
+
     Router::new()
         .nest("/api/v1", api)
+        .merge(mcp)
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::prometheus))
