@@ -211,6 +211,13 @@ async fn send(outbound: &mpsc::Sender<AgentMessage>, body: agent_message::Body) 
 /// Answers at once, or returns `None` when the command runs on its own task and answers
 /// through the outbox (configuration changes).
 fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
+    // The request ID starts with the operation's correlation ID, so one ID follows an
+    // operation from the client through the controller to this host's log.
+    tracing::info!(
+        request_id = %command.request_id,
+        command = command_name(command.kind.as_ref()),
+        "command received"
+    );
     let outcome = if command.deadline_unix_ms > 0 && command.deadline_unix_ms < now_ms() {
         Err((
             "deadline_exceeded",
@@ -271,6 +278,20 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
         request_id: command.request_id,
         outcome: Some(outcome),
     })
+}
+
+fn command_name(kind: Option<&command::Kind>) -> &'static str {
+    match kind {
+        Some(command::Kind::CollectNow(_)) => "collect_now",
+        Some(command::Kind::SetInterval(_)) => "set_interval",
+        Some(command::Kind::RunChecks(_)) => "run_checks",
+        Some(command::Kind::PrepareChange(_)) => "prepare_change",
+        Some(command::Kind::CommitChange(_)) => "commit_change",
+        Some(command::Kind::ConfirmChange(_)) => "confirm_change",
+        Some(command::Kind::RollbackChange(_)) => "rollback_change",
+        Some(command::Kind::AbortChange(_)) => "abort_change",
+        None => "unknown",
+    }
 }
 
 /// Configuration changes take a while (validators, restarts, health checks), so they run on

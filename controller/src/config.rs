@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ratelimit::RateLimit;
 use crate::store::redact_url;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub struct ConfigArgs {
     /// OpenSSH known_hosts file consulted when an agentless device is registered without a key.
     #[arg(long, env = "INFRASTRUCTOR_SSH_KNOWN_HOSTS")]
     pub ssh_known_hosts: Option<PathBuf>,
+    /// redis://… for the shared cache and rate limits; default is in process.
+    #[arg(long, env = "INFRASTRUCTOR_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +75,10 @@ struct FileConfig {
     agentless_changes: Option<ChangePolicy>,
     #[serde(default)]
     mcp_allowed_origins: Vec<String>,
+    mcp_require_approval: Option<bool>,
+    redis_url: Option<String>,
+    redis_key_prefix: Option<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +118,14 @@ pub struct ControllerConfig {
     /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; requests with any
     /// other `Origin` header are refused.
     pub mcp_allowed_origins: Vec<String>,
+    /// Mutating tools called over MCP wait for a human's approval through REST.
+    pub mcp_require_approval: bool,
+    /// `None`: cache and rate-limit buckets in process (one controller).
+    pub redis_url: Option<String>,
+    /// Redis keys start with `<prefix>:`; fleets sharing one Redis need different prefixes.
+    pub redis_key_prefix: String,
+    /// Requests per principal, on every surface.
+    pub rate_limit: RateLimit,
 }
 
 const DAY: u64 = 86_400;
@@ -134,6 +150,10 @@ impl Default for ControllerConfig {
             },
             agentless_changes: ChangePolicy::default(),
             mcp_allowed_origins: Vec::new(),
+            mcp_require_approval: false,
+            redis_url: None,
+            redis_key_prefix: "infrastructor".into(),
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -197,6 +217,9 @@ impl ControllerConfig {
         if let Some(path) = &args.ssh_known_hosts {
             config.ssh_known_hosts = Some(path.clone());
         }
+        if let Some(url) = &args.redis_url {
+            config.redis_url = Some(url.clone());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -220,6 +243,14 @@ impl ControllerConfig {
         self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
         self.server_names.extend(file.server_names);
         self.mcp_allowed_origins.extend(file.mcp_allowed_origins);
+        self.mcp_require_approval = file
+            .mcp_require_approval
+            .unwrap_or(self.mcp_require_approval);
+        self.redis_url = file.redis_url.or(self.redis_url.take());
+        if let Some(prefix) = file.redis_key_prefix {
+            self.redis_key_prefix = prefix;
+        }
+        self.rate_limit = file.rate_limit.unwrap_or(self.rate_limit);
         if let Some(policy) = file.agentless_changes {
             policy.validate().map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -275,6 +306,29 @@ impl ControllerConfig {
                     redact_url(url)
                 ));
             }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return invalid(format!(
+                    "redis_url must be a redis:// or rediss:// URL (got {:?})",
+                    redact_url(url)
+                ));
+            }
+        }
+        if self.redis_key_prefix.is_empty()
+            || self.redis_key_prefix.len() > 64
+            || !self
+                .redis_key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid(format!(
+                "redis_key_prefix must be 1-64 characters of A-Z a-z 0-9 - _ . (got {:?})",
+                self.redis_key_prefix
+            ));
+        }
+        if let Err(message) = self.rate_limit.validate() {
+            return invalid(message);
         }
         if let Some(url) = &self.advertise_url {
             if !url.starts_with("https://") {
@@ -352,10 +406,13 @@ impl std::fmt::Display for ControllerConfig {
         let fmt = |d: Duration| humantime::format_duration(d).to_string();
         write!(
             f,
-            "data_dir={} database={} http_listen={} grpc_listen={} advertise_url={} certificate_lifetime={} \
+            "data_dir={} database={} cache={} rate_limit={}/s burst {} http_listen={} grpc_listen={} advertise_url={} certificate_lifetime={} \
              join_token_ttl={} retention(raw={}, 5m={}, 1h={}) maintenance_interval={}",
             self.data_dir.display(),
             self.database_url.as_deref().map(redact_url).unwrap_or_else(|| "sqlite".into()),
+            self.redis_url.as_deref().map(redact_url).unwrap_or_else(|| "in-process".into()),
+            self.rate_limit.per_second,
+            self.rate_limit.burst,
             self.http_listen,
             self.grpc_listen,
             self.advertise_url.as_deref().unwrap_or("(from grpc_listen)"),

@@ -10,6 +10,8 @@ pub enum ErrorKind {
     Conflict,
     Unauthorized,
     Forbidden,
+    /// Too many requests from this principal; retry after the given time.
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -26,6 +28,8 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("rate limit exceeded: retry after {}s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -42,6 +46,7 @@ impl Error {
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Unauthorized(_) => ErrorKind::Unauthorized,
             Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
             Self::Store(error) => error.kind(),
@@ -57,6 +62,16 @@ impl Error {
                 _ => "a backing service is unavailable".to_string(),
             },
             _ => self.to_string(),
+        }
+    }
+
+    /// Whole seconds to wait before retrying, for `Retry-After` (rounded up).
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } => {
+                Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
+            }
+            _ => None,
         }
     }
 

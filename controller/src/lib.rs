@@ -10,10 +10,14 @@
 //! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
 //!   streams), [`telemetry`] (the controller's own metrics).
+//! - Shared resources besides the store: [`cache`] (Redis or in process), [`ratelimit`]
+//!   (per-principal token buckets), [`performance`] (operation timings).
 //! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
-//!   [`error`] (one error type with a kind), [`maintenance`] (rollups and retention).
+//!   [`error`] (one error type with a kind), [`recovery`] (which failures to retry, how),
+//!   [`maintenance`] (rollups and retention).
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod ctx;
 pub mod error;
@@ -22,8 +26,11 @@ pub mod gateway;
 pub mod maintenance;
 pub mod mcp;
 pub mod operations;
+pub mod performance;
 pub mod pki;
 pub mod quickstart;
+pub mod ratelimit;
+pub mod recovery;
 pub mod rest;
 pub mod server;
 pub mod services;

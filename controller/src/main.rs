@@ -111,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create(args)) => {
             let config = ControllerConfig::load(&args.config)?;
             let scope = Scope::parse(&args.scope)?;
-            let services = server::open_services(&config, config.grpc_listen).await?;
+            let services = server::open_services(&config).await?;
             let created = services
                 .create_api_token(&Ctx::system("cli"), &args.name, scope, args.expires_in)
                 .await?;
@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::CreateJoin(args)) => {
             let config = ControllerConfig::load(&args.config)?;
-            let services = server::open_services(&config, config.grpc_listen).await?;
+            let services = server::open_services(&config).await?;
             let token = services
                 .create_enrollment_token(
                     &Ctx::system("cli"),

@@ -36,6 +36,10 @@ pub async fn run_once(
         let (raw, five, hour) = store.apply_retention(cutoffs).await?;
         // Check history is kept as long as the 5-minute rollups.
         store.expire_checks(cutoffs.rollup_5m_before_ms).await?;
+        // So are operation timings.
+        store
+            .delete_operation_metrics_before(cutoffs.rollup_5m_before_ms)
+            .await?;
         if raw + five + hour > 0 {
             tracing::info!(
                 raw,

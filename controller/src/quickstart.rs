@@ -113,6 +113,8 @@ pub async fn up(
     println!("Infrastructor is running.");
     println!("  REST API:       {api}");
     println!("  OpenAPI:        {api}/openapi.json");
+    let mcp = format!("http://{}/mcp", controller.http_addr);
+    println!("  MCP:            {mcp} (same bearer token)");
     println!(
         "  agent gateway:  {} (TLS 1.3, mutual TLS)",
         controller.services.gateway_url
@@ -129,6 +131,7 @@ pub async fn up(
     println!();
     println!("Try:");
     println!("  curl -s -H 'Authorization: Bearer {token}' {api}/devices");
+    println!("  stdio MCP clients: infrastructor-controller mcp-stdio --url {mcp} --token {token}");
     println!();
     println!("Press Ctrl-C to stop.");
 

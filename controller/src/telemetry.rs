@@ -4,6 +4,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -15,6 +16,45 @@ pub struct Telemetry {
     pub ingest_rejected_samples: Counter,
     pub agents_connected: Gauge,
     pub http_requests: Family<Labels, Counter>,
+    /// Per (surface, operation): the same timings as `/api/v1/performance/summary`.
+    pub operation_seconds: Family<Labels, Histogram>,
+    pub operation_errors: Family<Labels, Counter>,
+    pub rate_limited: Counter,
+}
+
+/// Cache lookups, shared with [`crate::cache::Cache`] (the counters are shared handles).
+#[derive(Clone)]
+pub struct CacheMetrics {
+    pub lookups: Family<Labels, Counter>,
+    pub lookup_seconds: Histogram,
+}
+
+impl Default for CacheMetrics {
+    fn default() -> Self {
+        Self {
+            lookups: Family::default(),
+            lookup_seconds: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
+        }
+    }
+}
+
+impl CacheMetrics {
+    pub fn count(&self, result: &str) {
+        self.lookups
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc();
+    }
+
+    pub fn get(&self, result: &str) -> u64 {
+        self.lookups
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .get()
+    }
+}
+
+fn operation_histogram() -> Histogram {
+    // 0.5 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
 impl Default for Telemetry {
@@ -31,6 +71,10 @@ impl Telemetry {
         let ingest_rejected_samples = Counter::default();
         let agents_connected = Gauge::default();
         let http_requests = Family::<Labels, Counter>::default();
+        let operation_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(operation_histogram as fn() -> _);
+        let operation_errors = Family::<Labels, Counter>::default();
+        let rate_limited = Counter::default();
         registry.register(
             "ingest_batches",
             "Metric batches received from agents, by outcome (stored, duplicate)",
@@ -56,8 +100,26 @@ impl Telemetry {
             "REST requests by method, route template and status",
             http_requests.clone(),
         );
+        registry.register(
+            "operation_seconds",
+            "Time per operation (REST operation ID or MCP tool name) and surface",
+            operation_seconds.clone(),
+        );
+        registry.register(
+            "operation_errors",
+            "Operations that failed with a server error, by surface and operation",
+            operation_errors.clone(),
+        );
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused by the per-principal rate limit",
+            rate_limited.clone(),
+        );
         Self {
             registry,
+            operation_seconds,
+            operation_errors,
+            rate_limited,
             ingest_batches,
             ingest_samples,
             ingest_rejected_samples,
@@ -80,6 +142,37 @@ impl Telemetry {
                 ("status".to_string(), status.to_string()),
             ])
             .inc();
+    }
+
+    /// Exposes the cache's lookup counters and latency.
+    pub fn register_cache(&mut self, metrics: &CacheMetrics) {
+        self.registry.register(
+            "cache_lookups",
+            "Cache lookups by result (hit, miss, error)",
+            metrics.lookups.clone(),
+        );
+        self.registry.register(
+            "cache_lookup_seconds",
+            "Cache lookup latency",
+            metrics.lookup_seconds.clone(),
+        );
+    }
+
+    pub fn count_rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    pub fn observe_operation(&self, surface: &str, operation: &str, seconds: f64, failed: bool) {
+        let labels = vec![
+            ("surface".to_string(), surface.to_string()),
+            ("operation".to_string(), operation.to_string()),
+        ];
+        self.operation_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+        if failed {
+            self.operation_errors.get_or_create(&labels).inc();
+        }
     }
 
     pub fn render(&self) -> String {

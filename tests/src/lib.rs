@@ -5,6 +5,7 @@
 //! drop every task and connection at once — a crash, not a graceful stop.
 
 pub mod docker;
+pub mod mcp;
 pub mod sshd;
 
 use std::collections::HashMap;
@@ -29,6 +30,26 @@ pub use infrastructor_controller;
 /// True when CI demands that PostgreSQL, Redis, Docker and sshd are present.
 pub fn services_required() -> bool {
     std::env::var("INFRASTRUCTOR_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The test Redis (`INFRASTRUCTOR_TEST_REDIS_URL`, required in CI) and a key prefix unique
+/// to this call, so tests sharing the server never see each other's keys; `None` skips.
+pub fn test_redis() -> Option<(String, String)> {
+    match std::env::var("INFRASTRUCTOR_TEST_REDIS_URL") {
+        Ok(url) => Some((url, format!("test-{}", uuid_like()))),
+        Err(_) if services_required() => {
+            panic!("INFRASTRUCTOR_TEST_REDIS_URL is required when services are required")
+        }
+        Err(_) => {
+            eprintln!("skipping the Redis variant: INFRASTRUCTOR_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
 }
 
 /// Admin URL of the test PostgreSQL server (a role allowed to create databases).
@@ -231,6 +252,29 @@ impl TestController {
         }
     }
 
+    /// A fresh API token named `name` with `scope`.
+    pub async fn api_token(
+        &self,
+        name: &str,
+        scope: infrastructor_controller::auth::Scope,
+    ) -> String {
+        let services = self.services.clone();
+        let name = name.to_string();
+        self.run(async move {
+            services
+                .create_api_token(
+                    &infrastructor_controller::ctx::Ctx::system("test"),
+                    &name,
+                    scope,
+                    None,
+                )
+                .await
+                .expect("API token")
+                .token
+        })
+        .await
+    }
+
     /// A fresh join token and the CA fingerprint, via the REST API.
     pub async fn join_token(&self) -> (String, String) {
         let body: serde_json::Value = self
@@ -254,18 +298,11 @@ impl TestController {
 
     /// `POST /api/v1{path}` as admin, without a body.
     pub async fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
+        let request = self
             .http()
             .post(self.api_url(path))
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+            .bearer_auth(&self.admin_token);
+        status_and_json(request).await
     }
 
     /// POSTs a JSON body with the admin token; the status and the JSON answer.
@@ -274,38 +311,66 @@ impl TestController {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let response = self
+        let request = self
             .http()
             .post(self.api_url(path))
             .bearer_auth(&self.admin_token)
-            .json(body)
+            .json(body);
+        status_and_json(request).await
+    }
+
+    /// The controller's own metrics (`GET /metrics`), as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http()
+            .get(format!("http://{}/metrics", self.http_addr))
             .send()
             .await
-            .expect("POST");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// A hand-driven agent for `identity`: TLS and hello done, then it sends only what the
+    /// test sends and the test reads what the controller sends it.
+    pub async fn raw_agent(
+        &self,
+        identity: &Identity,
+        hostname: &str,
+    ) -> (
+        tokio::sync::mpsc::Sender<infrastructor_proto::v1::AgentMessage>,
+        tonic::Streaming<infrastructor_proto::v1::ControllerMessage>,
+    ) {
+        use infrastructor_agent::tls;
+        use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
+        let config = tls::mutual_tls_config(identity).expect("mTLS config");
+        let channel = tls::connect(&self.gateway_url(), config)
+            .await
+            .expect("TLS to the gateway");
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(hello(&identity.meta.device_id, hostname))
+            .await
+            .expect("hello queued");
+        let inbound = AgentGatewayClient::new(channel)
+            .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .expect("stream opened")
+            .into_inner();
+        (sender, inbound)
     }
 
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
 
+    /// `GET /api/v1{path}` as admin; the status and the JSON answer.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
+        let request = self
             .http()
             .get(self.api_url(path))
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .expect("GET");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+            .bearer_auth(&self.admin_token);
+        status_and_json(request).await
     }
 
     /// Enrolls an agent state directory with this controller.
@@ -440,6 +505,16 @@ impl TestAgent {
         self.shutdown.cancel();
         self.task.await.expect("agent task").expect("agent run");
     }
+}
+
+/// Sends `request`; its status and JSON answer (`null` when the body is not JSON).
+async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.

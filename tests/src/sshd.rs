@@ -17,6 +17,21 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
 }
 
+impl Sshd {
+    /// Authorizes the controller's own SSH key (`GET /ssh-public-key`), as an operator would.
+    pub async fn authorize(&self, controller: &crate::TestController) {
+        let (status, key) = controller.get_json("/ssh-public-key").await;
+        assert_eq!(status, 200, "{key}");
+        let public_key = key["public_key"].as_str().expect("public_key");
+        assert!(public_key.starts_with("ssh-ed25519 "), "{public_key}");
+        std::fs::write(
+            self.dir.path().join("authorized_keys"),
+            format!("{public_key}\n"),
+        )
+        .expect("authorized_keys written");
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -444,12 +444,7 @@ async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
     let mut config = controller_config(&dir.path().join("controller"), &Backend::Sqlite);
     config.agentless_changes = policy(&root, &[("check", check)]);
     let controller = TestController::start(config).await;
-    let (_, key) = controller.get_json("/ssh-public-key").await;
-    std::fs::write(
-        sshd.dir.path().join("authorized_keys"),
-        format!("{}\n", key["public_key"].as_str().unwrap()),
-    )
-    .unwrap();
+    sshd.authorize(&controller).await;
     let (status, nas) = controller
         .post_body(
             "/devices",

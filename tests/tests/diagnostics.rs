@@ -74,7 +74,10 @@ async fn device_and_infrastructure_diagnoses() {
         .iter()
         .any(|f| f["check"] == "system.database" && f["status"] == "ok"));
     assert!(
-        system.iter().any(|f| f["check"] == "system.ssh_pool"),
+        system.iter().any(|f| f["check"] == "system.ssh_pool")
+            && system
+                .iter()
+                .any(|f| f["check"] == "system.cache" && f["status"] == "ok"),
         "{infrastructure}"
     );
     let links = system

@@ -236,28 +236,11 @@ async fn checks_run_on_demand_through_the_agent_driver() {
 
 #[tokio::test]
 async fn an_agent_that_never_answers_times_out_cleanly() {
-    use infrastructor_agent::tls;
-    use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
-
     let (dir, controller) = TestController::start_sqlite().await;
     let identity = controller.enroll(&path(&dir, "agent")).await;
     let device_id = identity.meta.device_id.clone();
     // A peer that completes the handshake and hello, then ignores every command.
-    let channel = tls::connect(
-        &controller.gateway_url(),
-        tls::mutual_tls_config(&identity).unwrap(),
-    )
-    .await
-    .unwrap();
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    sender
-        .send(infrastructor_e2e::hello(&device_id, "mute"))
-        .await
-        .unwrap();
-    let _inbound = AgentGatewayClient::new(channel)
-        .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
-        .await
-        .unwrap();
+    let (sender, _inbound) = controller.raw_agent(&identity, "mute").await;
     eventually(Duration::from_secs(10), "session registered", || async {
         (controller.services.sessions.count() == 1).then_some(())
     })

@@ -3,59 +3,11 @@
 //! mutating tools; Origin validation.
 
 use infrastructor_controller::auth::Scope;
-use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::operations::OPERATIONS;
+use infrastructor_e2e::mcp::{call, connect, mcp_url, structured};
 use infrastructor_e2e::TestController;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
-use rmcp::service::RunningService;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::JsonObject;
 use serde_json::{json, Value};
-
-type Client = RunningService<RoleClient, ()>;
-
-fn mcp_url(controller: &TestController) -> String {
-    format!("http://{}/mcp", controller.http_addr)
-}
-
-async fn connect(controller: &TestController, token: &str) -> Client {
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(mcp_url(controller)).auth_header(token);
-    ().serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .expect("MCP session")
-}
-
-async fn token(controller: &TestController, scope: Scope) -> String {
-    let services = controller.services.clone();
-    controller
-        .run(async move {
-            services
-                .create_api_token(&Ctx::system("test"), &format!("mcp-{scope}"), scope, None)
-                .await
-                .unwrap()
-                .token
-        })
-        .await
-}
-
-async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object");
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
-        .await
-        .expect("tools/call")
-}
-
-fn structured(result: &CallToolResult) -> &Value {
-    result
-        .structured_content
-        .as_ref()
-        .unwrap_or_else(|| panic!("structured content in {result:?}"))
-}
 
 #[tokio::test]
 async fn tools_mirror_the_operations_and_answer_like_rest() {
@@ -64,15 +16,33 @@ async fn tools_mirror_the_operations_and_answer_like_rest() {
     let info = client.peer_info().expect("server info");
     assert!(info.capabilities.tools.is_some());
 
+    // Parity: one tool per operation offered over MCP (all but a human's decisions), and one
+    // REST route per operation (an unauthenticated call is a 401 from the route's stack, not
+    // the 404 of an unknown path or the 405 of a wrong method).
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    let mut operations: Vec<&str> = OPERATIONS.iter().map(|o| o.id).collect();
+    let mut operations: Vec<&str> = OPERATIONS.iter().filter(|o| o.mcp).map(|o| o.id).collect();
     names.sort_unstable();
     operations.sort_unstable();
     assert_eq!(
         names, operations,
         "one tool per operation, no more, no less"
     );
+    let rest_only: Vec<&str> = OPERATIONS.iter().filter(|o| !o.mcp).map(|o| o.id).collect();
+    assert_eq!(rest_only, ["approve_request", "reject_request"]);
+    let http = reqwest::Client::new();
+    for operation in OPERATIONS {
+        let path = operation
+            .path
+            .replace("{device}", "d")
+            .replace("{change}", "c")
+            .replace("{approval}", "a");
+        let url = format!("http://{}/api/v1{path}", controller.http_addr);
+        let method =
+            reqwest::Method::from_bytes(operation.method.to_uppercase().as_bytes()).unwrap();
+        let status = http.request(method, &url).send().await.unwrap().status();
+        assert_eq!(status, 401, "{} {url} is not routed", operation.method);
+    }
     for tool in &tools {
         assert_eq!(
             tool.input_schema.get("type"),
@@ -92,6 +62,8 @@ async fn tools_mirror_the_operations_and_answer_like_rest() {
     let result = call(&client, "ssh_public_key", json!({})).await;
     assert_eq!(result.is_error, Some(false));
     assert_eq!(structured(&result), &over_rest);
+    let meta = result.meta.as_ref().expect("_meta with the request ID");
+    assert!(meta.0["infrastructor/request_id"].as_str().unwrap().len() > 8);
     let devices = call(&client, "list_devices", json!({})).await;
     assert_eq!(
         structured(&devices),
@@ -143,7 +115,11 @@ async fn a_mutating_tool_needs_a_confirmation_bound_to_its_plan_and_caller() {
         .unwrap()
         .contains("does not match"));
 
-    let someone_else = connect(&controller, &token(&controller, Scope::Admin).await).await;
+    let someone_else = connect(
+        &controller,
+        &controller.api_token("mcp-admin", Scope::Admin).await,
+    )
+    .await;
     let mut confirmed = arguments.clone();
     confirmed["confirmation_id"] = json!(confirmation);
     let stolen = call(&someone_else, "create_agentless_device", confirmed.clone()).await;
@@ -202,7 +178,11 @@ async fn the_same_authentication_and_scopes_apply() {
     assert_eq!(ok.status().as_u16(), 200);
     assert!(ok.headers().contains_key("x-request-id"));
 
-    let reader = connect(&controller, &token(&controller, Scope::Read).await).await;
+    let reader = connect(
+        &controller,
+        &controller.api_token("mcp-read", Scope::Read).await,
+    )
+    .await;
     let listed = call(&reader, "list_devices", json!({})).await;
     assert_eq!(listed.is_error, Some(false));
     let refused = call(&reader, "diagnose_infrastructure", json!({})).await;
@@ -214,22 +194,17 @@ async fn the_same_authentication_and_scopes_apply() {
             .contains("operate"),
         "{refused:?}"
     );
-    let operator = connect(&controller, &token(&controller, Scope::Operate).await).await;
-    let mut args = JsonObject::new();
-    args.insert("expires_in".into(), json!("1h"));
-    let plan = call(
-        &operator,
-        "create_enrollment_token",
-        Value::Object(args.clone()),
+    let operator = connect(
+        &controller,
+        &controller.api_token("mcp-operate", Scope::Operate).await,
     )
     .await;
-    let id = structured(&plan)["confirmation_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    args.insert("confirmation_id".into(), json!(id));
+    // Not even a plan (or a confirmation ID) for a caller who could not run the operation.
+    let mut args = JsonObject::new();
+    args.insert("expires_in".into(), json!("1h"));
     let refused = call(&operator, "create_enrollment_token", Value::Object(args)).await;
     assert_eq!(structured(&refused)["status"], 403);
+    assert!(structured(&refused).get("confirmation_id").is_none());
     assert!(structured(&refused)["detail"]
         .as_str()
         .unwrap()

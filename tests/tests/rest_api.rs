@@ -2,23 +2,9 @@
 //! always gets a 4xx problem+json with a clear message — never a 5xx.
 
 use infrastructor_controller::auth::Scope;
-use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::operations::OPERATIONS;
 use infrastructor_e2e::TestController;
 use reqwest::Method;
-
-async fn token(controller: &TestController, scope: Scope) -> String {
-    let services = controller.services.clone();
-    controller
-        .run(async move {
-            services
-                .create_api_token(&Ctx::system("test"), "scoped", scope, None)
-                .await
-                .unwrap()
-                .token
-        })
-        .await
-}
 
 async fn call(
     controller: &TestController,
@@ -96,8 +82,8 @@ async fn every_documented_operation_is_routed_and_documented() {
 #[tokio::test]
 async fn scopes_are_enforced_and_named() {
     let (_dir, controller) = TestController::start_sqlite().await;
-    let read = token(&controller, Scope::Read).await;
-    let operate = token(&controller, Scope::Operate).await;
+    let read = controller.api_token("scoped", Scope::Read).await;
+    let operate = controller.api_token("scoped", Scope::Operate).await;
 
     let (status, _, headers) = call(&controller, Method::GET, "/api/v1/devices", None, None).await;
     assert_eq!(status, 401);

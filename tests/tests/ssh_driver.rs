@@ -108,16 +108,7 @@ async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
     use infrastructor_e2e::TestController;
     let Some(sshd) = start_sshd() else { return };
     let (_dir, controller) = TestController::start_sqlite().await;
-    // Authorize the controller's own key on the host, as an operator would.
-    let (status, key) = controller.get_json("/ssh-public-key").await;
-    assert_eq!(status, 200);
-    let public_key = key["public_key"].as_str().unwrap();
-    assert!(public_key.starts_with("ssh-ed25519 "));
-    std::fs::write(
-        sshd.dir.path().join("authorized_keys"),
-        format!("{public_key}\n"),
-    )
-    .unwrap();
+    sshd.authorize(&controller).await;
 
     let register = |name: &str, host_key: &str| serde_json::json!({"name": name, "ssh_address": format!("127.0.0.1:{}", sshd.port), "ssh_user": current_user(), "ssh_host_key": host_key});
     let client = controller.http();
@@ -254,12 +245,7 @@ async fn host_keys_can_come_from_a_known_hosts_file_at_registration() {
     let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
     config.ssh_known_hosts = Some(known_hosts);
     let controller = TestController::start(config).await;
-    let (_, key) = controller.get_json("/ssh-public-key").await;
-    std::fs::write(
-        sshd.dir.path().join("authorized_keys"),
-        format!("{}\n", key["public_key"].as_str().unwrap()),
-    )
-    .unwrap();
+    sshd.authorize(&controller).await;
 
     let register = |address: String| serde_json::json!({"name": "box", "ssh_address": address, "ssh_user": current_user()});
     let client = controller.http();

@@ -69,6 +69,9 @@ impl AgentDriver {
         })
     }
 
+    /// Idempotent commands whose link dropped before the answer are sent again once the agent
+    /// is back (it reconnects within seconds after a blip); others fail, since they may have
+    /// run.
     async fn send_for_result(
         &self,
         device_id: &str,
@@ -76,10 +79,58 @@ impl AgentDriver {
         kind: command::Kind,
         timeout: Duration,
     ) -> Result<CommandSucceeded> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .send_once(device_id, request_id, kind.clone(), timeout)
+                .await
+            {
+                Err(Attempt::LinkDropped(error)) if is_idempotent(&kind) && attempt < RESENDS => {
+                    attempt += 1;
+                    tracing::warn!(
+                        device_id,
+                        request_id,
+                        attempt,
+                        "link dropped during an idempotent command; resending after reconnect"
+                    );
+                    if !self.await_reconnect(device_id, RECONNECT_WAIT).await {
+                        return Err(error);
+                    }
+                }
+                Err(Attempt::LinkDropped(error) | Attempt::Failed(error)) => return Err(error),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    async fn await_reconnect(&self, device_id: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self
+                .sessions
+                .commands(device_id)
+                .is_some_and(|commands| !commands.is_closed())
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        device_id: &str,
+        request_id: &str,
+        kind: command::Kind,
+        timeout: Duration,
+    ) -> std::result::Result<CommandSucceeded, Attempt> {
         let commands = self.sessions.commands(device_id).ok_or_else(|| {
-            Error::Unavailable(format!(
+            Attempt::Failed(Error::Unavailable(format!(
                 "device {device_id} is offline: its agent is not connected"
-            ))
+            )))
         })?;
         let request_id = format!("{request_id}:{}", uuid::Uuid::new_v4().simple());
         let (answer, answered) = oneshot::channel();
@@ -94,40 +145,31 @@ impl AgentDriver {
         };
         if commands.send(message).await.is_err() {
             self.pending().remove(&request_id);
-            return Err(Error::Unavailable(format!(
+            return Err(Attempt::LinkDropped(Error::Unavailable(format!(
                 "device {device_id} disconnected"
-            )));
+            ))));
         }
         let result = tokio::time::timeout(timeout, answered).await;
         self.pending().remove(&request_id);
         let result = match result {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => {
-                return Err(Error::Unavailable(format!(
+                return Err(Attempt::LinkDropped(Error::Unavailable(format!(
                     "device {device_id} disconnected before answering"
-                )))
+                ))))
             }
             Err(_) => {
                 let cancel = ControllerMessage {
                     body: Some(controller_message::Body::Cancel(Cancel { request_id })),
                 };
                 let _ = commands.try_send(cancel);
-                return Err(Error::Unavailable(format!(
+                return Err(Attempt::Failed(Error::Unavailable(format!(
                     "the agent of device {device_id} did not answer within {}",
                     humantime::format_duration(timeout)
-                )));
+                ))));
             }
         };
-        match result.outcome {
-            Some(command_result::Outcome::Succeeded(ok)) => Ok(ok),
-            Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind.as_str() {
-                "invalid_input" => Error::InvalidInput(failed.message),
-                "not_found" => Error::NotFound(failed.message),
-                "conflict" => Error::Conflict(failed.message),
-                _ => Error::Unavailable(format!("agent: {}", failed.message)),
-            }),
-            None => Err(Error::Unavailable("agent sent an empty result".into())),
-        }
+        outcome_of(result).map_err(Attempt::Failed)
     }
 
     /// Hands an agent's answer to whoever is waiting for it; unknown IDs (late or forged
@@ -136,5 +178,38 @@ impl AgentDriver {
         if let Some(waiter) = self.pending().remove(&result.request_id) {
             let _ = waiter.send(result);
         }
+    }
+}
+
+/// Resends of an idempotent command after its link dropped.
+const RESENDS: u32 = 2;
+/// How long to wait for a dropped agent to reconnect before giving up.
+const RECONNECT_WAIT: Duration = Duration::from_secs(5);
+
+enum Attempt {
+    /// The stream ended before an answer: the command may or may not have run.
+    LinkDropped(Error),
+    Failed(Error),
+}
+
+/// Commands that may run twice without harm. Change steps are not: each is a state
+/// transition the controller must see exactly once.
+fn is_idempotent(kind: &command::Kind) -> bool {
+    matches!(
+        kind,
+        command::Kind::CollectNow(_) | command::Kind::RunChecks(_) | command::Kind::SetInterval(_)
+    )
+}
+
+fn outcome_of(result: CommandResult) -> Result<CommandSucceeded> {
+    match result.outcome {
+        Some(command_result::Outcome::Succeeded(ok)) => Ok(ok),
+        Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind.as_str() {
+            "invalid_input" => Error::InvalidInput(failed.message),
+            "not_found" => Error::NotFound(failed.message),
+            "conflict" => Error::Conflict(failed.message),
+            _ => Error::Unavailable(format!("agent: {}", failed.message)),
+        }),
+        None => Err(Error::Unavailable("agent sent an empty result".into())),
     }
 }

@@ -369,6 +369,14 @@ impl SshDriver {
         })
     }
 
+    /// Closes every idle connection (at shutdown); returns how many there were.
+    pub fn close_idle(&self) -> usize {
+        let mut idle = self.idle();
+        let count = idle.values().map(Vec::len).sum();
+        idle.clear();
+        count
+    }
+
     /// Drops pooled connections that have died (the health monitor calls this).
     pub fn prune(&self) -> PoolStats {
         let mut idle = self.idle();

@@ -59,6 +59,7 @@ pub fn status(error: Error) -> Status {
         ErrorKind::Conflict => Status::already_exists(message),
         ErrorKind::Unauthorized => Status::unauthenticated(message),
         ErrorKind::Forbidden => Status::permission_denied(message),
+        ErrorKind::RateLimited => Status::resource_exhausted(message),
         ErrorKind::Unavailable => Status::unavailable(message),
         ErrorKind::Internal => {
             tracing::error!(%error, "internal error on agent gateway");
@@ -203,6 +204,10 @@ impl Session {
             .store
             .record_hello(&device_id, &hostname, &version, now)
             .await?;
+        services
+            .cache
+            .invalidate(&crate::cache::key::of_device(&device_id))
+            .await;
         let (command_sender, commands) = mpsc::channel(32);
         let (session_id, cancel) = services.sessions.register(
             &device_id,
@@ -318,6 +323,10 @@ impl Session {
         self.services
             .sessions
             .unregister(&self.device_id, self.session_id);
+        self.services
+            .cache
+            .invalidate(&crate::cache::key::of_device(&self.device_id))
+            .await;
         self.services
             .telemetry
             .agents_connected

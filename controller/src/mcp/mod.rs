@@ -27,9 +27,11 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData as McpError, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Principal;
+use tracing::Instrument;
+
 use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::rest::middleware::RateLimited;
 use crate::services::Services;
 
 /// Serves MCP sessions with the controller's services.
@@ -77,8 +79,16 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        if let Some(limited) = rate_limited(&context) {
+            let seconds = limited.retry_after.as_millis().div_ceil(1000).max(1);
+            return Err(McpError::new(
+                rmcp::model::ErrorCode(-32029),
+                format!("rate limit exceeded: retry after {seconds}s"),
+                Some(serde_json::json!({"status": 429, "retry_after_seconds": seconds})),
+            ));
+        }
         Ok(ListToolsResult::with_all_items(tools::catalog()))
     }
 
@@ -93,9 +103,15 @@ impl ServerHandler for McpServer {
             let error = Error::Unauthorized("authentication required".into());
             return Ok(CallToolResponse::Complete(tool_error(&error, &anonymous)));
         };
+        if let Some(limited) = rate_limited(&context) {
+            let error = Error::RateLimited {
+                retry_after: limited.retry_after,
+            };
+            return Ok(CallToolResponse::Complete(tool_error(&error, &ctx)));
+        }
+        let started = std::time::Instant::now();
         let span =
             tracing::info_span!("mcp_tool", tool = %request.name, request_id = %ctx.request_id);
-        let _entered = span.enter();
         let arguments = request.arguments.unwrap_or_default();
         let outcome = tools::call(
             &self.services,
@@ -104,9 +120,15 @@ impl ServerHandler for McpServer {
             &request.name,
             arguments,
         )
+        .instrument(span)
         .await;
+        let failed = outcome
+            .as_ref()
+            .is_err_and(|e| crate::rest::problem::status_for(e.kind()).is_server_error());
+        self.services
+            .record_operation(tools::SURFACE, &request.name, started.elapsed(), failed);
         Ok(CallToolResponse::Complete(match outcome {
-            Ok(value) => CallToolResult::structured(as_object(value)),
+            Ok(value) => with_request_id(CallToolResult::structured(as_object(value)), &ctx),
             Err(error) => tool_error(&error, &ctx),
         }))
     }
@@ -123,26 +145,41 @@ fn as_object(value: serde_json::Value) -> serde_json::Value {
 
 /// The principal and correlation ID the HTTP middleware established for this request.
 fn caller(context: &RequestContext<RoleServer>) -> Option<Ctx> {
-    let parts = context.extensions.get::<axum::http::request::Parts>()?;
-    let principal = parts.extensions.get::<Principal>().cloned()?;
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    Some(Ctx::new(principal, request_id))
+    crate::rest::middleware::caller(context.extensions.get::<axum::http::request::Parts>()?)
 }
 
-/// An MCP tool error: the same kind and safe message as a REST problem, with the request ID.
+/// The `_meta` key of the correlation ID in tool results.
+pub const REQUEST_ID_META: &str = "infrastructor/request_id";
+
+fn rate_limited(context: &RequestContext<RoleServer>) -> Option<RateLimited> {
+    let parts = context.extensions.get::<axum::http::request::Parts>()?;
+    parts.extensions.get::<RateLimited>().copied()
+}
+
+/// Results carry the correlation ID in their metadata, as REST responses carry it in a header.
+fn with_request_id(mut result: CallToolResult, ctx: &Ctx) -> CallToolResult {
+    let mut meta = rmcp::model::MetaObject::new();
+    meta.0
+        .insert(REQUEST_ID_META.into(), serde_json::json!(ctx.request_id));
+    result.meta = Some(meta);
+    result
+}
+
+/// An MCP tool error: the same kind and safe message as a REST problem, with the request ID
+/// (and `retry_after_seconds` when rate limited).
 fn tool_error(error: &Error, ctx: &Ctx) -> CallToolResult {
     let kind = crate::rest::problem::status_for(error.kind());
     if kind.is_server_error() {
         tracing::error!(request_id = %ctx.request_id, %error, "tool failed");
     }
-    CallToolResult::structured_error(serde_json::json!({
+    let mut body = serde_json::json!({
         "status": kind.as_u16(),
         "title": kind.canonical_reason().unwrap_or("error"),
         "detail": error.public_message(),
         "request_id": ctx.request_id,
-    }))
+    });
+    if let Some(seconds) = error.retry_after_seconds() {
+        body["retry_after_seconds"] = seconds.into();
+    }
+    with_request_id(CallToolResult::structured_error(body), ctx)
 }

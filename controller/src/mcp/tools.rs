@@ -5,20 +5,22 @@
 use std::sync::Arc;
 
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::confirm::Confirmations;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::operations::{Operation, OPERATIONS};
-use crate::services::checks::CheckHistoryQuery;
-use crate::services::metrics::MetricQuery;
+use crate::operations::invoke::{invoke, preview};
+use crate::operations::{by_id, Operation, OPERATIONS};
+use crate::services::audit::AuditOutcome;
 use crate::services::Services;
 
-/// Every operation as a tool.
+/// How MCP calls are named in the audit log and the performance summary.
+pub const SURFACE: &str = "mcp";
+
+/// Every operation offered over MCP, as a tool.
 pub fn catalog() -> Vec<Tool> {
-    OPERATIONS.iter().map(tool).collect()
+    OPERATIONS.iter().filter(|o| o.mcp).map(tool).collect()
 }
 
 fn tool(operation: &Operation) -> Tool {
@@ -90,10 +92,14 @@ fn path_params(operation: &Operation) -> Vec<(&'static str, &'static str)> {
     if operation.path.contains("{change}") {
         params.push(("change", "change ID"));
     }
+    if operation.path.contains("{approval}") {
+        params.push(("approval", "approval ID"));
+    }
     params
 }
 
-/// Runs tool `name`. Mutating tools go through plan → confirm first.
+/// Runs tool `name`. Mutating tools go through plan → confirm first, then — when
+/// `mcp_require_approval` is on — wait for a human's approval; either way they are audited.
 pub async fn call(
     services: &Services,
     confirmations: &Confirmations,
@@ -101,167 +107,44 @@ pub async fn call(
     name: &str,
     mut arguments: JsonObject,
 ) -> Result<Value> {
-    let operation = OPERATIONS
-        .iter()
-        .find(|o| o.id == name)
+    let operation = by_id(name)
+        .filter(|o| o.mcp)
         .ok_or_else(|| Error::NotFound(format!("no tool {name:?}; see tools/list")))?;
-    if operation.mutating {
-        let confirmation = match arguments.remove("confirmation_id") {
-            None => None,
-            Some(Value::String(id)) => Some(id),
-            Some(_) => return Err(Error::invalid("confirmation_id must be a string")),
-        };
-        match confirmation {
-            None => {
-                let preview = preview(services, ctx, name, &arguments).await?;
-                return Ok(confirmations.plan(ctx, name, &arguments, preview));
-            }
-            Some(id) => confirmations.redeem(ctx, &id, name, &arguments)?,
-        }
+    // The service checks the scope too; checking here first means no plan, confirmation or
+    // held request is ever handed to a caller who could not run the operation.
+    ctx.principal.require(operation.scope)?;
+    if !operation.mutating {
+        return invoke(services, ctx, name, arguments).await;
     }
-    let mut args = Args(arguments);
-    let value = match name {
-        "list_devices" => to_json(services.list_devices(ctx).await?),
-        "create_agentless_device" => {
-            to_json(services.create_agentless_device(ctx, args.body()?).await?)
-        }
-        "get_device" => to_json(services.get_device(ctx, &args.only("device")?).await?),
-        "delete_device" => {
-            let device = args.required("device")?;
-            args.done()?;
-            services.delete_device(ctx, &device).await?;
-            json!({"deleted": device})
-        }
-        "query_metrics" => {
-            let device = args.required("device")?;
-            let query = MetricQuery {
-                series: args.optional("series")?,
-                from: args.optional("from")?,
-                to: args.optional("to")?,
-                step: args.optional("step")?,
-            };
-            args.done()?;
-            to_json(services.query_metrics(ctx, &device, query).await?)
-        }
-        "latest_metrics" => to_json(services.latest_metrics(ctx, &args.only("device")?).await?),
-        "list_checks" => to_json(services.list_checks(ctx, &args.only("device")?).await?),
-        "run_checks" => to_json(services.run_checks(ctx, &args.only("device")?).await?),
-        "check_history" => {
-            let device = args.required("device")?;
-            let query = CheckHistoryQuery {
-                check: args.optional("check")?,
-                limit: args.optional("limit")?,
-            };
-            args.done()?;
-            to_json(services.check_history(ctx, &device, query).await?)
-        }
-        "device_capabilities" => to_json(
-            services
-                .device_capabilities(ctx, &args.only("device")?)
-                .await?,
-        ),
-        "list_containers" => to_json(services.list_containers(ctx, &args.only("device")?).await?),
-        "diagnose_device" => to_json(services.diagnose_device(ctx, &args.only("device")?).await?),
-        "diagnose_infrastructure" => {
-            args.done()?;
-            to_json(services.diagnose_infrastructure(ctx).await?)
-        }
-        "ssh_public_key" => {
-            args.done()?;
-            to_json(services.ssh_public_key(ctx)?)
-        }
-        "create_enrollment_token" => {
-            to_json(services.create_enrollment_token(ctx, args.body()?).await?)
-        }
-        "plan_change" => to_json(services.plan_change(ctx, args.body()?).await?),
-        "deploy_change" => to_json(services.deploy_change(ctx, args.body()?).await?),
-        "list_changes" => {
-            let device = args.optional("device")?;
-            let limit = match args.optional("limit")? {
-                Some(limit) => Some(
-                    limit
-                        .parse()
-                        .map_err(|_| Error::invalid("limit must be a number"))?,
-                ),
-                None => None,
-            };
-            args.done()?;
-            to_json(services.list_changes(ctx, device.as_deref(), limit).await?)
-        }
-        "get_change" => to_json(services.get_change(ctx, &args.only("change")?).await?),
-        "confirm_change" => to_json(services.confirm_change(ctx, &args.only("change")?).await?),
-        "rollback_change" => to_json(services.rollback_change(ctx, &args.only("change")?).await?),
-        other => return Err(Error::Internal(format!("tool {other} has no adapter"))),
+    let confirmation = match arguments.remove("confirmation_id") {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err(Error::invalid("confirmation_id must be a string")),
     };
-    Ok(value)
-}
-
-/// What a mutating call would do, shown before it is confirmed: the dry run for a change
-/// deployment, the current state of what would be deleted or rolled back.
-async fn preview(
-    services: &Services,
-    ctx: &Ctx,
-    name: &str,
-    arguments: &JsonObject,
-) -> Result<Value> {
-    let mut args = Args(arguments.clone());
-    Ok(match name {
-        "deploy_change" => to_json(services.plan_change(ctx, args.body()?).await?),
-        "delete_device" => to_json(services.get_device(ctx, &args.only("device")?).await?),
-        "confirm_change" | "rollback_change" => {
-            to_json(services.get_change(ctx, &args.only("change")?).await?)
+    let Some(confirmation) = confirmation else {
+        let preview = preview(services, ctx, name, &arguments).await?;
+        return Ok(confirmations.plan(ctx, name, &arguments, preview));
+    };
+    confirmations.redeem(ctx, &confirmation, name, &arguments)?;
+    let audited = Value::Object(arguments.clone());
+    if services.config.mcp_require_approval {
+        let held = async {
+            let preview = preview(services, ctx, name, &arguments).await?;
+            services
+                .hold_for_approval(ctx, name, &arguments, preview)
+                .await
         }
-        "create_agentless_device" => {
-            let _: crate::services::devices::CreateAgentlessDevice = args.body()?;
-            Value::Object(arguments.clone())
-        }
-        "create_enrollment_token" => {
-            let _: crate::services::enrollment::CreateEnrollmentToken = args.body()?;
-            Value::Object(arguments.clone())
-        }
-        _ => Value::Object(arguments.clone()),
-    })
-}
-
-fn to_json(value: impl serde::Serialize) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-/// Tool arguments, taken one by one; anything left over is an error, as with REST.
-struct Args(JsonObject);
-
-impl Args {
-    fn optional(&mut self, name: &str) -> Result<Option<String>> {
-        match self.0.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(Value::Number(number)) => Ok(Some(number.to_string())),
-            Some(_) => Err(Error::invalid(format!("argument {name} must be a string"))),
-        }
+        .await;
+        let outcome = match &held {
+            Ok(_) => AuditOutcome::pending_approval(),
+            Err(error) => AuditOutcome::error(error),
+        };
+        services.audit(ctx, SURFACE, name, &audited, outcome).await;
+        return held.map(|approval| serde_json::to_value(approval).unwrap_or(Value::Null));
     }
-
-    fn required(&mut self, name: &str) -> Result<String> {
-        self.optional(name)?
-            .ok_or_else(|| Error::invalid(format!("argument {name} is required")))
-    }
-
-    /// The one required argument `name`, and nothing else.
-    fn only(&mut self, name: &str) -> Result<String> {
-        let value = self.required(name)?;
-        self.done()?;
-        Ok(value)
-    }
-
-    fn done(&self) -> Result<()> {
-        match self.0.keys().next() {
-            Some(extra) => Err(Error::invalid(format!("unknown argument {extra:?}"))),
-            None => Ok(()),
-        }
-    }
-
-    /// Everything left, as the operation's request body.
-    fn body<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let body = Value::Object(std::mem::take(&mut self.0));
-        serde_json::from_value(body).map_err(|e| Error::invalid(format!("invalid arguments: {e}")))
-    }
+    let result = invoke(services, ctx, name, arguments).await;
+    services
+        .audit(ctx, SURFACE, name, &audited, AuditOutcome::of(&result))
+        .await;
+    result
 }

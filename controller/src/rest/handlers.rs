@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::problem::{ApiError, Problem};
-use crate::auth::Principal;
 use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::performance::PerformanceSummary;
+use crate::services::approvals::Approval;
+use crate::services::audit::{AuditQuery, AuditRecord};
 use crate::services::changes::{ChangeRequest, ChangeSummary, ChangeView};
 use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
 use crate::services::devices::{CreateAgentlessDevice, DeviceView, SshPublicKey};
@@ -27,17 +29,8 @@ impl FromRequestParts<Services> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &Services) -> Result<Self, Self::Rejection> {
-        let principal = parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| ApiError(Error::Unauthorized("authentication required".into())))?;
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        Ok(Ctx::new(principal, request_id))
+        super::middleware::caller(parts)
+            .ok_or_else(|| ApiError(Error::Unauthorized("authentication required".into())))
     }
 }
 
@@ -249,6 +242,76 @@ pub async fn rollback_change(
     Path(change): Path<String>,
 ) -> ApiResult<Json<ChangeView>> {
     Ok(Json(services.rollback_change(&ctx, &change).await?))
+}
+
+pub async fn list_audit(
+    State(services): State<Services>,
+    ctx: Ctx,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<AuditRecord>>> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(Json(services.list_audit(&ctx, query).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    window: Option<String>,
+}
+
+pub async fn performance_summary(
+    State(services): State<Services>,
+    ctx: Ctx,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> ApiResult<Json<PerformanceSummary>> {
+    let Query(query) = query.map_err(bad_query)?;
+    let summary = services
+        .performance_summary(&ctx, query.window.as_deref())
+        .await?;
+    Ok(Json(summary))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_approvals(
+    State(services): State<Services>,
+    ctx: Ctx,
+    query: Result<Query<ApprovalsQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Approval>>> {
+    let Query(query) = query.map_err(bad_query)?;
+    let approvals = services
+        .list_approvals(&ctx, query.state.as_deref(), query.limit)
+        .await?;
+    Ok(Json(approvals))
+}
+
+pub async fn get_approval(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(approval): Path<String>,
+) -> ApiResult<Json<Approval>> {
+    Ok(Json(services.get_approval(&ctx, &approval).await?))
+}
+
+pub async fn approve_request(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(approval): Path<String>,
+) -> ApiResult<Json<Approval>> {
+    Ok(Json(services.approve_request(&ctx, &approval).await?))
+}
+
+pub async fn reject_request(
+    State(services): State<Services>,
+    ctx: Ctx,
+    Path(approval): Path<String>,
+) -> ApiResult<Json<Approval>> {
+    Ok(Json(services.reject_request(&ctx, &approval).await?))
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

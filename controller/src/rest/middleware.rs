@@ -1,16 +1,30 @@
-//! Middleware shared by every route: bearer authentication, and the outer `observe` layer
-//! (timing, request counters, problem rendering with the request ID, error logging).
+//! Middleware, written once and applied to both surfaces (REST and `/mcp`): bearer
+//! authentication, per-principal rate limits, the `Origin` check for `/mcp`, the audit of
+//! REST mutations, and the outer `observe` layer (operation timing, request counters, problem
+//! rendering with the request ID, error logging).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::body::Body;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::problem::{ApiError, Problem};
+use crate::auth::Principal;
+use crate::ctx::Ctx;
 use crate::error::Error;
+use crate::ratelimit::Decision;
+use crate::services::audit::AuditOutcome;
 use crate::services::Services;
+
+/// Largest request body the audit layer buffers (larger ones are refused before any work).
+const MAX_AUDITED_BODY: usize = 8 * 1024 * 1024;
 
 /// Resolves `Authorization: Bearer …` to a principal and stores it in the request
 /// extensions; anything else is a 401 with `WWW-Authenticate`.
@@ -63,13 +77,152 @@ pub async fn check_origin(
     }
 }
 
-pub fn request_id_of(request: &Request) -> String {
+/// Set on `/mcp` requests over the caller's rate limit: the MCP server answers tool calls
+/// with a tool error (429) instead of running them.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimited {
+    pub retry_after: Duration,
+}
+
+/// Takes a token from the bucket of the request's principal; `Some(wait)` when it is empty.
+async fn take_token(services: &Services, principal: Option<String>) -> Option<Duration> {
+    match services.limiter.check(&principal?).await {
+        Decision::Allowed => None,
+        Decision::Limited { retry_after } => {
+            services.telemetry.count_rate_limited();
+            Some(retry_after)
+        }
+    }
+}
+
+fn principal_id(request: &Request) -> Option<String> {
     request
+        .extensions()
+        .get::<Principal>()
+        .map(|principal| principal.id.clone())
+}
+
+/// REST: a request over the caller's limit is a 429 with `Retry-After`; nothing runs.
+pub async fn rate_limit(
+    State(services): State<Services>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match take_token(&services, principal_id(&request)).await {
+        Some(retry_after) => ApiError(Error::RateLimited { retry_after }).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// MCP: the same bucket; a limited request is marked, and the MCP server answers each tool
+/// call in it with a tool error, so clients see the limit in MCP's own terms.
+pub async fn rate_limit_mcp(
+    State(services): State<Services>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(retry_after) = take_token(&services, principal_id(&request)).await {
+        request.extensions_mut().insert(RateLimited { retry_after });
+    }
+    next.run(request).await
+}
+
+/// Records every REST mutation (operations marked `mutating`) in the audit log, with its
+/// path parameters and body as arguments, the same shape MCP tool arguments have.
+pub async fn audit(
+    State(services): State<Services>,
+    matched: MatchedPath,
+    params: RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let operation = crate::operations::by_route(request.method().as_str(), matched.as_str());
+    let (Some(operation), Some(principal)) = (
+        operation.filter(|o| o.mutating),
+        request.extensions().get::<Principal>().cloned(),
+    ) else {
+        return next.run(request).await;
+    };
+    let ctx = Ctx::new(principal, request_id_of(&request));
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_AUDITED_BODY).await else {
+        return ApiError(Error::invalid(format!(
+            "request body larger than {MAX_AUDITED_BODY} bytes"
+        )))
+        .into_response();
+    };
+    let mut arguments = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(body)) => body,
+        Ok(other) => Map::from_iter([("body".to_string(), other)]),
+        Err(_) if bytes.is_empty() => Map::new(),
+        Err(_) => Map::from_iter([("body".to_string(), Value::from("<not JSON>"))]),
+    };
+    for (name, value) in params.iter() {
+        arguments.insert(name.to_string(), Value::from(value));
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let outcome = match response.extensions().get::<Problem>() {
+        Some(problem) => AuditOutcome {
+            outcome: "error",
+            status: problem.status,
+            detail: Some(problem.detail.clone()),
+        },
+        None => AuditOutcome {
+            status: response.status().as_u16(),
+            ..AuditOutcome::ok()
+        },
+    };
+    services
+        .audit(
+            &ctx,
+            "rest",
+            operation.id,
+            &Value::Object(arguments),
+            outcome,
+        )
+        .await;
+    response
+}
+
+/// A caller's `x-request-id` is kept only if it is 1–128 characters of `A-Z a-z 0-9 . _ : -`;
+/// anything else is dropped (and a fresh ID generated), so IDs are safe in logs, in agent
+/// commands and in audit queries.
+pub async fn vet_request_id(mut request: Request, next: Next) -> Response {
+    let acceptable = |id: &str| {
+        (1..=128).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    };
+    let keep = request
         .headers()
+        .get("x-request-id")
+        .map(|value| value.to_str().is_ok_and(acceptable));
+    if keep == Some(false) {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
+}
+
+/// The request's correlation ID (set by the outer layers before anything else runs).
+pub fn request_id(headers: &HeaderMap) -> &str {
+    headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-        .to_string()
+}
+
+fn request_id_of(request: &Request) -> String {
+    request_id(request.headers()).to_string()
+}
+
+/// The caller this stack established for a request: the authenticated principal and the
+/// correlation ID. REST handlers and MCP tool calls both take their [`Ctx`] from here.
+pub fn caller(parts: &Parts) -> Option<Ctx> {
+    let principal = parts.extensions.get::<Principal>().cloned()?;
+    Some(Ctx::new(principal, request_id(&parts.headers)))
 }
 
 pub async fn observe(State(services): State<Services>, request: Request, next: Next) -> Response {
@@ -81,7 +234,9 @@ pub async fn observe(State(services): State<Services>, request: Request, next: N
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let mut response = next.run(request).await;
+    // Every log line of the operation carries its request ID through this span.
+    let span = tracing::info_span!("request", %request_id);
+    let mut response = next.run(request).instrument(span).await;
     let status = response.status();
     if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
         if let Some(internal) = problem.internal.take() {
@@ -100,6 +255,18 @@ pub async fn observe(State(services): State<Services>, request: Request, next: N
     services
         .telemetry
         .count_request(method.as_str(), &route, status.as_u16());
+    // Operations of the table are timed under their ID; MCP tool calls are timed by the MCP
+    // server under the tool name, so `/mcp` itself is transport and timed like other routes.
+    let (surface, operation) = match crate::operations::by_route(method.as_str(), &route) {
+        Some(operation) => ("rest", operation.id.to_string()),
+        None => ("http", format!("{method} {route}")),
+    };
+    services.record_operation(
+        surface,
+        &operation,
+        started.elapsed(),
+        status.is_server_error(),
+    );
     tracing::info!(
         %request_id,
         %method,

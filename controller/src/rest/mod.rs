@@ -1,9 +1,10 @@
-//! The REST surface (axum): a thin adapter over [`Services`]. Every `/api/v1` route passes
-//! through the same stack: request ID → timing/metrics/problem rendering → panic catcher →
-//! bearer authentication; each handler converts in, calls one service method, converts out.
+//! The HTTP application (axum): the REST surface under `/api/v1` and MCP at `/mcp`, behind one
+//! stack: request ID → timing/metrics/problem rendering → panic catcher → bearer
+//! authentication → per-principal rate limit (→ audit of mutations, for REST). Each REST
+//! handler converts in, calls one service method, converts out.
 
 mod handlers;
-mod middleware;
+pub mod middleware;
 pub mod openapi;
 pub mod problem;
 
@@ -75,16 +76,36 @@ pub fn router(services: Services, shutdown: CancellationToken) -> Router {
         api,
         "create_enrollment_token",
         handlers::create_enrollment_token,
-    )
-    .route_layer(axum::middleware::from_fn_with_state(
-        services.clone(),
-        middleware::authenticate,
-    ))
-    .route("/openapi.json", get(handlers::openapi));
+    );
+    let api = operation(api, "list_audit", handlers::list_audit);
+    let api = operation(api, "performance_summary", handlers::performance_summary);
+    let api = operation(api, "list_approvals", handlers::list_approvals);
+    let api = operation(api, "get_approval", handlers::get_approval);
+    let api = operation(api, "approve_request", handlers::approve_request);
+    let api = operation(api, "reject_request", handlers::reject_request)
+        // Route layers run outermost-last: authenticate → rate limit → audit → handler.
+        .route_layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::audit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::rate_limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::authenticate,
+        ))
+        .route("/openapi.json", get(handlers::openapi));
 
-    // MCP rides the same stack; authentication and the Origin check are its route layers.
+    // MCP rides the same stack: Origin check → authenticate → rate limit; the MCP server
+    // times and audits each tool call itself, where the tool name is known.
     let mcp = Router::new()
         .nest_service("/mcp", crate::mcp::service(services.clone(), shutdown))
+        .layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            middleware::rate_limit_mcp,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             services.clone(),
             middleware::authenticate,
@@ -94,22 +115,85 @@ pub fn router(services: Services, shutdown: CancellationToken) -> Router {
             middleware::check_origin,
         ));
 
-    Router::new()
+    let app = Router::new()
         .nest("/api/v1", api)
         .merge(mcp)
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::prometheus))
-        .fallback(handlers::not_found)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(axum::middleware::from_fn_with_state(
-                    services.clone(),
-                    middleware::observe,
-                ))
-                .layer(CatchPanicLayer::custom(problem::panic_response)),
-        )
-        .with_state(services)
+        .fallback(handlers::not_found);
+    with_outer_stack(app, services)
+}
+
+/// The layers every request passes, outermost first: request ID (a caller's vetted, else
+/// generated; propagated to the response), `observe` (timing, counters, problem rendering),
+/// panic catcher.
+fn with_outer_stack(app: Router<Services>, services: Services) -> Router {
+    app.layer(
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(middleware::vet_request_id))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(axum::middleware::from_fn_with_state(
+                services.clone(),
+                middleware::observe,
+            ))
+            .layer(CatchPanicLayer::custom(problem::panic_response)),
+    )
+    .with_state(services)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn the_outer_stack_turns_panics_into_500s_and_vets_request_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::ControllerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let services = crate::server::open_services(&config).await.unwrap();
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }));
+        let app = with_outer_stack(app, services.clone());
+        let request = Request::get("/boom")
+            .header("x-request-id", "panic-1")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()["x-request-id"], "panic-1");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["request_id"], "panic-1");
+        assert_eq!(
+            problem["detail"], "internal error",
+            "no internal detail leaks"
+        );
+        let request = Request::get("/fine").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 200);
+
+        // A request ID that could forge log fields is replaced by a generated one.
+        let request = Request::get("/fine")
+            .header("x-request-id", "a\" status=200 forged")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        services.store.close().await;
+    }
 }

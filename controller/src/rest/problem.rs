@@ -19,6 +19,9 @@ pub struct Problem {
     /// Logged, never sent.
     #[serde(skip)]
     pub internal: Option<String>,
+    /// Sent as `Retry-After` (429).
+    #[serde(skip)]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl Problem {
@@ -30,6 +33,7 @@ impl Problem {
             detail: detail.into(),
             request_id: None,
             internal: None,
+            retry_after_seconds: None,
         }
     }
 
@@ -51,6 +55,11 @@ impl Problem {
                 HeaderValue::from_static("Bearer realm=\"infrastructor\""),
             );
         }
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -62,6 +71,7 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -82,6 +92,7 @@ impl IntoResponse for ApiError {
         if matches!(self.0.kind(), ErrorKind::Internal | ErrorKind::Unavailable) {
             problem.internal = Some(self.0.to_string());
         }
+        problem.retry_after_seconds = self.0.retry_after_seconds();
         let mut response = problem.render();
         response.extensions_mut().insert(problem);
         response

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
+use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::store::CheckRow;
@@ -113,6 +114,7 @@ impl Services {
         self.store
             .record_checks(device_id, &capabilities, &rows, now)
             .await?;
+        self.cache.invalidate(&key::of_device(device_id)).await;
         Ok(())
     }
 
@@ -163,11 +165,15 @@ impl Services {
     pub async fn device_capabilities(&self, ctx: &Ctx, device: &str) -> Result<Capabilities> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_device(device).await?;
-        let (json, detected_at) = self.store.capabilities(&row.id).await?;
-        Ok(Capabilities {
-            capabilities: serde_json::from_str(&json).unwrap_or_default(),
-            detected_at: detected_at.map(rfc3339),
-        })
+        let load = async {
+            let (json, detected_at) = self.store.capabilities(&row.id).await?;
+            Ok::<_, Error>(Capabilities {
+                capabilities: serde_json::from_str(&json).unwrap_or_default(),
+                detected_at: detected_at.map(rfc3339),
+            })
+        };
+        let key = key::capabilities(&row.id);
+        self.cache.get_or_load(&key, ttl::CAPABILITIES, load).await
     }
 
     /// Runs every applicable check on the device now and returns the fresh results.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::Scope;
+use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::store::{DeviceRow, NewDevice};
@@ -149,11 +150,16 @@ impl Services {
 
     pub async fn list_devices(&self, ctx: &Ctx) -> Result<Vec<DeviceView>> {
         ctx.principal.require(Scope::Read)?;
-        let mut views = Vec::new();
-        for row in self.store.list_devices().await? {
-            views.push(self.view(row).await?);
-        }
-        Ok(views)
+        let load = async {
+            let mut views = Vec::new();
+            for row in self.store.list_devices().await? {
+                views.push(self.view(row).await?);
+            }
+            Ok::<_, Error>(views)
+        };
+        self.cache
+            .get_or_load(key::DEVICES, ttl::DEVICES, load)
+            .await
     }
 
     pub async fn get_device(&self, ctx: &Ctx, id_or_name: &str) -> Result<DeviceView> {
@@ -192,6 +198,7 @@ impl Services {
                 created_at_ms: now_ms(),
             })
             .await?;
+        self.cache.invalidate(&key::of_device(&id)).await;
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %id, "agentless device created");
         self.get_device(ctx, &id).await
     }
@@ -230,6 +237,7 @@ impl Services {
             return Err(Error::NotFound(format!("device {id_or_name:?} not found")));
         }
         self.sessions.kick(&row.id);
+        self.cache.invalidate(&key::of_device(&row.id)).await;
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %row.id, "device deleted and revoked");
         Ok(())
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::CheckView;
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
+use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::error::Result;
 use crate::store::DeviceRow;
@@ -234,10 +235,25 @@ impl Services {
     }
 
     /// Diagnoses one device; runs its checks first when its agent is online.
+    /// Always fresh (an operator re-diagnosing after a fix must see the fix); the result is
+    /// cached for the infrastructure diagnosis.
     pub async fn diagnose_device(&self, ctx: &Ctx, device: &str) -> Result<DeviceDiagnosis> {
         ctx.principal.require(Scope::Operate)?;
         let row = self.require_device(device).await?;
-        self.diagnose_row(ctx, &row).await
+        let diagnosis = self.diagnose_row(ctx, &row).await?;
+        self.cache
+            .put(&key::diagnosis(&row.id), &diagnosis, ttl::DIAGNOSIS)
+            .await;
+        Ok(diagnosis)
+    }
+
+    /// A device's diagnosis no older than [`ttl::DIAGNOSIS`] (and invalidated by its check
+    /// reports), so repeated fleet-wide diagnoses do not re-run every host's checks.
+    async fn recent_diagnosis(&self, ctx: &Ctx, row: &DeviceRow) -> Result<DeviceDiagnosis> {
+        let key = key::diagnosis(&row.id);
+        self.cache
+            .get_or_load(&key, ttl::DIAGNOSIS, self.diagnose_row(ctx, row))
+            .await
     }
 
     /// Diagnoses every device (bounded concurrency, per-device timeout) and the controller's
@@ -250,8 +266,11 @@ impl Services {
                 let services = self.clone();
                 let ctx = ctx.clone();
                 async move {
-                    match tokio::time::timeout(DEVICE_TIMEOUT, services.diagnose_row(&ctx, &row))
-                        .await
+                    match tokio::time::timeout(
+                        DEVICE_TIMEOUT,
+                        services.recent_diagnosis(&ctx, &row),
+                    )
+                    .await
                     {
                         Ok(Ok(diagnosis)) => diagnosis,
                         Ok(Err(error)) => unreachable_device(
@@ -317,6 +336,27 @@ impl Services {
                 "system.database",
                 "critical",
                 format!("database unreachable: {}", error.kind_label()),
+            ),
+        });
+        let stats = self.cache.stats();
+        system.push(match self.cache.ping().await {
+            Ok(()) => finding(
+                "system.cache",
+                "ok",
+                format!(
+                    "{} cache: {} hits, {} misses, {:.2} ms mean lookup",
+                    stats.backend, stats.hits, stats.misses, stats.mean_lookup_ms
+                ),
+            ),
+            // Reads fall back to the database, so a dead cache slows the controller down
+            // but does not stop it.
+            Err(error) => finding(
+                "system.cache",
+                "warning",
+                format!(
+                    "{} cache unavailable ({error}); reads go to the database",
+                    stats.backend
+                ),
             ),
         });
         let pool = self.ssh.prune();

@@ -126,6 +126,9 @@ impl Services {
         self.store
             .record_issued_certificate(&issued.serial, &device_id, now, issued.not_after_ms)
             .await?;
+        self.cache
+            .invalidate(&[crate::cache::key::DEVICES.to_string()])
+            .await;
         tracing::info!(%request_id, %device_id, %name, "agent enrolled");
         Ok(Enrolled {
             device_id,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::Scope;
+use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::store::{BatchToIngest, Bucket, IngestOutcome, IngestSample, Resolution};
@@ -162,10 +163,13 @@ impl Services {
             })
             .await?;
         let telemetry = self.telemetry.clone();
+        let cache = self.cache.clone();
+        let latest = key::latest_metrics(device_id);
         Ok(async move {
             let outcome = pending.outcome().await?;
             match outcome {
                 IngestOutcome::Stored => {
+                    cache.invalidate(&[latest]).await;
                     telemetry.count_batch("stored");
                     telemetry.ingest_samples.inc_by(valid_count);
                 }
@@ -226,18 +230,25 @@ impl Services {
     pub async fn latest_metrics(&self, ctx: &Ctx, device: &str) -> Result<Vec<LatestValue>> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_device(device).await?;
-        Ok(self
-            .store
-            .latest_samples(&row.id, &[])
-            .await?
-            .into_iter()
-            .map(|s| LatestValue {
-                series: s.name,
-                labels: serde_json::from_str(&s.labels).unwrap_or_default(),
-                ts: rfc3339(s.ts_ms),
-                value: s.value,
-            })
-            .collect())
+        let load = async {
+            Ok::<_, Error>(
+                self.store
+                    .latest_samples(&row.id, &[])
+                    .await?
+                    .into_iter()
+                    .map(|s| LatestValue {
+                        series: s.name,
+                        labels: serde_json::from_str(&s.labels).unwrap_or_default(),
+                        ts: rfc3339(s.ts_ms),
+                        value: s.value,
+                    })
+                    .collect(),
+            )
+        };
+        let key = key::latest_metrics(&row.id);
+        self.cache
+            .get_or_load(&key, ttl::LATEST_METRICS, load)
+            .await
     }
 }
 

@@ -1,6 +1,8 @@
 //! All behaviour of the controller, behind methods that take a [`Ctx`] first and know nothing
 //! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
 //!
+//! - [`approvals`]: MCP requests held for a human's decision.
+//! - [`audit`]: the audit trail of every mutation.
 //! - [`changes`]: configuration changes across devices (plan, deploy, confirm, rollback).
 //! - [`checks`]: host check reports, history, capabilities and containers.
 //! - [`diagnostics`]: device and infrastructure diagnoses with a health score.
@@ -8,9 +10,12 @@
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
 //! - [`ingest`]: group commit of agent batches.
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
+//! - [`performance`]: operation timing summaries and their flush.
 //! - [`tokens`]: API tokens and the bootstrap admin token.
 //! - [`validate`]: the strict patterns every name must match.
 
+pub mod approvals;
+pub mod audit;
 pub mod changes;
 pub mod checks;
 pub mod devices;
@@ -18,15 +23,19 @@ pub mod diagnostics;
 pub mod enrollment;
 pub mod ingest;
 pub mod metrics;
+pub mod performance;
 pub mod tokens;
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cache::{Cache, CacheStats};
 use crate::config::ControllerConfig;
 use crate::fleet::SessionRegistry;
+use crate::performance::OperationTimings;
 use crate::pki::Pki;
+use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -44,6 +53,12 @@ pub struct Services {
     /// Change engines for agentless hosts (journals under `<data_dir>/changes`).
     pub agentless_changes: Arc<crate::fleet::ssh_changes::AgentlessChanges>,
     pub telemetry: Arc<Telemetry>,
+    /// Read cache (Redis or in process); writes invalidate it.
+    pub cache: Arc<Cache>,
+    /// Per-principal token buckets, shared by every surface.
+    pub limiter: Arc<RateLimiter>,
+    /// Operation timings not yet flushed to `operation_metrics`.
+    pub timings: Arc<OperationTimings>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,
@@ -62,15 +77,33 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// `/readyz`: the controller can serve (its database answers).
+/// `/readyz`: the controller can serve (its database answers). The cache is reported but
+/// does not decide readiness: without it, reads go to the database.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Readiness {
     pub status: String,
     pub database: String,
     pub agents_connected: usize,
+    /// `ok`, or why the cache backend does not answer.
+    pub cache_status: String,
+    pub cache: CacheStats,
 }
 
 impl Services {
+    /// Records one operation's timing for the performance summary and `/metrics`. A failure
+    /// is a server-side error (5xx); client errors are the caller's, not the operation's.
+    pub fn record_operation(
+        &self,
+        surface: &str,
+        operation: &str,
+        elapsed: Duration,
+        failed: bool,
+    ) {
+        self.timings.record(surface, operation, elapsed, failed);
+        self.telemetry
+            .observe_operation(surface, operation, elapsed.as_secs_f64(), failed);
+    }
+
     pub async fn readiness(&self) -> crate::error::Result<Readiness> {
         self.store.ping().await.map_err(|error| {
             crate::error::Error::Unavailable(format!(
@@ -78,10 +111,16 @@ impl Services {
                 error.kind_label()
             ))
         })?;
+        let cache_status = match self.cache.ping().await {
+            Ok(()) => "ok".to_string(),
+            Err(error) => format!("unavailable: {error}"),
+        };
         Ok(Readiness {
             status: "ready".into(),
             database: "ok".into(),
             agents_connected: self.sessions.count(),
+            cache_status,
+            cache: self.cache.stats(),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Configuration change transactions (who asked, what, when, how it ended) and each
 //! device's part in them (state, diffs, health outcomes).
 
-use super::{on_pool, Store, StoreResult};
+use super::{on_pool, read, Store, StoreResult};
 
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq)]
 pub struct ChangeRow {
@@ -123,7 +123,7 @@ impl Store {
     }
 
     pub async fn change(&self, id: &str) -> StoreResult<Option<(ChangeRow, Vec<ChangeTargetRow>)>> {
-        let change = on_pool!(&self.reader, |p| sqlx::query_as::<_, ChangeRow>(
+        let change = read!(self, |p| sqlx::query_as::<_, ChangeRow>(
             "SELECT * FROM change_transactions WHERE id = $1"
         )
         .bind(id)
@@ -132,7 +132,7 @@ impl Store {
         let Some(change) = change else {
             return Ok(None);
         };
-        let targets = on_pool!(&self.reader, |p| sqlx::query_as::<_, ChangeTargetRow>(
+        let targets = read!(self, |p| sqlx::query_as::<_, ChangeTargetRow>(
             "SELECT device_id, state, prepare_report, commit_report, error, updated_at_ms \
              FROM change_targets WHERE txn_id = $1 ORDER BY device_id"
         )
@@ -148,7 +148,7 @@ impl Store {
         device_id: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<ChangeRow>> {
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, ChangeRow>(
+        Ok(read!(self, |p| sqlx::query_as::<_, ChangeRow>(
             "SELECT * FROM change_transactions t WHERE $1 IS NULL OR EXISTS \
              (SELECT 1 FROM change_targets c WHERE c.txn_id = t.id AND c.device_id = $1) \
              ORDER BY created_at_ms DESC, id DESC LIMIT $2"

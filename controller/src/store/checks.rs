@@ -1,6 +1,6 @@
 //! Check reports (history per device and check) and detected capabilities.
 
-use super::{on_pool, Store, StoreResult};
+use super::{on_pool, read, Store, StoreResult};
 
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, PartialEq)]
 pub struct CheckRow {
@@ -51,7 +51,7 @@ impl Store {
 
     /// The newest report of every check of the device.
     pub async fn latest_checks(&self, device_id: &str) -> StoreResult<Vec<CheckRow>> {
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, CheckRow>(
+        Ok(read!(self, |p| sqlx::query_as::<_, CheckRow>(
             "SELECT check_name, status, message, evidence, checked_at_ms FROM check_reports c \
              WHERE device_id = $1 AND id = (SELECT MAX(id) FROM check_reports \
              WHERE device_id = $1 AND check_name = c.check_name) ORDER BY check_name"
@@ -68,7 +68,7 @@ impl Store {
         check: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<CheckRow>> {
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, CheckRow>(
+        Ok(read!(self, |p| sqlx::query_as::<_, CheckRow>(
             "SELECT check_name, status, message, evidence, checked_at_ms FROM check_reports \
              WHERE device_id = $1 AND ($2 IS NULL OR check_name = $2) ORDER BY id DESC LIMIT $3"
         )
@@ -81,7 +81,7 @@ impl Store {
 
     /// Capabilities as stored JSON and when they were detected.
     pub async fn capabilities(&self, device_id: &str) -> StoreResult<(String, Option<i64>)> {
-        Ok(on_pool!(&self.reader, |p| {
+        Ok(read!(self, |p| {
             sqlx::query_as::<_, (String, Option<i64>)>(
                 "SELECT capabilities, capabilities_at_ms FROM devices WHERE id = $1",
             )

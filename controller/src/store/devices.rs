@@ -1,6 +1,6 @@
 //! Device rows: the registry of enrolled agents and agentless entries.
 
-use super::{on_pool, Store, StoreError, StoreResult};
+use super::{on_pool, read, Store, StoreError, StoreResult};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DeviceRow {
@@ -68,12 +68,10 @@ impl Store {
             "SELECT {COLUMNS} FROM devices WHERE revoked_at_ms IS NULL AND (id = $1 OR name = $1) \
              ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
         );
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, DeviceRow>(
-            &sql
-        )
-        .bind(id_or_name)
-        .fetch_optional(p)
-        .await)?)
+        Ok(read!(self, |p| sqlx::query_as::<_, DeviceRow>(&sql)
+            .bind(id_or_name)
+            .fetch_optional(p)
+            .await)?)
     }
 
     /// A device by ID including revoked ones (the gateway must tell "revoked" from "unknown").
@@ -90,11 +88,9 @@ impl Store {
     pub async fn list_devices(&self) -> StoreResult<Vec<DeviceRow>> {
         let sql =
             format!("SELECT {COLUMNS} FROM devices WHERE revoked_at_ms IS NULL ORDER BY name");
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, DeviceRow>(
-            &sql
-        )
-        .fetch_all(p)
-        .await)?)
+        Ok(read!(self, |p| sqlx::query_as::<_, DeviceRow>(&sql)
+            .fetch_all(p)
+            .await)?)
     }
 
     /// Marks the device revoked; returns false when there was no live device with that ID.

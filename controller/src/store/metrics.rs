@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
 
-use super::{on_pool, Store, StoreResult};
+use super::{on_pool, read, Store, StoreResult};
 
 /// One validated sample; `labels` is canonical JSON (sorted keys).
 #[derive(Clone, Debug)]
@@ -336,7 +336,7 @@ impl Store {
 
     /// Every series of `name` on the device.
     pub async fn find_series(&self, device_id: &str, name: &str) -> StoreResult<Vec<SeriesRow>> {
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, SeriesRow>(
+        Ok(read!(self, |p| sqlx::query_as::<_, SeriesRow>(
             "SELECT id, labels FROM series WHERE device_id = $1 AND name = $2 ORDER BY labels"
         )
         .bind(device_id)
@@ -367,15 +367,13 @@ impl Store {
                 rollup.table()
             ),
         };
-        Ok(on_pool!(&self.reader, |p| sqlx::query_as::<_, Bucket>(
-            &sql
-        )
-        .bind(series_id)
-        .bind(step_ms)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(p)
-        .await)?)
+        Ok(read!(self, |p| sqlx::query_as::<_, Bucket>(&sql)
+            .bind(series_id)
+            .bind(step_ms)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(p)
+            .await)?)
     }
 
     /// The newest sample of every series of the device (optionally only the named series).
@@ -384,7 +382,7 @@ impl Store {
         device_id: &str,
         names: &[&str],
     ) -> StoreResult<Vec<LatestSample>> {
-        let rows = on_pool!(&self.reader, |p| {
+        let rows = read!(self, |p| {
             sqlx::query_as::<_, LatestSample>(
             "SELECT s.name, s.labels, m.ts_ms, m.value FROM series s JOIN samples m ON m.series_id = s.id \
              WHERE s.device_id = $1 AND m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id) \
@@ -405,7 +403,7 @@ impl Store {
 
     /// Number of raw samples of one series in a window (tests and exactly-once checks).
     pub async fn count_samples(&self, device_id: &str, name: &str) -> StoreResult<Vec<(f64, i64)>> {
-        Ok(on_pool!(&self.reader, |p| {
+        Ok(read!(self, |p| {
             sqlx::query_as::<_, (f64, i64)>(
                 "SELECT m.value, COUNT(*) FROM series s JOIN samples m ON m.series_id = s.id \
              WHERE s.device_id = $1 AND s.name = $2 GROUP BY m.value ORDER BY m.value",

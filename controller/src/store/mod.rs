@@ -5,10 +5,13 @@
 //! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
 //! everywhere, so no type differs between the backends.
 
+mod approvals;
+mod audit;
 mod changes;
 mod checks;
 mod devices;
 mod metrics;
+mod performance;
 mod tokens;
 
 use std::collections::HashMap;
@@ -22,6 +25,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use approvals::ApprovalRow;
+pub use audit::{AuditFilter, AuditRow};
 pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
 pub use devices::{DeviceRow, NewDevice};
@@ -84,6 +89,15 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// [`on_pool!`] on the read pool, retrying transient failures (a reset connection, a pool
+/// timeout, a busy database) under [`crate::recovery`]'s policy: a read is always safe to repeat.
+macro_rules! read {
+    ($store:expr, |$p:ident| $body:expr) => {
+        $crate::recovery::retry_read(|| async { on_pool!(&$store.reader, |$p| $body) }).await
+    };
+}
+pub(crate) use read;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -1,7 +1,7 @@
 //! Join tokens (single-use, expiring), API tokens and the record of issued certificates.
 
 use super::devices::{NewDevice, INSERT_DEVICE};
-use super::{on_pool, Store, StoreResult};
+use super::{on_pool, read, Store, StoreResult};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ApiTokenRow {
@@ -163,7 +163,7 @@ impl Store {
         token_hash: &str,
         now_ms: i64,
     ) -> StoreResult<Option<ApiTokenRow>> {
-        Ok(on_pool!(&self.reader, |p| {
+        Ok(read!(self, |p| {
             sqlx::query_as::<_, ApiTokenRow>(
             "SELECT id, name, scope, created_at_ms, expires_at_ms FROM api_tokens \
              WHERE token_hash = $1 AND revoked_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $2)"

@@ -332,11 +332,7 @@ async fn memory_per_agent(count: usize) -> anyhow::Result<(u64, u64, f64)> {
         ..ControllerConfig::default()
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let services = infrastructor_controller::server::open_services(
-        &config,
-        format!("127.0.0.1:{grpc_port}").parse()?,
-    )
-    .await?;
+    let services = infrastructor_controller::server::open_services(&config).await?;
     let ctx = infrastructor_controller::ctx::Ctx::system("bench");
     let mut tokens = Vec::with_capacity(count);
     for _ in 0..count {

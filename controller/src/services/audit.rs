@@ -1,0 +1,220 @@
+//! The audit trail: every mutation from any surface is recorded with its principal, surface,
+//! correlation ID, redacted arguments and outcome, and read back at `GET /api/v1/audit`.
+//!
+//! Arguments are stored redacted: values under secret-looking keys are replaced, and file
+//! contents are replaced by their size and SHA-256, which still proves what was deployed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{now_ms, rfc3339, Services};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::recovery::retry_write;
+use crate::store::{AuditFilter, AuditRow};
+
+/// Keys whose values are never stored (matched case-insensitively, as substrings).
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "secret",
+    "password",
+    "passphrase",
+    "private_key",
+    "credential",
+    "authorization",
+];
+
+/// How a mutation ended.
+#[derive(Clone, Debug)]
+pub struct AuditOutcome {
+    /// `ok`, `error` or `pending_approval`.
+    pub outcome: &'static str,
+    /// The HTTP status of the outcome (also for MCP, so both read alike).
+    pub status: u16,
+    pub detail: Option<String>,
+}
+
+impl AuditOutcome {
+    pub fn of<T>(result: &Result<T>) -> Self {
+        match result {
+            Ok(_) => Self::ok(),
+            Err(error) => Self::error(error),
+        }
+    }
+
+    pub fn ok() -> Self {
+        Self {
+            outcome: "ok",
+            status: 200,
+            detail: None,
+        }
+    }
+
+    /// Held for a human's approval (`202 Accepted`).
+    pub fn pending_approval() -> Self {
+        Self {
+            outcome: "pending_approval",
+            status: 202,
+            detail: None,
+        }
+    }
+
+    pub fn error(error: &Error) -> Self {
+        Self {
+            outcome: "error",
+            status: crate::rest::problem::status_for(error.kind()).as_u16(),
+            detail: Some(error.public_message()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: String,
+    pub principal: String,
+    pub principal_name: String,
+    pub surface: String,
+    pub request_id: String,
+    pub operation: String,
+    pub arguments: Value,
+    pub outcome: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub principal: Option<String>,
+    pub operation: Option<String>,
+    pub request_id: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// `arguments` with secrets and file contents replaced.
+pub fn redact(arguments: &Value) -> Value {
+    match arguments {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| {
+                    let lower = key.to_ascii_lowercase();
+                    let value = if SECRET_KEYS.iter().any(|secret| lower.contains(secret)) {
+                        json!("[redacted]")
+                    } else if lower == "content" {
+                        match value {
+                            Value::String(text) => json!({
+                                "redacted": true,
+                                "bytes": text.len(),
+                                "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+                            }),
+                            _ => json!("[redacted]"),
+                        }
+                    } else {
+                        redact(value)
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+impl Services {
+    /// Records one mutation. An audit record must not be lost: transient database failures
+    /// are retried, and a record that still cannot be stored is logged in full.
+    pub async fn audit(
+        &self,
+        ctx: &Ctx,
+        surface: &str,
+        operation: &str,
+        arguments: &Value,
+        outcome: AuditOutcome,
+    ) {
+        let record = AuditRow {
+            id: 0,
+            at_ms: now_ms(),
+            principal: ctx.principal.id.clone(),
+            principal_name: ctx.principal.name.clone(),
+            surface: surface.to_string(),
+            request_id: ctx.request_id.clone(),
+            operation: operation.to_string(),
+            arguments: redact(arguments).to_string(),
+            outcome: outcome.outcome.to_string(),
+            status: i32::from(outcome.status),
+            detail: outcome.detail,
+        };
+        let stored = retry_write("audit", || self.store.append_audit(&record)).await;
+        if let Err(error) = stored {
+            tracing::error!(
+                %error,
+                request_id = %record.request_id,
+                principal = %record.principal,
+                surface = %record.surface,
+                operation = %record.operation,
+                arguments = %record.arguments,
+                outcome = %record.outcome,
+                "AUDIT RECORD NOT STORED"
+            );
+        }
+    }
+
+    pub async fn list_audit(&self, ctx: &Ctx, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        ctx.principal.require(Scope::Admin)?;
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit must be 1..=1000"));
+        }
+        let filter = AuditFilter {
+            principal: query.principal.as_deref(),
+            operation: query.operation.as_deref(),
+            request_id: query.request_id.as_deref(),
+            before_id: query.before_id,
+            limit,
+        };
+        let rows = self.store.audit_records(&filter).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuditRecord {
+                id: row.id,
+                at: rfc3339(row.at_ms),
+                principal: row.principal,
+                principal_name: row.principal_name,
+                surface: row.surface,
+                request_id: row.request_id,
+                operation: row.operation,
+                arguments: serde_json::from_str(&row.arguments).unwrap_or(Value::Null),
+                outcome: row.outcome,
+                status: row.status.clamp(0, 999) as u16,
+                detail: row.detail,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_contents_are_redacted() {
+        let arguments = json!({
+            "devices": ["web-1"],
+            "change": {"files": [{"path": "/etc/app.conf", "content": "password=hunter2"}]},
+            "ssh_private_key": "-----BEGIN",
+            "api_token": "ifr_x",
+        });
+        let redacted = redact(&arguments);
+        let text = redacted.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("BEGIN") && !text.contains("ifr_x"));
+        assert_eq!(redacted["devices"][0], "web-1");
+        assert_eq!(redacted["change"]["files"][0]["path"], "/etc/app.conf");
+        assert_eq!(redacted["change"]["files"][0]["content"]["bytes"], 16);
+    }
+}

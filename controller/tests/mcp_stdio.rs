@@ -1,0 +1,84 @@
+//! The stdio bridge: a real MCP client speaks stdio to `infrastructor-controller mcp-stdio`,
+//! which forwards to a running controller's `/mcp` — through its authentication and scopes.
+
+// Test code: unwrap() is how a test says "this must hold".
+#![allow(clippy::unwrap_used)]
+
+use infrastructor_controller::auth::Scope;
+use infrastructor_controller::ctx::Ctx;
+use infrastructor_controller::{Controller, ControllerConfig};
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::TokioChildProcess;
+use rmcp::ServiceExt;
+
+const CONTROLLER: &str = env!("CARGO_BIN_EXE_infrastructor-controller");
+
+async fn controller(dir: &tempfile::TempDir) -> Controller {
+    let config = ControllerConfig {
+        data_dir: dir.path().to_path_buf(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        ..ControllerConfig::default()
+    };
+    Controller::start(config).await.unwrap()
+}
+
+fn bridge(controller: &Controller, token: &str) -> TokioChildProcess {
+    let mut command = tokio::process::Command::new(CONTROLLER);
+    command
+        .arg("mcp-stdio")
+        .arg("--url")
+        .arg(format!("http://{}/mcp", controller.http_addr))
+        .arg("--token")
+        .arg(token)
+        .env("INFRASTRUCTOR_LOG", "warn");
+    TokioChildProcess::new(command).unwrap()
+}
+
+#[tokio::test]
+async fn a_stdio_client_reaches_the_tools_through_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = controller(&dir).await;
+    let admin = controller.bootstrap_admin_token.clone().unwrap().token;
+    let client = ().serve(bridge(&controller, &admin)).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "deploy_change"), "{tools:?}");
+    let key = client
+        .call_tool(CallToolRequestParams::new("ssh_public_key"))
+        .await
+        .unwrap();
+    let key = key.structured_content.unwrap();
+    assert!(key["public_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh-ed25519 "));
+    client.cancel().await.unwrap();
+
+    // The bridge adds no authority of its own: a read token stays a read token.
+    let reader = controller
+        .services
+        .create_api_token(&Ctx::system("test"), "reader", Scope::Read, None)
+        .await
+        .unwrap()
+        .token;
+    let client = ().serve(bridge(&controller, &reader)).await.unwrap();
+    let refused = client
+        .call_tool(CallToolRequestParams::new("diagnose_infrastructure"))
+        .await
+        .unwrap();
+    assert_eq!(refused.is_error, Some(true));
+    assert_eq!(refused.structured_content.unwrap()["status"], 403);
+    client.cancel().await.unwrap();
+
+    // A bad token: the bridge cannot open a session and says why.
+    let output = tokio::process::Command::new(CONTROLLER)
+        .args(["mcp-stdio", "--url"])
+        .arg(format!("http://{}/mcp", controller.http_addr))
+        .args(["--token", "ifr_wrong"])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    controller.shutdown().await;
+}
