@@ -7,7 +7,7 @@ use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{DeviceRow, NewDevice};
+use crate::store::{DeviceRow, LatestSample, NewDevice};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DeviceView {
@@ -92,7 +92,8 @@ pub struct SshPublicKey {
 const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
 
 impl Services {
-    async fn view(&self, row: DeviceRow) -> Result<DeviceView> {
+    /// A device as the API shows it; `latest` holds (at least) its newest summary samples.
+    fn view(&self, row: DeviceRow, latest: &[LatestSample]) -> DeviceView {
         let session = self.sessions.get(&row.id);
         let status = match (row.kind.as_str(), &session, row.last_seen_ms) {
             ("agentless", _, _) => "agentless",
@@ -100,7 +101,10 @@ impl Services {
             (_, None, Some(_)) => "offline",
             (_, None, None) => "never_connected",
         };
-        let latest = self.store.latest_samples(&row.id, &SUMMARY_SERIES).await?;
+        let latest: Vec<&LatestSample> = latest
+            .iter()
+            .filter(|s| s.device_id == row.id && SUMMARY_SERIES.contains(&s.name.as_str()))
+            .collect();
         let summary = latest.iter().map(|s| s.ts_ms).max().map(|ts| {
             let value = |name: &str| latest.iter().find(|s| s.name == name).map(|s| s.value);
             DeviceSummary {
@@ -116,7 +120,7 @@ impl Services {
             .into_iter()
             .chain(row.last_seen_ms)
             .max();
-        Ok(DeviceView {
+        DeviceView {
             status: status.to_string(),
             last_seen_at: last_seen.map(rfc3339),
             connected_since: session.as_ref().map(|s| rfc3339(s.connected_at_ms)),
@@ -132,7 +136,7 @@ impl Services {
             spool_dropped_batches: row.spool_dropped_batches,
             spool_dropped_samples: row.spool_dropped_samples,
             summary,
-        })
+        }
     }
 
     /// A live device by ID or name, or NotFound.
@@ -151,11 +155,13 @@ impl Services {
     pub async fn list_devices(&self, ctx: &Ctx) -> Result<Vec<DeviceView>> {
         ctx.principal.require(Scope::Read)?;
         let load = async {
-            let mut views = Vec::new();
-            for row in self.store.list_devices().await? {
-                views.push(self.view(row).await?);
-            }
-            Ok::<_, Error>(views)
+            let rows = self.store.list_devices().await?;
+            let latest = self.store.latest_samples_of_all(&SUMMARY_SERIES).await?;
+            Ok::<_, Error>(
+                rows.into_iter()
+                    .map(|row| self.view(row, &latest))
+                    .collect(),
+            )
         };
         self.cache
             .get_or_load(key::DEVICES, ttl::DEVICES, load)
@@ -165,7 +171,8 @@ impl Services {
     pub async fn get_device(&self, ctx: &Ctx, id_or_name: &str) -> Result<DeviceView> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_device(id_or_name).await?;
-        self.view(row).await
+        let latest = self.store.latest_samples(&row.id, &SUMMARY_SERIES).await?;
+        Ok(self.view(row, &latest))
     }
 
     /// Registers a host reached over SSH (no agent). Host checks use it in a later release.

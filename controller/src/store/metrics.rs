@@ -100,6 +100,7 @@ pub struct SeriesRow {
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct LatestSample {
+    pub device_id: String,
     pub name: String,
     pub labels: String,
     pub ts_ms: i64,
@@ -382,23 +383,48 @@ impl Store {
         device_id: &str,
         names: &[&str],
     ) -> StoreResult<Vec<LatestSample>> {
-        let rows = read!(self, |p| {
-            sqlx::query_as::<_, LatestSample>(
-            "SELECT s.name, s.labels, m.ts_ms, m.value FROM series s JOIN samples m ON m.series_id = s.id \
-             WHERE s.device_id = $1 AND m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id) \
-             ORDER BY s.name, s.labels"
-        )
-        .bind(device_id)
-        .fetch_all(p)
-        .await
-        })?;
-        Ok(if names.is_empty() {
-            rows
-        } else {
-            rows.into_iter()
-                .filter(|r| names.contains(&r.name.as_str()))
-                .collect()
-        })
+        self.latest_samples_where(Some(device_id), names).await
+    }
+
+    /// The newest sample of the named series of every device, in one query: a device list
+    /// shows a summary per device without a query per device.
+    pub async fn latest_samples_of_all(&self, names: &[&str]) -> StoreResult<Vec<LatestSample>> {
+        self.latest_samples_where(None, names).await
+    }
+
+    async fn latest_samples_where(
+        &self,
+        device_id: Option<&str>,
+        names: &[&str],
+    ) -> StoreResult<Vec<LatestSample>> {
+        let mut sql = String::from(
+            "SELECT s.device_id, s.name, s.labels, m.ts_ms, m.value \
+             FROM series s JOIN samples m ON m.series_id = s.id \
+             WHERE m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id)",
+        );
+        let mut placeholder = 0;
+        let mut next = || {
+            placeholder += 1;
+            format!("${placeholder}")
+        };
+        if device_id.is_some() {
+            sql += &format!(" AND s.device_id = {}", next());
+        }
+        if !names.is_empty() {
+            let list: Vec<String> = names.iter().map(|_| next()).collect();
+            sql += &format!(" AND s.name IN ({})", list.join(", "));
+        }
+        sql += " ORDER BY s.device_id, s.name, s.labels";
+        Ok(read!(self, |p| {
+            let mut query = sqlx::query_as::<_, LatestSample>(&sql);
+            if let Some(device_id) = device_id {
+                query = query.bind(device_id);
+            }
+            for name in names {
+                query = query.bind(*name);
+            }
+            query.fetch_all(p).await
+        })?)
     }
 
     /// Number of raw samples of one series in a window (tests and exactly-once checks).

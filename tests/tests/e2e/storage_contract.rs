@@ -173,6 +173,52 @@ contract!(
     }
 );
 
+contract!(latest_samples_of_every_device_in_one_query, |store| {
+    for (id, name) in [("d1", "one"), ("d2", "two"), ("d3", "three")] {
+        store.insert_device(&device(id, name)).await.unwrap();
+    }
+    let mut batch = samples("cpu.usage_percent", "{}", &[(T0, 5.0), (T0 + 10_000, 7.0)]);
+    batch.extend(samples("load.1m", "{}", &[(T0, 0.5)]));
+    batch.extend(samples(
+        "disk.used_percent",
+        r#"{"mount":"/"}"#,
+        &[(T0, 50.0)],
+    ));
+    store
+        .ingest_batch("d1", 1, &batch, (0, 0), T0)
+        .await
+        .unwrap();
+    let batch = samples("cpu.usage_percent", "{}", &[(T0 + 20_000, 9.0)]);
+    store
+        .ingest_batch("d2", 1, &batch, (0, 0), T0)
+        .await
+        .unwrap();
+
+    let latest = store
+        .latest_samples_of_all(&["cpu.usage_percent", "load.1m"])
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, i64, f64)> = latest
+        .iter()
+        .map(|l| (l.device_id.as_str(), l.name.as_str(), l.ts_ms, l.value))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("d1", "cpu.usage_percent", T0 + 10_000, 7.0),
+            ("d1", "load.1m", T0, 0.5),
+            ("d2", "cpu.usage_percent", T0 + 20_000, 9.0),
+        ],
+        "newest per series, named series only, d3 has none"
+    );
+    let one = store
+        .latest_samples("d1", &["disk.used_percent"])
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!((one[0].device_id.as_str(), one[0].value), ("d1", 50.0));
+});
+
 contract!(rollups_match_raw_and_absorb_late_data, |store| {
     store.insert_device(&device("d1", "one")).await.unwrap();
     // Two 5-minute buckets in the same hour.

@@ -1,0 +1,17 @@
+//! Every end-to-end suite, one module each, in one test binary: the whole product is linked
+//! once rather than once per suite, which keeps the build small on disk and fast on two cores.
+//! Run one suite with `cargo test -p infrastructor-e2e --test e2e <suite>::`.
+
+mod config_changes;
+mod correlation;
+mod diagnostics;
+mod docker_checks;
+mod enrollment_and_streaming;
+mod exactly_once;
+mod fabric;
+mod host_checks;
+mod mcp;
+mod mtls_refusals;
+mod rest_api;
+mod ssh_driver;
+mod storage_contract;
