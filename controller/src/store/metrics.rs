@@ -402,10 +402,10 @@ impl Store {
              FROM series s JOIN samples m ON m.series_id = s.id \
              WHERE m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id)",
         );
-        let mut placeholder = 0;
+        let mut params = 0;
         let mut next = || {
-            placeholder += 1;
-            format!("${placeholder}")
+            params += 1;
+            format!("${params}")
         };
         if device_id.is_some() {
             sql += &format!(" AND s.device_id = {}", next());
