@@ -397,24 +397,29 @@ impl Store {
         device_id: Option<&str>,
         names: &[&str],
     ) -> StoreResult<Vec<LatestSample>> {
-        let mut sql = String::from(
-            "SELECT s.device_id, s.name, s.labels, m.ts_ms, m.value \
-             FROM series s JOIN samples m ON m.series_id = s.id \
-             WHERE m.ts_ms = (SELECT MAX(ts_ms) FROM samples WHERE series_id = s.id)",
-        );
+        // The newest timestamp is found once per series (an index lookup), then its sample by
+        // primary key: the cost follows the number of series, not of samples kept.
+        let mut filter = String::from("TRUE");
         let mut params = 0;
         let mut next = || {
             params += 1;
             format!("${params}")
         };
         if device_id.is_some() {
-            sql += &format!(" AND s.device_id = {}", next());
+            filter += &format!(" AND device_id = {}", next());
         }
         if !names.is_empty() {
             let list: Vec<String> = names.iter().map(|_| next()).collect();
-            sql += &format!(" AND s.name IN ({})", list.join(", "));
+            filter += &format!(" AND name IN ({})", list.join(", "));
         }
-        sql += " ORDER BY s.device_id, s.name, s.labels";
+        let sql = format!(
+            "SELECT s.device_id, s.name, s.labels, m.ts_ms, m.value FROM \
+             (SELECT id, device_id, name, labels, \
+              (SELECT MAX(ts_ms) FROM samples WHERE series_id = series.id) AS newest \
+              FROM series WHERE {filter}) s \
+             JOIN samples m ON m.series_id = s.id AND m.ts_ms = s.newest \
+             ORDER BY s.device_id, s.name, s.labels"
+        );
         Ok(read!(self, |p| {
             let mut query = sqlx::query_as::<_, LatestSample>(&sql);
             if let Some(device_id) = device_id {

@@ -1,5 +1,5 @@
 //! Fabric benchmark: what the shared stack costs per request. A real controller on loopback
-//! with a fleet of registered devices answers `list_devices` over REST and as an MCP tool
+//! with a fleet of registered devices (each with an hour of metrics) answers `list_devices` over REST and as an MCP tool
 //! (authentication, rate limit, timing, cache on every call); then the service call alone
 //! with a cache hit and with a miss, and the rate limiter alone. Printed as requests per
 //! second and latency percentiles, in process and, with `--redis`, through Redis.
@@ -13,6 +13,7 @@ use infrastructor_controller::cache::key;
 use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::ratelimit::RateLimit;
 use infrastructor_controller::services::devices::CreateAgentlessDevice;
+use infrastructor_controller::store::IngestSample;
 use infrastructor_e2e::mcp::{call, connect};
 use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
 use serde_json::json;
@@ -29,6 +30,50 @@ struct Args {
     /// Also run with the cache and rate limits in Redis at this URL.
     #[arg(long)]
     redis: Option<String>,
+}
+
+/// An hour of one-minute samples of what a host reports: the three series a device list
+/// summarises plus per-core, per-disk and per-interface series, so a list has real rows to find.
+fn host_history(now_ms: i64) -> Vec<IngestSample> {
+    let mut series: Vec<(String, String)> = ["cpu.usage_percent", "memory.used_percent", "load.1m"]
+        .iter()
+        .map(|name| (name.to_string(), "{}".to_string()))
+        .collect();
+    for core in 0..8 {
+        series.push(("cpu.core_percent".into(), format!(r#"{{"core":"{core}"}}"#)));
+    }
+    for mount in ["/", "/var", "/srv", "/home"] {
+        series.push((
+            "disk.used_percent".into(),
+            format!(r#"{{"mount":"{mount}"}}"#),
+        ));
+    }
+    for interface in ["eth0", "eth1"] {
+        for direction in ["rx", "tx"] {
+            series.push((
+                format!("net.{direction}_bytes_per_second"),
+                format!(r#"{{"interface":"{interface}"}}"#),
+            ));
+        }
+    }
+    let mut samples = Vec::new();
+    for (name, labels) in series {
+        for minute in 0..60 {
+            samples.push(IngestSample {
+                series: name.clone(),
+                labels: labels.clone(),
+                ts_ms: now_ms - (60 - minute) * 60_000,
+                value: minute as f64,
+            });
+        }
+    }
+    samples
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 const HOST_KEY: &str =
@@ -108,10 +153,16 @@ async fn bench(args: &Args, redis: Option<String>) -> anyhow::Result<()> {
                     ssh_user: "monitor".into(),
                     ssh_host_key: Some(HOST_KEY.into()),
                 };
-                services
+                let device = services
                     .create_agentless_device(&ctx, device)
                     .await
                     .expect("device");
+                let history = host_history(now_ms());
+                services
+                    .store
+                    .ingest_batch(&device.id, 1, &history, (0, 0), now_ms())
+                    .await
+                    .expect("ingest");
             }
         })
         .await;
@@ -158,6 +209,20 @@ async fn bench(args: &Args, redis: Option<String>) -> anyhow::Result<()> {
             })
             .await
             .print("service list_devices, cache miss");
+            Measured::run(requests, || async {
+                services.store.list_devices().await.expect("rows");
+            })
+            .await
+            .print("  of which: device rows");
+            Measured::run(requests, || async {
+                services
+                    .store
+                    .latest_samples_of_all(&["cpu.usage_percent", "memory.used_percent", "load.1m"])
+                    .await
+                    .expect("latest");
+            })
+            .await
+            .print("  of which: newest summary samples");
             let mut principal = 0u64;
             Measured::run(requests, || {
                 principal += 1;
