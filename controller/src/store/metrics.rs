@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgConnection, QueryBuilder, SqliteConnection};
 
-use super::{on_pool, read, Store, StoreResult};
+use super::{on_pool, read, Backend, Store, StoreError, StoreResult};
 
 /// One validated sample; `labels` is canonical JSON (sorted keys).
 #[derive(Clone, Debug)]
@@ -156,6 +156,61 @@ impl InsertSamples for PgConnection {
     }
 }
 
+/// A device whose high-water mark a group moves, from `from` (as read) to `to`.
+#[derive(Debug, PartialEq)]
+struct MarkAdvance<'a> {
+    device_id: &'a str,
+    from: i64,
+    to: i64,
+    /// Spool loss as reported by the last batch stored.
+    dropped: (u64, u64),
+}
+
+/// What a group does to high-water marks, decided in memory from the marks read at the start
+/// of its transaction — exactly what applying the batches one by one in `order` (device, then
+/// seq) would do. A batch is stored when it is above its device's mark and its predecessor
+/// (`after_seq`) is not; at or below the mark it is a duplicate; otherwise (or for an unknown
+/// device) it is out of order. Outcomes are in input order.
+fn plan_marks<'a>(
+    batches: &'a [BatchToIngest],
+    order: &[usize],
+    marks: &HashMap<String, i64>,
+) -> (Vec<IngestOutcome>, Vec<MarkAdvance<'a>>) {
+    let mut outcomes = vec![IngestOutcome::OutOfOrder; batches.len()];
+    let mut advances: Vec<MarkAdvance<'a>> = Vec::new();
+    for &index in order {
+        let batch = &batches[index];
+        let Some(&read) = marks.get(&batch.device_id) else {
+            continue;
+        };
+        let current = match advances.last() {
+            Some(advance) if advance.device_id == batch.device_id => advance.to,
+            _ => read,
+        };
+        let seq = batch.seq as i64;
+        outcomes[index] = if current < seq && current >= batch.after_seq as i64 {
+            match advances.last_mut() {
+                Some(advance) if advance.device_id == batch.device_id => {
+                    advance.to = seq;
+                    advance.dropped = batch.dropped;
+                }
+                _ => advances.push(MarkAdvance {
+                    device_id: &batch.device_id,
+                    from: read,
+                    to: seq,
+                    dropped: batch.dropped,
+                }),
+            }
+            IngestOutcome::Stored
+        } else if current >= seq {
+            IngestOutcome::Duplicate
+        } else {
+            IngestOutcome::OutOfOrder
+        };
+    }
+    (outcomes, advances)
+}
+
 impl Store {
     /// Series ids of every sample already known, looked up under one lock for the group.
     fn cached_series_ids(&self, batches: &[BatchToIngest]) -> Vec<Vec<Option<i64>>> {
@@ -231,47 +286,79 @@ impl Store {
         batches: &[BatchToIngest],
         now_ms: i64,
     ) -> StoreResult<Vec<IngestOutcome>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut order: Vec<usize> = (0..batches.len()).collect();
         order.sort_by(|a, b| {
             (batches[*a].device_id.as_str(), batches[*a].seq)
                 .cmp(&(batches[*b].device_id.as_str(), batches[*b].seq))
         });
         let known = self.cached_series_ids(batches);
+        let mut devices: Vec<&str> = order
+            .iter()
+            .map(|&i| batches[i].device_id.as_str())
+            .collect();
+        devices.dedup();
+        // One read of every mark the group touches; PostgreSQL locks those rows (in ID order,
+        // so concurrent groups cannot deadlock) until the commit, as the updates did before.
+        let params: Vec<String> = (1..=devices.len()).map(|n| format!("${n}")).collect();
+        let mut read_marks = format!(
+            "SELECT id, high_water_mark FROM devices WHERE id IN ({}) ORDER BY id",
+            params.join(", ")
+        );
+        if self.backend() == Backend::Postgres {
+            read_marks += " FOR UPDATE";
+        }
         let mut new_series: Vec<((String, String, String), i64)> = Vec::new();
         let outcomes = on_pool!(&self.writer, |p| {
             let mut tx = p.begin().await?;
-            let mut outcomes = vec![IngestOutcome::Duplicate; batches.len()];
+            let mut select = sqlx::query_as::<_, (String, i64)>(&read_marks);
+            for device_id in &devices {
+                select = select.bind(*device_id);
+            }
+            let marks: HashMap<String, i64> =
+                select.fetch_all(&mut *tx).await?.into_iter().collect();
+            let (outcomes, advances) = plan_marks(batches, &order, &marks);
+            if !advances.is_empty() {
+                let mut update = QueryBuilder::new(
+                    "WITH moved (id, from_seq, to_seq, dropped_batches, dropped_samples) AS (",
+                );
+                update.push_values(&advances, |mut row, advance| {
+                    row.push_bind(advance.device_id)
+                        .push_bind(advance.from)
+                        .push_bind(advance.to)
+                        .push_bind(advance.dropped.0 as i64)
+                        .push_bind(advance.dropped.1 as i64);
+                });
+                update
+                    .push(
+                        ") UPDATE devices SET high_water_mark = moved.to_seq, \
+                         spool_dropped_batches = moved.dropped_batches, \
+                         spool_dropped_samples = moved.dropped_samples, last_seen_ms = ",
+                    )
+                    .push_bind(now_ms)
+                    .push(
+                        " FROM moved WHERE devices.id = moved.id \
+                         AND devices.high_water_mark = moved.from_seq",
+                    );
+                let updated = update.build().execute(&mut *tx).await?.rows_affected();
+                if updated != advances.len() as u64 {
+                    // Another writer moved a mark since it was read: store nothing; the
+                    // batches are resent and decided again.
+                    return Err(StoreError::Conflict(
+                        "a high-water mark moved during ingest".into(),
+                    ));
+                }
+            }
             let mut rows = Vec::new();
             let mut pending = Vec::new();
             let mut resolved: HashMap<(String, String, String), i64> = HashMap::new();
             for &index in &order {
-                let batch = &batches[index];
-                let advanced = sqlx::query(
-                    "UPDATE devices SET high_water_mark = $2, last_seen_ms = $3, \
-                     spool_dropped_batches = $4, spool_dropped_samples = $5 \
-                     WHERE id = $1 AND high_water_mark < $2 AND high_water_mark >= $6",
-                )
-                .bind(&batch.device_id)
-                .bind(batch.seq as i64)
-                .bind(now_ms)
-                .bind(batch.dropped.0 as i64)
-                .bind(batch.dropped.1 as i64)
-                .bind(batch.after_seq as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if advanced == 0 {
-                    let mark: Option<(i64,)> =
-                        sqlx::query_as("SELECT high_water_mark FROM devices WHERE id = $1")
-                            .bind(&batch.device_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if !matches!(mark, Some((mark,)) if mark >= batch.seq as i64) {
-                        outcomes[index] = IngestOutcome::OutOfOrder;
-                    }
+                if outcomes[index] != IngestOutcome::Stored {
                     continue;
                 }
-                outcomes[index] = IngestOutcome::Stored;
+                let batch = &batches[index];
                 for (sample, cached) in batch.samples.iter().zip(&known[index]) {
                     if let Some(id) = cached {
                         rows.push((*id, sample.ts_ms, sample.value));
@@ -318,15 +405,14 @@ impl Store {
             if !rows.is_empty() {
                 tx.insert_samples(&rows).await?;
             }
-            for (device_id, from, to) in merge_ranges(pending) {
-                sqlx::query(
-                    "INSERT INTO rollup_pending (device_id, from_ms, to_ms) VALUES ($1, $2, $3)",
-                )
-                .bind(device_id)
-                .bind(from)
-                .bind(to)
-                .execute(&mut *tx)
-                .await?;
+            let pending = merge_ranges(pending);
+            if !pending.is_empty() {
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO rollup_pending (device_id, from_ms, to_ms) ");
+                insert.push_values(&pending, |mut row, (device_id, from, to)| {
+                    row.push_bind(*device_id).push_bind(*from).push_bind(*to);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             outcomes
@@ -535,5 +621,83 @@ impl Store {
                 .map(|r| r.rows_affected()))?;
         }
         Ok((deleted[0], deleted[1], deleted[2]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use IngestOutcome::{Duplicate, OutOfOrder, Stored};
+
+    fn batch(device: &str, seq: u64, after_seq: u64) -> BatchToIngest {
+        BatchToIngest {
+            device_id: device.into(),
+            seq,
+            after_seq,
+            samples: Vec::new(),
+            dropped: (seq, seq * 10),
+        }
+    }
+
+    fn plan(batches: &[BatchToIngest], marks: &[(&str, i64)]) -> Vec<IngestOutcome> {
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by_key(|&i| (batches[i].device_id.clone(), batches[i].seq));
+        let marks = marks.iter().map(|(d, m)| (d.to_string(), *m)).collect();
+        plan_marks(batches, &order, &marks).0
+    }
+
+    #[test]
+    fn a_chain_of_batches_moves_the_mark_once_to_its_end() {
+        let batches = [batch("a", 6, 5), batch("a", 4, 3), batch("a", 5, 4)];
+        let order = vec![1, 2, 0];
+        let marks = HashMap::from([("a".to_string(), 3)]);
+        let (outcomes, advances) = plan_marks(&batches, &order, &marks);
+        assert_eq!(outcomes, vec![Stored, Stored, Stored]);
+        assert_eq!(
+            advances,
+            vec![MarkAdvance {
+                device_id: "a",
+                from: 3,
+                to: 6,
+                dropped: (6, 60)
+            }]
+        );
+    }
+
+    #[test]
+    fn replays_are_duplicates_and_a_hole_stops_the_stream() {
+        // Mark at 4: 3 and 4 are replays, 5 follows, 7 waits on 6 which never came.
+        let batches = [
+            batch("a", 3, 2),
+            batch("a", 4, 3),
+            batch("a", 5, 4),
+            batch("a", 7, 6),
+        ];
+        assert_eq!(
+            plan(&batches, &[("a", 4)]),
+            vec![Duplicate, Duplicate, Stored, OutOfOrder]
+        );
+    }
+
+    #[test]
+    fn the_same_seq_twice_in_one_group_is_stored_once() {
+        let batches = [batch("a", 1, 0), batch("a", 1, 0)];
+        let outcomes = plan(&batches, &[("a", 0)]);
+        assert_eq!(outcomes.iter().filter(|o| **o == Stored).count(), 1);
+        assert_eq!(outcomes.iter().filter(|o| **o == Duplicate).count(), 1);
+    }
+
+    #[test]
+    fn devices_are_decided_independently_and_unknown_ones_are_refused() {
+        let batches = [batch("b", 2, 1), batch("a", 9, 0), batch("gone", 1, 0)];
+        let marks = HashMap::from([("a".to_string(), 0), ("b".to_string(), 5)]);
+        let order = vec![1, 0, 2];
+        let (outcomes, advances) = plan_marks(&batches, &order, &marks);
+        assert_eq!(outcomes, vec![Duplicate, Stored, OutOfOrder]);
+        assert_eq!(advances.len(), 1);
+        assert_eq!(
+            (advances[0].device_id, advances[0].from, advances[0].to),
+            ("a", 0, 9)
+        );
     }
 }
