@@ -1,5 +1,7 @@
 //! Device registry operations.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, validate, Services};
@@ -92,7 +94,7 @@ pub struct SshPublicKey {
 const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
 
 impl Services {
-    /// A device as the API shows it; `latest` holds (at least) its newest summary samples.
+    /// A device as the API shows it; `latest` holds its newest summary samples.
     fn view(&self, row: DeviceRow, latest: &[LatestSample]) -> DeviceView {
         let session = self.sessions.get(&row.id);
         let status = match (row.kind.as_str(), &session, row.last_seen_ms) {
@@ -101,10 +103,6 @@ impl Services {
             (_, None, Some(_)) => "offline",
             (_, None, None) => "never_connected",
         };
-        let latest: Vec<&LatestSample> = latest
-            .iter()
-            .filter(|s| s.device_id == row.id && SUMMARY_SERIES.contains(&s.name.as_str()))
-            .collect();
         let summary = latest.iter().map(|s| s.ts_ms).max().map(|ts| {
             let value = |name: &str| latest.iter().find(|s| s.name == name).map(|s| s.value);
             DeviceSummary {
@@ -156,10 +154,19 @@ impl Services {
         ctx.principal.require(Scope::Read)?;
         let load = async {
             let rows = self.store.list_devices().await?;
-            let latest = self.store.latest_samples_of_all(&SUMMARY_SERIES).await?;
+            let mut latest: HashMap<String, Vec<LatestSample>> = HashMap::new();
+            for sample in self.store.latest_samples_of_all(&SUMMARY_SERIES).await? {
+                latest
+                    .entry(sample.device_id.clone())
+                    .or_default()
+                    .push(sample);
+            }
             Ok::<_, Error>(
                 rows.into_iter()
-                    .map(|row| self.view(row, &latest))
+                    .map(|row| {
+                        let samples = latest.remove(&row.id).unwrap_or_default();
+                        self.view(row, &samples)
+                    })
                     .collect(),
             )
         };

@@ -40,6 +40,24 @@ async fn device_and_infrastructure_diagnoses() {
             .then_some(())
     })
     .await;
+    // The list shows each device's own summary (one query for every device's samples).
+    let list = eventually(Duration::from_secs(30), "summary in the list", || async {
+        let (_, list) = controller.get_json("/devices").await;
+        let online = list
+            .as_array()?
+            .iter()
+            .find(|d| d["id"] == online_id.as_str())?;
+        online["summary"]["cpu_usage_percent"]
+            .is_number()
+            .then_some(list)
+    })
+    .await;
+    for device in list.as_array().unwrap() {
+        if device["id"] != online_id.as_str() {
+            assert!(device["summary"].is_null(), "{device}");
+        }
+    }
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
 
     let (status, online) = controller
         .post_json(&format!("/devices/{online_id}/diagnose"))
