@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use infrastructor_controller::fleet::ssh_driver::SshTarget;
+
 use crate::services_required;
 
 pub struct Sshd {
@@ -18,6 +20,16 @@ pub struct Sshd {
 }
 
 impl Sshd {
+    /// This sshd as the driver reaches it: loopback, the current user, its real host key.
+    pub fn target(&self) -> SshTarget {
+        self.target_pinned_to(&self.host_public_key)
+    }
+
+    /// This sshd with `host_key` pinned instead of its real one.
+    pub fn target_pinned_to(&self, host_key: &str) -> SshTarget {
+        SshTarget::new("127.0.0.1", self.port, &current_user(), host_key).expect("SSH target")
+    }
+
     /// Authorizes the controller's own SSH key (`GET /ssh-public-key`), as an operator would.
     pub async fn authorize(&self, controller: &crate::TestController) {
         let (status, key) = controller.get_json("/ssh-public-key").await;

@@ -91,7 +91,8 @@ pub struct SshPublicKey {
     pub public_key: String,
 }
 
-const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
+/// The series a device's summary shows, in device lists and views.
+pub const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
 
 impl Services {
     /// A device as the API shows it; `latest` holds its newest summary samples.

@@ -472,7 +472,7 @@ impl Store {
         self.latest_samples_where(Some(device_id), names).await
     }
 
-    /// The newest sample of the named series of every device, in one query: a device list
+    /// The newest sample of the named series of every live device, in one query: a device list
     /// shows a summary per device without a query per device.
     pub async fn latest_samples_of_all(&self, names: &[&str]) -> StoreResult<Vec<LatestSample>> {
         self.latest_samples_where(None, names).await
@@ -491,8 +491,11 @@ impl Store {
             params += 1;
             format!("${params}")
         };
-        if device_id.is_some() {
-            filter += &format!(" AND device_id = {}", next());
+        match device_id {
+            Some(_) => filter += &format!(" AND device_id = {}", next()),
+            None => {
+                filter += " AND device_id IN (SELECT id FROM devices WHERE revoked_at_ms IS NULL)"
+            }
         }
         if !names.is_empty() {
             let list: Vec<String> = names.iter().map(|_| next()).collect();

@@ -12,7 +12,7 @@ use clap::Parser;
 use infrastructor_controller::cache::key;
 use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::ratelimit::RateLimit;
-use infrastructor_controller::services::devices::CreateAgentlessDevice;
+use infrastructor_controller::services::devices::{CreateAgentlessDevice, SUMMARY_SERIES};
 use infrastructor_controller::store::IngestSample;
 use infrastructor_e2e::mcp::{call, connect};
 use infrastructor_e2e::{controller_config, path, temp_dir, Backend, TestController};
@@ -35,7 +35,7 @@ struct Args {
 /// An hour of one-minute samples of what a host reports: the three series a device list
 /// summarises plus per-core, per-disk and per-interface series, so a list has real rows to find.
 fn host_history(now_ms: i64) -> Vec<IngestSample> {
-    let mut series: Vec<(String, String)> = ["cpu.usage_percent", "memory.used_percent", "load.1m"]
+    let mut series: Vec<(String, String)> = SUMMARY_SERIES
         .iter()
         .map(|name| (name.to_string(), "{}".to_string()))
         .collect();
@@ -217,7 +217,7 @@ async fn bench(args: &Args, redis: Option<String>) -> anyhow::Result<()> {
             Measured::run(requests, || async {
                 services
                     .store
-                    .latest_samples_of_all(&["cpu.usage_percent", "memory.used_percent", "load.1m"])
+                    .latest_samples_of_all(&SUMMARY_SERIES)
                     .await
                     .expect("latest");
             })

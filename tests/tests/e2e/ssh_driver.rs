@@ -14,13 +14,7 @@ use infrastructor_e2e::sshd::{current_user, keygen, start_sshd};
 async fn commands_run_over_ssh_with_a_pinned_host_key() {
     let Some(sshd) = start_sshd() else { return };
     let driver = SshDriver::new(&sshd.client_private_key, 2).unwrap();
-    let target = SshTarget::new(
-        "127.0.0.1",
-        sshd.port,
-        &current_user(),
-        &sshd.host_public_key,
-    )
-    .unwrap();
+    let target = sshd.target();
 
     let output = driver
         .run(&target, &command::uname(), Duration::from_secs(20))
@@ -52,7 +46,7 @@ async fn a_changed_host_key_is_refused() {
     let other = tempfile::tempdir().unwrap();
     keygen(&other.path().join("impostor"));
     let wrong_key = std::fs::read_to_string(other.path().join("impostor.pub")).unwrap();
-    let target = SshTarget::new("127.0.0.1", sshd.port, &current_user(), &wrong_key).unwrap();
+    let target = sshd.target_pinned_to(&wrong_key);
     let error = driver
         .run(&target, &command::uname(), Duration::from_secs(20))
         .await
@@ -68,13 +62,7 @@ async fn a_changed_host_key_is_refused() {
         2,
     )
     .unwrap();
-    let target = SshTarget::new(
-        "127.0.0.1",
-        sshd.port,
-        &current_user(),
-        &sshd.host_public_key,
-    )
-    .unwrap();
+    let target = sshd.target();
     let error = stranger
         .run(&target, &command::uname(), Duration::from_secs(20))
         .await
@@ -203,13 +191,7 @@ async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
 async fn a_pooled_connection_is_never_reused_for_a_different_pinned_key() {
     let Some(sshd) = start_sshd() else { return };
     let driver = SshDriver::new(&sshd.client_private_key, 2).unwrap();
-    let genuine = SshTarget::new(
-        "127.0.0.1",
-        sshd.port,
-        &current_user(),
-        &sshd.host_public_key,
-    )
-    .unwrap();
+    let genuine = sshd.target();
     driver
         .run(&genuine, &command::uname(), Duration::from_secs(20))
         .await
@@ -218,8 +200,7 @@ async fn a_pooled_connection_is_never_reused_for_a_different_pinned_key() {
     let other = tempfile::tempdir().unwrap();
     keygen(&other.path().join("impostor"));
     let wrong_key = std::fs::read_to_string(other.path().join("impostor.pub")).unwrap();
-    let pinned_elsewhere =
-        SshTarget::new("127.0.0.1", sshd.port, &current_user(), &wrong_key).unwrap();
+    let pinned_elsewhere = sshd.target_pinned_to(&wrong_key);
     let error = driver
         .run(
             &pinned_elsewhere,
@@ -283,13 +264,7 @@ async fn host_keys_can_come_from_a_known_hosts_file_at_registration() {
 async fn connections_per_host_are_bounded_and_reused() {
     let Some(sshd) = start_sshd() else { return };
     let driver = std::sync::Arc::new(SshDriver::new(&sshd.client_private_key, 1).unwrap());
-    let target = SshTarget::new(
-        "127.0.0.1",
-        sshd.port,
-        &current_user(),
-        &sshd.host_public_key,
-    )
-    .unwrap();
+    let target = sshd.target();
     // Four concurrent commands with a limit of one connection: they queue for it.
     let runs = (0..4).map(|_| {
         let driver = driver.clone();

@@ -193,6 +193,12 @@ contract!(latest_samples_of_every_device_in_one_query, |store| {
         .ingest_batch("d2", 1, &batch, (0, 0), T0)
         .await
         .unwrap();
+    store.insert_device(&device("d4", "revoked")).await.unwrap();
+    store
+        .ingest_batch("d4", 1, &batch, (0, 0), T0)
+        .await
+        .unwrap();
+    assert!(store.revoke_device("d4", T0).await.unwrap());
 
     let latest = store
         .latest_samples_of_all(&["cpu.usage_percent", "load.1m"])
@@ -209,7 +215,7 @@ contract!(latest_samples_of_every_device_in_one_query, |store| {
             ("d1", "load.1m", T0, 0.5),
             ("d2", "cpu.usage_percent", T0 + 20_000, 9.0),
         ],
-        "newest per series, named series only, d3 has none"
+        "newest per series, named series only, d3 has none, revoked d4 left out"
     );
     let one = store
         .latest_samples("d1", &["disk.used_percent"])
