@@ -1,4 +1,9 @@
 //! The controller's own metrics, exposed in Prometheus text format at `/metrics`.
+//!
+//! Label values come only from closed sets — known HTTP methods ([`method_label`]), route
+//! templates of the router, operation IDs of the table, fixed outcome names — never from what a
+//! caller sent, so no request can add series or shape the exposition. [`closed`] enforces it
+//! once more where values are recorded.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +13,37 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+/// The label of a value outside the closed set.
+pub const OTHER: &str = "other";
+
+/// An HTTP method as a label: the standard methods, anything else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or(OTHER)
+}
+
+/// A label value as recorded: values from the closed sets pass; anything with characters no
+/// route template, operation ID or method has (quotes, newlines, `#`, spaces in odd places) or
+/// longer than any of them is `other`.
+pub fn closed(value: &str) -> &str {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./{}* ".contains(c);
+    if !value.is_empty() && value.len() <= 96 && value.chars().all(safe) {
+        value
+    } else {
+        OTHER
+    }
+}
+
+fn label(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), closed(value).to_string())
+}
 
 pub struct Telemetry {
     registry: Registry,
@@ -41,13 +77,13 @@ impl Default for CacheMetrics {
 impl CacheMetrics {
     pub fn count(&self, result: &str) {
         self.lookups
-            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .get_or_create(&vec![label("result", result)])
             .inc();
     }
 
     pub fn get(&self, result: &str) -> u64 {
         self.lookups
-            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .get_or_create(&vec![label("result", result)])
             .get()
     }
 }
@@ -130,16 +166,16 @@ impl Telemetry {
 
     pub fn count_batch(&self, outcome: &str) {
         self.ingest_batches
-            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .get_or_create(&vec![label("outcome", outcome)])
             .inc();
     }
 
     pub fn count_request(&self, method: &str, route: &str, status: u16) {
         self.http_requests
             .get_or_create(&vec![
-                ("method".to_string(), method.to_string()),
-                ("route".to_string(), route.to_string()),
-                ("status".to_string(), status.to_string()),
+                label("method", method_label(method)),
+                label("route", route),
+                label("status", &status.to_string()),
             ])
             .inc();
     }
@@ -163,10 +199,7 @@ impl Telemetry {
     }
 
     pub fn observe_operation(&self, surface: &str, operation: &str, seconds: f64, failed: bool) {
-        let labels = vec![
-            ("surface".to_string(), surface.to_string()),
-            ("operation".to_string(), operation.to_string()),
-        ];
+        let labels = vec![label("surface", surface), label("operation", operation)];
         self.operation_seconds
             .get_or_create(&labels)
             .observe(seconds);
@@ -180,5 +213,23 @@ impl Telemetry {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_closed_values_become_labels() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("FOO\n# EOF"), OTHER);
+        assert_eq!(
+            closed("/api/v1/devices/{device}"),
+            "/api/v1/devices/{device}"
+        );
+        assert_eq!(closed("GET /healthz"), "GET /healthz");
+        assert_eq!(closed("x\"} 1\n# EOF"), OTHER);
+        assert_eq!(closed(&"a".repeat(200)), OTHER);
     }
 }

@@ -488,7 +488,49 @@ pub fn agent_config(state_dir: &Path, interval: Duration) -> AgentConfig {
     config
 }
 
+/// A change policy allowing writes under `root` with the given validators.
+pub fn change_policy(
+    root: &Path,
+    validators: &[(&str, &[&str])],
+) -> infrastructor_agent::change::ChangePolicy {
+    infrastructor_agent::change::ChangePolicy {
+        roots: vec![infrastructor_agent::hostops::names::ManagedPath::new(
+            root.to_str().expect("UTF-8 root"),
+        )
+        .expect("managed root")],
+        validators: validators
+            .iter()
+            .map(|(name, argv)| {
+                (
+                    name.to_string(),
+                    argv.iter().map(|a| a.to_string()).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
 impl TestAgent {
+    /// An agent daemon enrolled at `controller`, with `policy` for changes, once connected;
+    /// and its device ID.
+    pub async fn connected_with_changes(
+        controller: &TestController,
+        state: &Path,
+        policy: infrastructor_agent::change::ChangePolicy,
+    ) -> (Self, String) {
+        let identity = controller.enroll(state).await;
+        let mut config = agent_config(state, Duration::from_secs(1));
+        config.changes = policy;
+        let agent = Self::start(config, Box::new(SequenceSource::new(0, 0).0));
+        let handle = agent.handle.clone();
+        eventually(Duration::from_secs(10), "agent connected", || {
+            let connected = handle.is_connected();
+            async move { connected.then_some(()) }
+        })
+        .await;
+        (agent, identity.meta.device_id)
+    }
+
     pub fn start(config: AgentConfig, source: Box<dyn MetricSource>) -> Self {
         let agent = Agent::new(config).expect("agent");
         let handle = agent.handle();

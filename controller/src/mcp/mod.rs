@@ -125,8 +125,12 @@ impl ServerHandler for McpServer {
         let failed = outcome
             .as_ref()
             .is_err_and(|e| crate::rest::problem::status_for(e.kind()).is_server_error());
-        self.services
-            .record_operation(tools::SURFACE, &request.name, started.elapsed(), failed);
+        self.services.record_operation(
+            tools::SURFACE,
+            tools::label(&request.name),
+            started.elapsed(),
+            failed,
+        );
         Ok(CallToolResponse::Complete(match outcome {
             Ok(value) => with_request_id(CallToolResult::structured(as_object(value)), &ctx),
             Err(error) => tool_error(&error, &ctx),

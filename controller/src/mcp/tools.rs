@@ -18,6 +18,14 @@ use crate::services::Services;
 /// How MCP calls are named in the audit log and the performance summary.
 pub const SURFACE: &str = "mcp";
 
+/// A tool name as recorded in telemetry and timings: an offered tool's ID, else `other` — a
+/// caller's unknown tool name never becomes a label.
+pub fn label(name: &str) -> &'static str {
+    by_id(name)
+        .filter(|o| o.mcp)
+        .map_or(crate::telemetry::OTHER, |o| o.id)
+}
+
 /// Every operation offered over MCP, as a tool.
 pub fn catalog() -> Vec<Tool> {
     OPERATIONS.iter().filter(|o| o.mcp).map(tool).collect()

@@ -228,7 +228,8 @@ pub fn caller(parts: &Parts) -> Option<Ctx> {
 pub async fn observe(State(services): State<Services>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_of(&request);
-    let method = request.method().clone();
+    // A caller may send any method; only the standard ones become labels or log fields.
+    let method = crate::telemetry::method_label(request.method().as_str());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -254,10 +255,10 @@ pub async fn observe(State(services): State<Services>, request: Request, next: N
     }
     services
         .telemetry
-        .count_request(method.as_str(), &route, status.as_u16());
+        .count_request(method, &route, status.as_u16());
     // Operations of the table are timed under their ID; MCP tool calls are timed by the MCP
     // server under the tool name, so `/mcp` itself is transport and timed like other routes.
-    let (surface, operation) = match crate::operations::by_route(method.as_str(), &route) {
+    let (surface, operation) = match crate::operations::by_route(method, &route) {
         Some(operation) => ("rest", operation.id.to_string()),
         None => ("http", format!("{method} {route}")),
     };

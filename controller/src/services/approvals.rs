@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::audit::AuditOutcome;
+use super::redact::{redact, Clearance};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::{Principal, Scope};
 use crate::ctx::Ctx;
@@ -25,9 +26,9 @@ pub struct Approval {
     /// pending, approved, rejected or expired.
     pub state: String,
     pub operation: String,
-    /// The arguments with secrets and file contents redacted.
+    /// The arguments, redacted for the viewer (see [`super::redact`]).
     pub arguments: Value,
-    /// What the request would do (e.g. the diffs of a change).
+    /// What the request would do (e.g. the diffs of a change), redacted for the viewer.
     pub plan: Value,
     pub requested_by: String,
     pub request_id: String,
@@ -37,7 +38,8 @@ pub struct Approval {
     pub decided_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
-    /// Once approved: the operation's output, or its error.
+    /// Once approved: the operation's output (secrets withheld; the approver alone sees them,
+    /// once, in the answer to the approval), or its error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// How to decide it.
@@ -46,7 +48,7 @@ pub struct Approval {
 }
 
 impl Approval {
-    fn from_row(row: ApprovalRow, now: i64) -> Self {
+    fn from_row(row: ApprovalRow, now: i64, clearance: Clearance) -> Self {
         let state = if row.state == "pending" && row.expires_at_ms <= now {
             "expired".to_string()
         } else {
@@ -59,11 +61,9 @@ impl Approval {
             )
         });
         Self {
-            arguments: serde_json::from_str(&row.arguments)
-                .map(|a| super::audit::redact(&a))
-                .unwrap_or(Value::Null),
-            plan: serde_json::from_str(&row.preview).unwrap_or(Value::Null),
-            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+            arguments: shown(&row.arguments, clearance),
+            plan: shown(&row.preview, clearance),
+            result: row.result.as_deref().map(|r| shown(r, clearance)),
             id: row.id,
             state,
             operation: row.operation,
@@ -76,6 +76,13 @@ impl Approval {
             approve_with,
         }
     }
+}
+
+/// A stored JSON text as a viewer with `clearance` may see it.
+fn shown(stored: &str, clearance: Clearance) -> Value {
+    serde_json::from_str(stored)
+        .map(|value| redact(&value, clearance))
+        .unwrap_or(Value::Null)
 }
 
 impl Services {
@@ -106,7 +113,11 @@ impl Services {
         };
         self.store.insert_approval(&row).await?;
         tracing::info!(approval = %row.id, operation, "request held for approval");
-        Ok(Approval::from_row(row, now))
+        Ok(Approval::from_row(
+            row,
+            now,
+            Clearance::of(ctx.principal.scope),
+        ))
     }
 
     pub async fn list_approvals(
@@ -135,7 +146,7 @@ impl Services {
             .approvals(stored_state, limit)
             .await?
             .into_iter()
-            .map(|row| Approval::from_row(row, now))
+            .map(|row| Approval::from_row(row, now, Clearance::of(ctx.principal.scope)))
             .filter(|approval| state.is_none_or(|wanted| approval.state == wanted))
             .collect())
     }
@@ -143,7 +154,11 @@ impl Services {
     pub async fn get_approval(&self, ctx: &Ctx, id: &str) -> Result<Approval> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_approval(id).await?;
-        Ok(Approval::from_row(row, now_ms()))
+        Ok(Approval::from_row(
+            row,
+            now_ms(),
+            Clearance::of(ctx.principal.scope),
+        ))
     }
 
     /// Runs the held request with the requester's principal and scope, under this request's
@@ -170,14 +185,19 @@ impl Services {
             AuditOutcome::of(&result),
         )
         .await;
-        let stored = match &result {
+        let outcome = match &result {
             Ok(value) => serde_json::json!({"ok": value}),
             Err(error) => serde_json::json!({"error": error.public_message()}),
         };
+        // Kept without its secrets (a join token is never stored readable); the approver, whose
+        // decision created them, sees the full output in this answer only.
+        let stored = redact(&outcome, Clearance::Contents);
         self.store
             .set_approval_result(id, &stored.to_string())
             .await?;
-        self.get_approval(ctx, id).await
+        let mut approval = self.get_approval(ctx, id).await?;
+        approval.result = Some(outcome);
+        Ok(approval)
     }
 
     pub async fn reject_request(&self, ctx: &Ctx, id: &str) -> Result<Approval> {
@@ -196,7 +216,7 @@ impl Services {
             ));
         }
         let now = now_ms();
-        let current = Approval::from_row(row.clone(), now);
+        let current = Approval::from_row(row.clone(), now, Clearance::Summary);
         if current.state != "pending" {
             return Err(Error::Conflict(format!(
                 "approval {id} is {}, not pending",

@@ -1,30 +1,20 @@
 //! The audit trail: every mutation from any surface is recorded with its principal, surface,
 //! correlation ID, redacted arguments and outcome, and read back at `GET /api/v1/audit`.
 //!
-//! Arguments are stored redacted: values under secret-looking keys are replaced, and file
-//! contents are replaced by their size and SHA-256, which still proves what was deployed.
+//! Arguments are stored redacted at [`Clearance::Summary`] (see [`super::redact`]): secrets
+//! are replaced, and file contents by their size and SHA-256, which still proves what was
+//! deployed.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
+use super::redact::{redact, Clearance};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::recovery::retry_write;
 use crate::store::{AuditFilter, AuditRow};
-
-/// Keys whose values are never stored (matched case-insensitively, as substrings).
-const SECRET_KEYS: &[&str] = &[
-    "token",
-    "secret",
-    "password",
-    "passphrase",
-    "private_key",
-    "credential",
-    "authorization",
-];
 
 /// How a mutation ended.
 #[derive(Clone, Debug)]
@@ -96,36 +86,6 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-/// `arguments` with secrets and file contents replaced.
-pub fn redact(arguments: &Value) -> Value {
-    match arguments {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| {
-                    let lower = key.to_ascii_lowercase();
-                    let value = if SECRET_KEYS.iter().any(|secret| lower.contains(secret)) {
-                        json!("[redacted]")
-                    } else if lower == "content" {
-                        match value {
-                            Value::String(text) => json!({
-                                "redacted": true,
-                                "bytes": text.len(),
-                                "sha256": hex::encode(Sha256::digest(text.as_bytes())),
-                            }),
-                            _ => json!("[redacted]"),
-                        }
-                    } else {
-                        redact(value)
-                    };
-                    (key.clone(), value)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
-        other => other.clone(),
-    }
-}
-
 impl Services {
     /// Records one mutation. An audit record must not be lost: transient database failures
     /// are retried, and a record that still cannot be stored is logged in full.
@@ -145,7 +105,7 @@ impl Services {
             surface: surface.to_string(),
             request_id: ctx.request_id.clone(),
             operation: operation.to_string(),
-            arguments: redact(arguments).to_string(),
+            arguments: redact(arguments, Clearance::Summary).to_string(),
             outcome: outcome.outcome.to_string(),
             status: i32::from(outcome.status),
             detail: outcome.detail,
@@ -195,26 +155,5 @@ impl Services {
                 detail: row.detail,
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_and_contents_are_redacted() {
-        let arguments = json!({
-            "devices": ["web-1"],
-            "change": {"files": [{"path": "/etc/app.conf", "content": "password=hunter2"}]},
-            "ssh_private_key": "-----BEGIN",
-            "api_token": "ifr_x",
-        });
-        let redacted = redact(&arguments);
-        let text = redacted.to_string();
-        assert!(!text.contains("hunter2") && !text.contains("BEGIN") && !text.contains("ifr_x"));
-        assert_eq!(redacted["devices"][0], "web-1");
-        assert_eq!(redacted["change"]["files"][0]["path"], "/etc/app.conf");
-        assert_eq!(redacted["change"]["files"][0]["content"]["bytes"], 16);
     }
 }

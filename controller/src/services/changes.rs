@@ -21,6 +21,7 @@ use infrastructor_proto::v1::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::redact::{redact_as, Clearance};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
@@ -180,7 +181,7 @@ impl Services {
         self.store
             .set_change_state(&id, state, None, now_ms())
             .await?;
-        self.change_view(&id).await
+        self.change_view(ctx, &id).await
     }
 
     /// Prepares on every target; any failure aborts all. Then commits (all at once, or
@@ -199,7 +200,7 @@ impl Services {
             self.store
                 .set_change_state(&id, "aborted", Some(&error), now_ms())
                 .await?;
-            return self.change_view(&id).await;
+            return self.change_view(ctx, &id).await;
         }
         self.store
             .set_change_state(&id, "committing", None, now_ms())
@@ -252,7 +253,7 @@ impl Services {
             self.store
                 .set_change_state(&id, "rolled_back", Some(&failure), now_ms())
                 .await?;
-            return self.change_view(&id).await;
+            return self.change_view(ctx, &id).await;
         }
         if request.options.auto_confirm {
             self.confirm_targets(ctx, &id, &targets).await?;
@@ -261,7 +262,7 @@ impl Services {
                 .set_change_state(&id, "awaiting_confirmation", None, now_ms())
                 .await?;
         }
-        self.change_view(&id).await
+        self.change_view(ctx, &id).await
     }
 
     /// Keeps a deployed change that was left awaiting confirmation.
@@ -276,7 +277,7 @@ impl Services {
         }
         let targets = self.targets_of(id).await?;
         self.confirm_targets(ctx, id, &targets).await?;
-        self.change_view(id).await
+        self.change_view(ctx, id).await
     }
 
     /// Rolls a deployed change back on every target where it is applied.
@@ -315,13 +316,13 @@ impl Services {
         self.store
             .set_change_state(id, state, error.as_deref(), now_ms())
             .await?;
-        self.change_view(id).await
+        self.change_view(ctx, id).await
     }
 
     pub async fn get_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
         ctx.principal.require(Scope::Read)?;
         self.require_change(id).await?;
-        self.change_view(id).await
+        self.change_view(ctx, id).await
     }
 
     /// Newest first; `device` narrows to changes that targeted it.
@@ -803,10 +804,12 @@ impl Services {
             .ok_or_else(|| Error::NotFound(format!("change {id} not found")))
     }
 
-    async fn change_view(&self, id: &str) -> Result<ChangeView> {
+    /// The change as the caller may see it: file contents, diffs and validator output need
+    /// `operate` (see [`super::redact`]).
+    async fn change_view(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
         let (row, targets) = self.require_change(id).await?;
         let json = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-        Ok(ChangeView {
+        let view = ChangeView {
             change: json(&row.change_set),
             options: json(&row.options),
             targets: targets.into_iter().map(target_view).collect(),
@@ -818,7 +821,8 @@ impl Services {
             created_at: rfc3339(row.created_at_ms),
             updated_at: rfc3339(row.updated_at_ms),
             error: row.error,
-        })
+        };
+        redact_as(&view, Clearance::of(ctx.principal.scope))
     }
 }
 

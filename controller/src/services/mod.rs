@@ -11,6 +11,7 @@
 //! - [`ingest`]: group commit of agent batches.
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
 //! - [`performance`]: operation timing summaries and their flush.
+//! - [`redact`]: the one redaction of secrets and file contents for every view.
 //! - [`tokens`]: API tokens and the bootstrap admin token.
 //! - [`validate`]: the strict patterns every name must match.
 
@@ -24,6 +25,7 @@ pub mod enrollment;
 pub mod ingest;
 pub mod metrics;
 pub mod performance;
+pub mod redact;
 pub mod tokens;
 pub mod validate;
 
@@ -37,7 +39,7 @@ use crate::performance::OperationTimings;
 use crate::pki::Pki;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{closed, Telemetry};
 
 /// The shared resources every operation works with; cheap to clone.
 #[derive(Clone)]
@@ -92,6 +94,7 @@ pub struct Readiness {
 impl Services {
     /// Records one operation's timing for the performance summary and `/metrics`. A failure
     /// is a server-side error (5xx); client errors are the caller's, not the operation's.
+    /// Labels come from closed sets (see [`crate::telemetry`]).
     pub fn record_operation(
         &self,
         surface: &str,
@@ -99,6 +102,9 @@ impl Services {
         elapsed: Duration,
         failed: bool,
     ) {
+        // Callers pass labels from closed sets; this keeps the table and `/metrics` closed even
+        // if one does not.
+        let (surface, operation) = (closed(surface), closed(operation));
         self.timings.record(surface, operation, elapsed, failed);
         self.telemetry
             .observe_operation(surface, operation, elapsed.as_secs_f64(), failed);

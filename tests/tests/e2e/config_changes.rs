@@ -1,29 +1,16 @@
 //! Two-phase configuration changes end to end: REST → controller → agents (real daemons over
 //! mTLS) → files, a real container, a cut link. Nothing is ever half-changed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infrastructor_agent::change::ChangePolicy;
-use infrastructor_agent::hostops::names::ManagedPath;
 use infrastructor_e2e::docker::{self, Containers};
-use infrastructor_e2e::{agent_config, eventually, SequenceSource, TestAgent, TestController};
+use infrastructor_e2e::{change_policy, eventually, TestAgent, TestController};
 use serde_json::json;
 
 fn policy(root: &Path, validators: &[(&str, &[&str])]) -> ChangePolicy {
-    ChangePolicy {
-        roots: vec![ManagedPath::new(root.to_str().unwrap()).unwrap()],
-        validators: validators
-            .iter()
-            .map(|(name, argv)| {
-                (
-                    name.to_string(),
-                    argv.iter().map(|a| a.to_string()).collect(),
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
-    }
+    change_policy(root, validators)
 }
 
 /// An enrolled agent daemon with the given change policy, connected.
@@ -32,17 +19,7 @@ async fn agent(
     state: &Path,
     policy: ChangePolicy,
 ) -> (TestAgent, String) {
-    let identity = controller.enroll(state).await;
-    let mut config = agent_config(state, Duration::from_secs(1));
-    config.changes = policy;
-    let agent = TestAgent::start(config, Box::new(SequenceSource::new(0, 0).0));
-    let handle = agent.handle.clone();
-    eventually(Duration::from_secs(10), "agent connected", || {
-        let connected = handle.is_connected();
-        async move { connected.then_some(()) }
-    })
-    .await;
-    (agent, identity.meta.device_id)
+    TestAgent::connected_with_changes(controller, state, policy).await
 }
 
 fn managed_dir(dir: &tempfile::TempDir, name: &str) -> PathBuf {

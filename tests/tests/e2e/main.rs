@@ -13,5 +13,6 @@ mod host_checks;
 mod mcp;
 mod mtls_refusals;
 mod rest_api;
+mod security;
 mod ssh_driver;
 mod storage_contract;

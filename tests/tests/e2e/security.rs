@@ -1,0 +1,257 @@
+//! The attacks of the security review, each run against a real controller (and real agents
+//! where the attack needs one): every one must fail.
+
+use infrastructor_controller::auth::Scope;
+use infrastructor_e2e::mcp::{call, call_confirmed, connect, structured};
+use infrastructor_e2e::{
+    change_policy, controller_config, path, temp_dir, Backend, TestAgent, TestController,
+};
+use serde_json::{json, Value};
+
+async fn get_as(controller: &TestController, token: &str, path: &str) -> (u16, Value) {
+    let response = controller
+        .http()
+        .get(controller.api_url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// True when `text` holds a join or API token (prefix + at least 16 base64url characters).
+fn holds_token(text: &str) -> bool {
+    ["ifj_", "ifr_"].iter().any(|prefix| {
+        text.match_indices(prefix).any(|(at, _)| {
+            text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .count()
+                >= 16
+        })
+    })
+}
+
+#[tokio::test]
+async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_readers() {
+    let dir = temp_dir();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.mcp_require_approval = true;
+    let controller = TestController::start(config).await;
+    let requester = controller.api_token("llm-admin", Scope::Admin).await;
+    let approver = controller.api_token("second-admin", Scope::Admin).await;
+    let reader = controller.api_token("reader", Scope::Read).await;
+    let client = connect(&controller, &requester).await;
+
+    let held = call_confirmed(&client, "create_enrollment_token", json!({})).await;
+    let id = structured(&held)["id"].as_str().unwrap().to_string();
+    let response = controller
+        .http()
+        .post(controller.api_url(&format!("/approvals/{id}/approve")))
+        .bearer_auth(&approver)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let approved: Value = response.json().await.unwrap();
+    let token = approved["result"]["ok"]["token"].as_str().unwrap();
+    assert!(holds_token(token), "the approver sees it once: {approved}");
+
+    for viewer in [&reader, &requester, &approver] {
+        for path in [format!("/approvals/{id}"), "/approvals".to_string()] {
+            let (status, body) = get_as(&controller, viewer, &path).await;
+            assert_eq!(status, 200, "{body}");
+            let text = body.to_string();
+            assert!(!holds_token(&text), "{path} shows a token: {text}");
+            assert!(!text.contains(token));
+        }
+    }
+    // What is kept cannot enroll anything either: the stored result holds no token.
+    let (_, stored) = get_as(&controller, &approver, &format!("/approvals/{id}")).await;
+    assert_eq!(stored["result"]["ok"]["token"], "[redacted]", "{stored}");
+    client.cancel().await.unwrap();
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn file_contents_diffs_and_validator_output_need_operate() {
+    let dir = temp_dir();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.mcp_require_approval = true;
+    let controller = TestController::start(config).await;
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "password=old-secret\n").unwrap();
+    // A validator that echoes the file, as `nginx -t` echoes the line it rejects.
+    let echo: &[&str] = &["cat", "{staged}"];
+    let (agent, device_id) = TestAgent::connected_with_changes(
+        &controller,
+        &dir.path().join("agent"),
+        change_policy(&root, &[("echo", echo)]),
+    )
+    .await;
+    let reader = controller.api_token("reader", Scope::Read).await;
+    let operator = controller.api_token("operator", Scope::Operate).await;
+    let request = json!({
+        "devices": [device_id],
+        "change": {
+            "files": [{"path": conf.to_str().unwrap(), "content": "password=new-secret\n"}],
+            "validators": [{"name": "echo", "file": conf.to_str().unwrap()}]
+        }
+    });
+    let (status, change) = controller.post_body("/changes", &request).await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["state"], "committed", "{change}");
+    let id = change["id"].as_str().unwrap();
+
+    let (status, seen) = get_as(&controller, &reader, &format!("/changes/{id}")).await;
+    assert_eq!(status, 200, "{seen}");
+    let text = seen.to_string();
+    assert!(
+        !text.contains("old-secret") && !text.contains("new-secret"),
+        "{text}"
+    );
+    let target = &seen["targets"][0];
+    assert!(target["files"][0]["diff"]
+        .as_str()
+        .unwrap()
+        .starts_with("[redacted: "));
+    assert!(target["validators"][0]["output"]
+        .as_str()
+        .unwrap()
+        .starts_with("[redacted: "));
+    assert_eq!(target["validators"][0]["passed"], true, "the verdict stays");
+    assert!(seen["change"]["files"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("[redacted: 20 bytes, sha256 "));
+
+    let (_, full) = get_as(&controller, &operator, &format!("/changes/{id}")).await;
+    let diff = full["targets"][0]["files"][0]["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("-password=old-secret\n+password=new-secret\n"),
+        "{diff}"
+    );
+
+    // A plan held for approval shows its diffs to the deciding admin, not to readers.
+    let client = connect(&controller, &operator).await;
+    let mut next = request.clone();
+    next["change"]["files"][0]["content"] = json!("password=third-secret\n");
+    let held = call_confirmed(&client, "deploy_change", next).await;
+    let held_id = structured(&held)["id"].as_str().unwrap().to_string();
+    let (_, for_reader) = get_as(&controller, &reader, &format!("/approvals/{held_id}")).await;
+    let text = for_reader.to_string();
+    assert!(
+        !text.contains("third-secret") && !text.contains("new-secret"),
+        "{text}"
+    );
+    let (_, for_admin) = controller.get_json(&format!("/approvals/{held_id}")).await;
+    assert!(for_admin.to_string().contains("third-secret"));
+    client.cancel().await.unwrap();
+    agent.stop().await;
+    controller.shutdown().await;
+}
+
+/// Checks `text` is a well-formed Prometheus/OpenMetrics exposition: comments are HELP, TYPE,
+/// UNIT or one final EOF; every sample is `name{label="value",…} number`, values escaped.
+fn assert_valid_exposition(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    let eof: Vec<usize> = (0..lines.len()).filter(|i| lines[*i] == "# EOF").collect();
+    assert_eq!(eof, [lines.len() - 1], "exactly one # EOF, at the end");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap_or_default();
+            assert!(
+                ["HELP", "TYPE", "UNIT"].contains(&kind),
+                "comment line {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "value of {line:?}"
+        );
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (
+                name,
+                rest.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line:?}"
+        );
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
+            assert!(label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        chars.next();
+                    }
+                    Some((at, '"')) => break at,
+                    Some(_) => {}
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            rest = after[end + 1..].trim_start_matches(',');
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_methods_and_tool_names_cannot_shape_metrics() {
+    let (_dir, controller) = TestController::start_sqlite().await;
+    let http = controller.http();
+    assert_valid_exposition(&controller.metrics_text().await);
+    let client = connect(&controller, &controller.admin_token).await;
+    let hostile_round = |round: usize| {
+        let http = &http;
+        let client = &client;
+        let controller = &controller;
+        async move {
+            for n in 0..100 {
+                let method = format!("X{round}{n:03}EVIL");
+                let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                http.request(method, controller.api_url("/devices"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            let injected = format!("x{round}\"}} 1\n# EOF\nfake_metric 1\n#");
+            let answer = call(client, &injected, json!({})).await;
+            assert_eq!(answer.is_error, Some(true));
+            call(client, &format!("no_such_tool_{round}"), json!({})).await;
+            controller.metrics_text().await
+        }
+    };
+    let first = hostile_round(1).await;
+    let second = hostile_round(2).await;
+    for text in [&first, &second] {
+        assert_valid_exposition(text);
+        for planted in ["EVIL", "fake_metric", "no_such_tool"] {
+            assert!(!text.contains(planted), "{planted} in /metrics");
+        }
+    }
+    // New hostile names add no series: the exposition has the same lines, only counts move.
+    assert_eq!(first.lines().count(), second.lines().count(), "{second}");
+    assert!(second.contains("operation=\"other\""), "{second}");
+    assert!(second.contains("method=\"other\""), "{second}");
+    let (_, summary) = controller.get_json("/performance/summary").await;
+    let text = summary.to_string();
+    assert!(
+        !text.contains("EVIL") && !text.contains("no_such_tool"),
+        "{text}"
+    );
+    client.cancel().await.unwrap();
+    controller.shutdown().await;
+}
