@@ -1,54 +1,181 @@
-//! Crash-safe file writes: a reader sees either the old file or the new one, never a mix.
+//! Crash-safe file writes that never follow a link someone else planted.
+//!
+//! A reader sees either the old file or the new one, never a mix: temp file → exact mode and
+//! owner → fsync → rename → fsync the directory. Every step acts on file descriptors: the
+//! directory is opened once and the temp file is created in it with `O_CREAT|O_EXCL|
+//! O_NOFOLLOW` under an unpredictable name, so a symlink or hard link planted by a local user
+//! who can write in the directory is never written through, chmod-ed or chown-ed.
+//! [`ManagedDir`] opens a managed directory by walking its components with `O_NOFOLLOW`, so a
+//! directory swapped for a symlink after the path was checked is refused too.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path};
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory → fsync → rename →
-/// fsync the directory. `mode` applies to the new file (e.g. 0o600 for keys).
+use rand::RngCore;
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+
+/// Writes `bytes` to `path` atomically. `mode` applies to the new file (e.g. 0o600 for keys).
+/// For the agent's own files: the directory may be reached through symlinks (the
+/// administrator's layout), the file itself never is.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomic_owned(path, bytes, mode, None)
+    let (dir, name) = split(path)?;
+    let dir = open_dir(dir)?;
+    replace_in(&dir, name, bytes, mode, None)
 }
 
-/// [`write_atomic`] that also sets the owner (uid, gid) of the new file before it is renamed
-/// into place, so the file never exists with the wrong owner. The mode is set exactly, not
-/// through the umask.
-pub fn write_atomic_owned(
-    path: &Path,
+/// A directory opened so that files in it are read and replaced relative to it.
+pub struct ManagedDir {
+    fd: OwnedFd,
+}
+
+/// A regular file as read through [`ManagedDir::read`].
+pub struct ReadFile {
+    pub content: Vec<u8>,
+    pub metadata: fs::Metadata,
+}
+
+impl ManagedDir {
+    /// Opens `dir`, an absolute path, refusing any symlink on the way (`O_NOFOLLOW` on every
+    /// component): the path must already be the resolved one.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        if !dir.is_absolute() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a managed directory must be an absolute path",
+            ));
+        }
+        let mut fd = open_dir(Path::new("/"))?;
+        for component in dir.components() {
+            match component {
+                Component::RootDir => {}
+                Component::Normal(name) => {
+                    fd = rustix::fs::openat(
+                        &fd,
+                        name,
+                        dir_flags() | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| symlink_hint(io::Error::from(e), dir))?;
+                }
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{} is not a resolved path", dir.display()),
+                    ))
+                }
+            }
+        }
+        Ok(Self { fd })
+    }
+
+    /// The regular file `name` in this directory, at most `limit` bytes; `None` when absent.
+    /// A final symlink is refused (`O_NOFOLLOW`), and so is anything but a regular file;
+    /// FIFOs cannot block the open (`O_NONBLOCK`).
+    pub fn read(&self, name: &str, limit: usize) -> io::Result<Option<ReadFile>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(io::Error::other(format!("{name} is a symbolic link")))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let file = File::from(fd);
+        let metadata = file.metadata()?;
+        if !metadata.file_type().is_file() {
+            return Err(io::Error::other(format!(
+                "{name} is not a regular file (directory, device, FIFO or socket)"
+            )));
+        }
+        let mut content = Vec::new();
+        file.take(limit as u64 + 1).read_to_end(&mut content)?;
+        Ok(Some(ReadFile { content, metadata }))
+    }
+
+    /// Replaces `name` atomically with `bytes`, `mode` and `owner`.
+    pub fn replace(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<()> {
+        replace_in(&self.fd, name, bytes, mode, owner)
+    }
+
+    /// Removes `name` (an unlink never follows a link) and makes that durable.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        rustix::fs::fsync(&self.fd).map_err(Into::into)
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::openat(CWD, dir, dir_flags(), Mode::empty()).map_err(Into::into)
+}
+
+fn symlink_hint(error: io::Error, dir: &Path) -> io::Error {
+    if matches!(error.raw_os_error(), Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() || code == rustix::io::Errno::NOTDIR.raw_os_error())
+    {
+        io::Error::other(format!(
+            "{} has a symbolic link or a non-directory on its path",
+            dir.display()
+        ))
+    } else {
+        error
+    }
+}
+
+fn split(path: &Path) -> io::Result<(&Path, &str)> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no UTF-8 name"))?;
+    Ok((dir, name))
+}
+
+/// Temp file (exclusive, no-follow, unpredictable name) → exact mode and owner on the
+/// descriptor → content → fsync → rename over `name` → fsync the directory.
+fn replace_in(
+    dir: &impl AsFd,
+    name: &str,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let temp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let mut random = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let temp = format!(".{name}.tmp-{}", hex::encode(random));
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, temp.as_str(), flags, Mode::from_raw_mode(0o600))?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&temp)?;
+        let mut file = File::from(fd);
+        // On the descriptor: the umask does not apply, and no path is looked up again.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
         }
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
+        rustix::fs::renameat(dir, temp.as_str(), dir, name)?;
+        rustix::fs::fsync(dir).map_err(io::Error::from)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&temp);
+        let _ = rustix::fs::unlinkat(dir, temp.as_str(), AtFlags::empty());
     }
     result
 }
@@ -67,6 +194,12 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// Link count of a file's metadata: more than one means another name outside our control may
+/// share its content.
+pub fn link_count(metadata: &fs::Metadata) -> u64 {
+    metadata.nlink()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +215,37 @@ mod tests {
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "precious").unwrap();
+        let managed = dir.path().join("managed");
+        fs::create_dir(&managed).unwrap();
+        std::os::unix::fs::symlink(&outside, managed.join("app.conf")).unwrap();
+        let opened = ManagedDir::open(&fs::canonicalize(&managed).unwrap()).unwrap();
+        assert!(
+            opened.read("app.conf", 100).is_err(),
+            "a final symlink is refused"
+        );
+        opened.replace("app.conf", b"new", 0o644, None).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "precious");
+        assert!(fs::symlink_metadata(managed.join("app.conf"))
+            .unwrap()
+            .file_type()
+            .is_file());
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(root.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("conf.d")).unwrap();
+        let error = ManagedDir::open(&root.join("conf.d")).err().unwrap();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(ManagedDir::open(&root.join("elsewhere")).is_ok());
     }
 }

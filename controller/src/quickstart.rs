@@ -93,7 +93,7 @@ fn try_it_policy(data_dir: &Path) -> anyhow::Result<ChangePolicy> {
     let root = ManagedPath::new(&dir.to_string_lossy())?;
     Ok(ChangePolicy {
         roots: vec![root],
-        validators: Default::default(),
+        ..Default::default()
     })
 }
 

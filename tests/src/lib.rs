@@ -507,6 +507,7 @@ pub fn change_policy(
                 )
             })
             .collect(),
+        ..Default::default()
     }
 }
 

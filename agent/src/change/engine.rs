@@ -156,7 +156,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
             let new_meta = self.new_meta(file, live).await?;
             let original = match live {
                 LiveFile::Absent => Original::Absent,
-                LiveFile::Regular { content, meta } => {
+                LiveFile::Regular { content, meta, .. } => {
                     self.journals
                         .write_blob(txn_id, &original_name(index), content)?;
                     Original::Present {
@@ -405,6 +405,15 @@ impl<H: ChangeHost> ChangeEngine<H> {
             )));
         }
         let live = self.host.read(&path).await?;
+        if let LiveFile::Regular { links, meta, .. } = &live {
+            if *links > 1 {
+                return Err(ChangeError::Refused(format!(
+                    "{path} has {links} hard links; only files with one name are managed (another \
+                     name may lie outside the allowlisted roots)"
+                )));
+            }
+            self.policy.check_mode(&path, meta.mode)?;
+        }
         Ok((path, live))
     }
 
@@ -459,6 +468,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 gid.or(current_owner.map(|o| o.1)).unwrap_or(0),
             )),
         };
+        self.policy.check_mode(&file.path, mode)?;
         Ok(FileMeta { mode, owner })
     }
 

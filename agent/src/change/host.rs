@@ -2,7 +2,6 @@
 //! an agentless host over SSH (the controller); only these primitives differ.
 
 use std::future::Future;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -10,7 +9,7 @@ use super::journal::FileMeta;
 use super::spec::MAX_FILE_BYTES;
 use super::ChangeError;
 use crate::checks::{CommandRunner, LocalRunner};
-use crate::fsutil;
+use crate::fsutil::{ManagedDir, ReadFile};
 use crate::hostops::command::{CommandOutput, HostCommand};
 use crate::hostops::names::ManagedPath;
 
@@ -18,7 +17,12 @@ use crate::hostops::names::ManagedPath;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LiveFile {
     Absent,
-    Regular { content: Vec<u8>, meta: FileMeta },
+    Regular {
+        content: Vec<u8>,
+        meta: FileMeta,
+        /// Hard links to the same content; the engine manages only files with one.
+        links: u64,
+    },
 }
 
 /// The primitives a change needs from a host. Commands (validators, unit actions, owner
@@ -31,7 +35,8 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
     ) -> impl Future<Output = Result<ManagedPath, ChangeError>> + Send;
 
     /// The file at `path`, without following a final symlink. Symlinks, devices, FIFOs,
-    /// sockets and directories are refused.
+    /// sockets and directories are refused. `path`'s directory is the resolved one and must
+    /// still be reachable without following a link.
     fn read(
         &self,
         path: &ManagedPath,
@@ -50,8 +55,9 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
     /// Removes whatever [`stage`](Self::stage) put on the host.
     fn unstage(&self, txn_id: &str) -> impl Future<Output = ()> + Send;
 
-    /// Replaces `path` atomically: temp file in the same directory → fsync → rename → fsync
-    /// the directory.
+    /// Replaces `path` atomically: temp file in the same directory (created exclusively,
+    /// never through a link) → fsync → rename → fsync the directory. The directory is checked
+    /// again here, not only at prepare.
     fn install(
         &self,
         path: &ManagedPath,
@@ -91,29 +97,13 @@ impl ChangeHost for LocalHost {
     }
 
     async fn read(&self, path: &ManagedPath) -> Result<LiveFile, ChangeError> {
-        let metadata = match std::fs::symlink_metadata(path.as_path()) {
-            Ok(metadata) => metadata,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LiveFile::Absent),
-            Err(e) => return Err(ChangeError::io("inspecting", path.as_path(), e)),
+        let dir = open_managed_dir(&path.parent())?;
+        let file = dir
+            .read(path.file_name(), MAX_FILE_BYTES)
+            .map_err(|e| ChangeError::Refused(format!("{path}: {e}")))?;
+        let Some(ReadFile { content, metadata }) = file else {
+            return Ok(LiveFile::Absent);
         };
-        let kind = metadata.file_type();
-        if kind.is_symlink() {
-            return Err(ChangeError::Refused(format!(
-                "{path} is a symbolic link; only regular files are managed"
-            )));
-        }
-        if !kind.is_file() {
-            return Err(ChangeError::Refused(format!(
-                "{path} is not a regular file (directory, device, FIFO or socket)"
-            )));
-        }
-        let mut content = Vec::new();
-        std::fs::File::open(path.as_path())
-            .and_then(|file| {
-                file.take(MAX_FILE_BYTES as u64 + 1)
-                    .read_to_end(&mut content)
-            })
-            .map_err(|e| ChangeError::io("reading", path.as_path(), e))?;
         if content.len() > MAX_FILE_BYTES {
             return Err(ChangeError::Refused(format!(
                 "{path} is larger than {MAX_FILE_BYTES} bytes"
@@ -125,6 +115,7 @@ impl ChangeHost for LocalHost {
                 mode: metadata.permissions().mode() & 0o7777,
                 owner: Some((metadata.uid(), metadata.gid())),
             },
+            links: metadata.nlink(),
         })
     }
 
@@ -147,18 +138,17 @@ impl ChangeHost for LocalHost {
         content: &[u8],
         meta: FileMeta,
     ) -> Result<(), ChangeError> {
-        fsutil::write_atomic_owned(path.as_path(), content, meta.mode, meta.owner)
+        // The directory is opened again, without following links: one swapped for a symlink
+        // since prepare is refused, not written through.
+        open_managed_dir(&path.parent())?
+            .replace(path.file_name(), content, meta.mode, meta.owner)
             .map_err(|e| ChangeError::io("installing", path.as_path(), e))
     }
 
     async fn remove(&self, path: &ManagedPath) -> Result<(), ChangeError> {
-        match std::fs::remove_file(path.as_path()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ChangeError::io("removing", path.as_path(), e)),
-        }
-        fsutil::sync_dir(path.parent().as_path())
-            .map_err(|e| ChangeError::io("syncing", path.parent().as_path(), e))
+        open_managed_dir(&path.parent())?
+            .remove(path.file_name())
+            .map_err(|e| ChangeError::io("removing", path.as_path(), e))
     }
 
     async fn docker(&self) -> Result<bollard::Docker, ChangeError> {
@@ -168,17 +158,15 @@ impl ChangeHost for LocalHost {
     }
 }
 
+fn open_managed_dir(dir: &ManagedPath) -> Result<ManagedDir, ChangeError> {
+    ManagedDir::open(dir.as_path()).map_err(|e| ChangeError::Refused(format!("{dir}: {e}")))
+}
+
 fn managed(path: &Path) -> Result<ManagedPath, ChangeError> {
     let text = path
         .to_str()
         .ok_or_else(|| ChangeError::Refused(format!("{} is not UTF-8", path.display())))?;
     ManagedPath::new(text).map_err(|e| ChangeError::Refused(e.to_string()))
-}
-
-/// The engine's staging directory for agentless hosts, on the remote host.
-pub fn remote_staging_dir(txn_id: &str) -> Result<ManagedPath, ChangeError> {
-    ManagedPath::new(&format!("/var/tmp/infrastructor-staging-{txn_id}"))
-        .map_err(|e| ChangeError::Internal(e.to_string()))
 }
 
 /// Used by tests and the local CLI to see where the engine keeps a transaction.

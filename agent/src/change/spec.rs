@@ -143,6 +143,9 @@ pub struct ChangePolicy {
     /// Validator name → argv template; `{staged}` is replaced by the staged file's path.
     #[serde(default)]
     pub validators: BTreeMap<String, Vec<String>>,
+    /// Whether files may be setuid or setgid (new or kept). Off: such modes are refused.
+    #[serde(default)]
+    pub allow_setuid: bool,
 }
 
 /// How a commit proceeds.
@@ -202,6 +205,9 @@ impl ChangePolicy {
                 ));
             }
             self.check_root(&file.path)?;
+            if let Some(mode) = file.mode {
+                self.check_mode(&file.path, mode.0)?;
+            }
         }
         for call in &set.validators {
             if !self.validators.contains_key(&call.name) {
@@ -227,6 +233,17 @@ impl ChangePolicy {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses setuid and setgid modes unless the policy allows them.
+    pub fn check_mode(&self, path: &ManagedPath, mode: u32) -> Result<(), ChangeError> {
+        if mode & 0o6000 != 0 && !self.allow_setuid {
+            return Err(ChangeError::Refused(format!(
+                "{path}: mode {mode:04o} is setuid or setgid, which this host's policy does not \
+                 allow (allow_setuid)"
+            )));
         }
         Ok(())
     }
@@ -264,6 +281,7 @@ mod tests {
                 "check".to_string(),
                 vec!["app".into(), "-t".into(), "{staged}".into()],
             )]),
+            ..Default::default()
         }
     }
 

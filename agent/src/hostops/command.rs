@@ -252,10 +252,46 @@ pub fn validator(template: &[String], staged: &ManagedPath) -> Option<HostComman
     Some(HostCommand::new(program, args.collect::<Vec<_>>()))
 }
 
-/// `stat -c '%F|%a|%u|%g' -- PATH`: type, octal mode, owner and group, without following a
-/// final symlink. Parsed by [`parse_stat`].
-pub fn stat(path: &ManagedPath) -> HostCommand {
-    HostCommand::new("stat", ["-c", "%F|%a|%u|%g", "--", path.as_str()])
+/// `stat -c '%F|%a|%u|%g|%h' -- PATH…`: type, octal mode, owner, group and link count of
+/// each path, one line each, without following a final symlink. Parsed by [`parse_stat`].
+pub fn stat(paths: &[&ManagedPath]) -> HostCommand {
+    let mut args = vec!["-c".to_string(), "%F|%a|%u|%g|%h".into(), "--".into()];
+    args.extend(paths.iter().map(|p| p.to_string()));
+    HostCommand::new("stat", args)
+}
+
+/// `id -u`: the user commands run as.
+pub fn user_id() -> HostCommand {
+    HostCommand::new("id", ["-u"])
+}
+
+/// `mktemp -d -p PARENT -- PREFIX.XXXXXXXXXX`: a fresh directory (0700, ours) with an
+/// unpredictable name; its path on stdout.
+pub fn make_temp_dir(parent: &ManagedPath, prefix: &str) -> HostCommand {
+    HostCommand::new(
+        "mktemp",
+        [
+            "-d".to_string(),
+            "-p".into(),
+            parent.to_string(),
+            "--".into(),
+            format!("{prefix}.XXXXXXXXXX"),
+        ],
+    )
+}
+
+/// `mktemp -p DIR -- PREFIX.XXXXXXXXXX`: a fresh empty file (0600, created exclusively, so
+/// never through a planted link) with an unpredictable name; its path on stdout.
+pub fn make_temp_file(dir: &ManagedPath, prefix: &str) -> HostCommand {
+    HostCommand::new(
+        "mktemp",
+        [
+            "-p".to_string(),
+            dir.to_string(),
+            "--".into(),
+            format!("{prefix}.XXXXXXXXXX"),
+        ],
+    )
 }
 
 /// `realpath -e -- DIR`: the directory with every symlink resolved.
@@ -268,12 +304,14 @@ pub fn read_file(path: &ManagedPath) -> HostCommand {
     HostCommand::new("cat", ["--", path.as_str()])
 }
 
-/// `dd of=PATH conv=fsync status=none` fed with `content`: writes and fsyncs a new file.
+/// `dd of=PATH oflag=nofollow conv=fsync status=none` fed with `content`: writes and fsyncs
+/// a file, refusing to open it through a symlink.
 pub fn write_file(path: &ManagedPath, content: Vec<u8>) -> HostCommand {
     HostCommand::new(
         "dd",
         [
             format!("of={}", path.as_str()),
+            "oflag=nofollow".into(),
             "conv=fsync".into(),
             "status=none".into(),
         ],
@@ -293,11 +331,16 @@ pub fn chmod(mode: u32, path: &ManagedPath) -> HostCommand {
     )
 }
 
-/// `chown UID:GID -- PATH` (numeric).
+/// `chown -h UID:GID -- PATH` (numeric; a symlink itself, never its target).
 pub fn chown(uid: u32, gid: u32, path: &ManagedPath) -> HostCommand {
     HostCommand::new(
         "chown",
-        [format!("{uid}:{gid}"), "--".into(), path.to_string()],
+        [
+            "-h".to_string(),
+            format!("{uid}:{gid}"),
+            "--".into(),
+            path.to_string(),
+        ],
     )
 }
 
@@ -314,11 +357,6 @@ pub fn sync(path: &ManagedPath) -> HostCommand {
 /// `rm -f -- PATH`
 pub fn remove_file(path: &ManagedPath) -> HostCommand {
     HostCommand::new("rm", ["-f", "--", path.as_str()])
-}
-
-/// `mkdir -p -m 700 -- DIR`
-pub fn make_private_dir(dir: &ManagedPath) -> HostCommand {
-    HostCommand::new("mkdir", ["-p", "-m", "700", "--", dir.as_str()])
 }
 
 /// `rm -rf -- DIR`: only ever used on a staging directory the engine created.
@@ -348,11 +386,18 @@ pub struct StatLine {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    pub links: u64,
 }
 
 impl StatLine {
     pub fn is_regular(&self) -> bool {
         self.kind == "regular file" || self.kind == "regular empty file"
+    }
+
+    /// Whether someone other than the owner may create, rename or remove entries (a
+    /// directory writable by its group or by others, without the sticky bit).
+    pub fn writable_by_others(&self) -> bool {
+        self.mode & 0o022 != 0 && self.mode & 0o1000 == 0
     }
 }
 
@@ -363,11 +408,13 @@ pub fn parse_stat(output: &str) -> Option<StatLine> {
     let mode = u32::from_str_radix(fields.next()?, 8).ok()?;
     let uid = fields.next()?.parse().ok()?;
     let gid = fields.next()?.parse().ok()?;
+    let links = fields.next()?.parse().ok()?;
     fields.next().is_none().then_some(StatLine {
         kind,
         mode,
         uid,
         gid,
+        links,
     })
 }
 

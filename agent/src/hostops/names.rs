@@ -153,6 +153,11 @@ impl ManagedPath {
         }
     }
 
+    /// The parent directory, or `None` for `/` itself.
+    pub fn parent_if_any(&self) -> Option<ManagedPath> {
+        (self.0 != "/").then(|| self.parent())
+    }
+
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or_default()
     }

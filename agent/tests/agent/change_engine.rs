@@ -38,6 +38,7 @@ fn fixture() -> Fixture {
                 "{staged}".into(),
             ],
         )]),
+        ..Default::default()
     };
     let engine = ChangeEngine::open(LocalHost, policy, &dir.path().join("state/changes")).unwrap();
     Fixture {
@@ -387,4 +388,82 @@ async fn two_engines_never_share_a_journal() {
         .err()
         .unwrap();
     assert!(error.to_string().contains("another process"), "{error}");
+}
+
+#[tokio::test]
+async fn a_directory_swapped_for_a_symlink_after_prepare_is_not_written_through() {
+    let f = fixture();
+    let conf_d = f.root.join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    let conf = conf_d.join("app.conf");
+    write(&conf, "old\n", 0o644);
+    let report = f
+        .engine
+        .prepare(
+            "swap",
+            &set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.state, TxnState::Prepared);
+    // A local user who can write in the root swaps the directory for a link elsewhere, where
+    // a file of the same name and content waits.
+    std::fs::rename(&conf_d, f.root.join("conf.d.moved")).unwrap();
+    std::os::unix::fs::symlink(&f.outside, &conf_d).unwrap();
+    write(&f.outside.join("app.conf"), "old\n", 0o644);
+    let outcome = f.engine.commit("swap", fast(Duration::ZERO)).await;
+    assert!(outcome.is_err() || outcome.unwrap().state == TxnState::RolledBack);
+    assert_eq!(
+        std::fs::read_to_string(f.outside.join("app.conf")).unwrap(),
+        "old\n",
+        "nothing outside the root was written"
+    );
+    assert_eq!(dir_entries(&f.outside), ["app.conf"]);
+}
+
+#[tokio::test]
+async fn hard_links_and_setuid_modes_are_refused() {
+    let f = fixture();
+    let secret = f.outside.join("shadow");
+    write(&secret, "root:$6$secret-hash\n", 0o600);
+    let linked = f.root.join("linked.conf");
+    std::fs::hard_link(&secret, &linked).unwrap();
+    let error = f
+        .engine
+        .prepare(
+            "link",
+            &set(serde_json::json!({"files": [{"path": path(&linked), "content": "x\n"}]})),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("hard links"), "{error}");
+    assert!(!error.to_string().contains("secret-hash"));
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "root:$6$secret-hash\n"
+    );
+
+    let conf = f.root.join("app.conf");
+    let error = f
+        .engine
+        .prepare(
+            "suid",
+            &set(serde_json::json!({"files": [{"path": path(&conf), "content": "x", "mode": "4755"}]})),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("setuid"), "{error}");
+    // A setuid file already there is not taken over either (its mode would be kept).
+    write(&conf, "x\n", 0o2755);
+    let error = f
+        .engine
+        .prepare(
+            "sgid",
+            &set(serde_json::json!({"files": [{"path": path(&conf), "content": "y\n"}]})),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("setuid or setgid"), "{error}");
+    assert!(!conf.with_file_name("x").exists());
+    assert_eq!(dir_entries(&f.root), ["app.conf", "linked.conf"]);
 }

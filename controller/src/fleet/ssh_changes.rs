@@ -1,32 +1,57 @@
 //! Configuration changes on agentless hosts: the agent's own change engine, with its host
-//! primitives carried out over SSH through the same argv builders (`stat`, `realpath`, `dd
-//! conv=fsync`, `mv -T`, `sync`). The journal and the originals live on the controller, so a
-//! controller crash mid-change is finished on restart, as an agent's would be.
+//! primitives carried out over SSH through the same argv builders (`stat`, `realpath`,
+//! `mktemp`, `dd oflag=nofollow conv=fsync`, `chown -h`, `mv -T`, `sync`). The journal and the
+//! originals live on the controller, so a controller crash mid-change is finished on
+//! restart, as an agent's would be.
+//!
+//! Without file descriptors across SSH, safety comes from who may write where: a managed
+//! directory (and every directory above it) must be writable only by root or the SSH user,
+//! and it must still resolve to itself when a file is installed; temp files and staging
+//! directories are made by `mktemp` (exclusive, unpredictable names) and checked to be ours.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infrastructor_agent::change::host::{remote_staging_dir, staged_name};
+use infrastructor_agent::change::host::staged_name;
 use infrastructor_agent::change::journal::FileMeta;
 use infrastructor_agent::change::spec::MAX_FILE_BYTES;
 use infrastructor_agent::change::{ChangeEngine, ChangeError, ChangeHost, ChangePolicy, LiveFile};
 use infrastructor_agent::checks::CommandRunner;
-use infrastructor_agent::hostops::command::{self, CommandOutput, HostCommand};
+use infrastructor_agent::hostops::command::{self, CommandOutput, HostCommand, StatLine};
 use infrastructor_agent::hostops::names::ManagedPath;
 
 use super::{SshDriver, SshTarget};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where staging directories are made on agentless hosts.
+fn staging_parent() -> ManagedPath {
+    #[allow(clippy::expect_used)] // a constant absolute path
+    ManagedPath::new("/var/tmp").expect("staging parent")
+}
+
 /// One agentless host, as the change engine sees it.
 pub struct SshChangeHost {
     driver: Arc<SshDriver>,
     target: SshTarget,
+    /// The user commands run as, once asked (`id -u`).
+    user_id: tokio::sync::OnceCell<u32>,
+    /// Each preparing transaction's staging directory (made by `mktemp -d`).
+    staging: Mutex<HashMap<String, ManagedPath>>,
 }
 
 impl SshChangeHost {
+    fn new(driver: Arc<SshDriver>, target: SshTarget) -> Self {
+        Self {
+            driver,
+            target,
+            user_id: tokio::sync::OnceCell::new(),
+            staging: Mutex::default(),
+        }
+    }
+
     /// A command that must succeed; its stderr is the error otherwise.
     async fn checked(&self, command: HostCommand) -> Result<CommandOutput, ChangeError> {
         let output = self
@@ -44,19 +69,99 @@ impl SshChangeHost {
             )))
         }
     }
-}
 
-impl CommandRunner for SshChangeHost {
-    async fn run(&self, command: &HostCommand, timeout: Duration) -> Result<CommandOutput, String> {
-        self.driver
-            .run(&self.target, command, timeout)
+    async fn user_id(&self) -> Result<u32, ChangeError> {
+        self.user_id
+            .get_or_try_init(|| async {
+                let output = self.checked(command::user_id()).await?;
+                output.stdout.trim().parse().map_err(|_| {
+                    ChangeError::Failed(format!("unexpected `id -u` output {:?}", output.stdout))
+                })
+            })
             .await
-            .map_err(|e| e.to_string())
+            .copied()
     }
-}
 
-impl ChangeHost for SshChangeHost {
-    async fn canonical_dir(&self, dir: &ManagedPath) -> Result<ManagedPath, ChangeError> {
+    /// `stat` of each path, in order.
+    async fn stat(&self, paths: &[&ManagedPath]) -> Result<Vec<StatLine>, ChangeError> {
+        let output = self.checked(command::stat(paths)).await?;
+        let lines: Vec<StatLine> = output
+            .stdout
+            .lines()
+            .filter_map(command::parse_stat)
+            .collect();
+        if lines.len() != paths.len() {
+            return Err(ChangeError::Failed(format!(
+                "unexpected stat output on {}",
+                self.target.host
+            )));
+        }
+        Ok(lines)
+    }
+
+    /// The path a `mktemp` printed, checked to be a fresh entry of ours directly in `dir`.
+    async fn made_temp(
+        &self,
+        output: CommandOutput,
+        dir: &ManagedPath,
+        want_dir: bool,
+    ) -> Result<ManagedPath, ChangeError> {
+        let path = ManagedPath::new(output.stdout.trim_end_matches('\n'))
+            .map_err(|e| ChangeError::Failed(format!("mktemp printed a bad path: {e}")))?;
+        if path.parent() != *dir {
+            return Err(ChangeError::Failed(format!(
+                "mktemp made {path} outside {dir}"
+            )));
+        }
+        let me = self.user_id().await?;
+        let stat = self.stat(&[&path]).await?.remove(0);
+        let kind_ok = if want_dir {
+            stat.kind == "directory"
+        } else {
+            stat.is_regular()
+        };
+        if !kind_ok || stat.uid != me || stat.mode & 0o077 != 0 || stat.links > 2 {
+            let _ = self.run(&command::remove_file(&path), STEP_TIMEOUT).await;
+            return Err(ChangeError::Refused(format!(
+                "{path} on {} is not a private entry of ours; refusing to use it",
+                self.target.host
+            )));
+        }
+        Ok(path)
+    }
+
+    /// Refuses a directory whose entries someone else could plant or swap: every directory
+    /// from `/` to `dir` must be owned by root or by us and not writable by others (sticky
+    /// directories excepted), and `dir` must still resolve to itself.
+    async fn check_writers(&self, dir: &ManagedPath) -> Result<(), ChangeError> {
+        let resolved = self.resolve(dir).await?;
+        if resolved != *dir {
+            return Err(ChangeError::Refused(format!(
+                "{dir} now resolves to {resolved}: a directory on its path was replaced"
+            )));
+        }
+        let mut chain = vec![dir.clone()];
+        while let Some(parent) = chain.last().and_then(|d| d.parent_if_any()) {
+            chain.push(parent);
+        }
+        let me = self.user_id().await?;
+        let refs: Vec<&ManagedPath> = chain.iter().collect();
+        for (path, stat) in chain.iter().zip(self.stat(&refs).await?) {
+            if stat.kind != "directory"
+                || (stat.uid != 0 && stat.uid != me)
+                || stat.writable_by_others()
+            {
+                return Err(ChangeError::Refused(format!(
+                    "{path} on {} may be written by other users (owner {}, mode {:04o}); \
+                     agentless changes need directories only root or the SSH user can write",
+                    self.target.host, stat.uid, stat.mode
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, dir: &ManagedPath) -> Result<ManagedPath, ChangeError> {
         let output = self
             .run(&command::realpath(dir), STEP_TIMEOUT)
             .await
@@ -71,9 +176,32 @@ impl ChangeHost for SshChangeHost {
             .map_err(|e| ChangeError::Refused(e.to_string()))
     }
 
+    fn staging(&self) -> std::sync::MutexGuard<'_, HashMap<String, ManagedPath>> {
+        match self.staging.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl CommandRunner for SshChangeHost {
+    async fn run(&self, command: &HostCommand, timeout: Duration) -> Result<CommandOutput, String> {
+        self.driver
+            .run(&self.target, command, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl ChangeHost for SshChangeHost {
+    async fn canonical_dir(&self, dir: &ManagedPath) -> Result<ManagedPath, ChangeError> {
+        self.resolve(dir).await
+    }
+
     async fn read(&self, path: &ManagedPath) -> Result<LiveFile, ChangeError> {
+        self.check_writers(&path.parent()).await?;
         let stat = self
-            .run(&command::stat(path), STEP_TIMEOUT)
+            .run(&command::stat(&[path]), STEP_TIMEOUT)
             .await
             .map_err(ChangeError::Failed)?;
         if stat.code != Some(0) {
@@ -115,6 +243,7 @@ impl ChangeHost for SshChangeHost {
                 mode: line.mode,
                 owner: Some((line.uid, line.gid)),
             },
+            links: line.links,
         })
     }
 
@@ -125,8 +254,23 @@ impl ChangeHost for SshChangeHost {
         _local_copy: &Path,
         content: &[u8],
     ) -> Result<ManagedPath, ChangeError> {
-        let dir = remote_staging_dir(txn_id)?;
-        self.checked(command::make_private_dir(&dir)).await?;
+        let existing = self.staging().get(txn_id).cloned();
+        let dir = match existing {
+            Some(dir) => dir,
+            None => {
+                // A fresh, unpredictable, private directory: never one someone prepared.
+                let parent = staging_parent();
+                let made = self
+                    .checked(command::make_temp_dir(
+                        &parent,
+                        &format!("infrastructor-staging-{txn_id}"),
+                    ))
+                    .await?;
+                let dir = self.made_temp(made, &parent, true).await?;
+                self.staging().insert(txn_id.to_string(), dir.clone());
+                dir
+            }
+        };
         let path = dir
             .join(&staged_name(index))
             .map_err(|e| ChangeError::Internal(e.to_string()))?;
@@ -136,7 +280,8 @@ impl ChangeHost for SshChangeHost {
     }
 
     async fn unstage(&self, txn_id: &str) {
-        if let Ok(dir) = remote_staging_dir(txn_id) {
+        let dir = self.staging().remove(txn_id);
+        if let Some(dir) = dir {
             let _ = self.run(&command::remove_dir(&dir), STEP_TIMEOUT).await;
         }
     }
@@ -148,9 +293,16 @@ impl ChangeHost for SshChangeHost {
         meta: FileMeta,
     ) -> Result<(), ChangeError> {
         let dir = path.parent();
-        let temp = dir
-            .join(&format!(".{}.infrastructor-tmp", path.file_name()))
-            .map_err(|e| ChangeError::Internal(e.to_string()))?;
+        // Checked again at commit: the directory is the one prepared, and only trusted users
+        // can plant or swap entries in it.
+        self.check_writers(&dir).await?;
+        let made = self
+            .checked(command::make_temp_file(
+                &dir,
+                &format!(".{}", path.file_name()),
+            ))
+            .await?;
+        let temp = self.made_temp(made, &dir, false).await?;
         let swapped = async {
             self.checked(command::write_file(&temp, content.to_vec()))
                 .await?;
@@ -220,10 +372,7 @@ impl AgentlessChanges {
         if let Some(engine) = engines.get(device_id) {
             return Ok(engine.clone());
         }
-        let host = SshChangeHost {
-            driver: self.driver.clone(),
-            target,
-        };
+        let host = SshChangeHost::new(self.driver.clone(), target);
         let engine = Arc::new(ChangeEngine::open(
             host,
             self.policy.clone(),

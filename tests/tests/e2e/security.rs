@@ -255,3 +255,98 @@ async fn hostile_methods_and_tool_names_cannot_shape_metrics() {
     client.cancel().await.unwrap();
     controller.shutdown().await;
 }
+
+/// A controller whose agentless policy allows changes under `root`, and `nas`, an agentless
+/// device reached through a real sshd on this machine.
+async fn agentless(
+    dir: &tempfile::TempDir,
+    root: &std::path::Path,
+) -> Option<(TestController, infrastructor_e2e::sshd::Sshd)> {
+    use infrastructor_e2e::sshd::{current_user, start_sshd};
+    let sshd = start_sshd()?;
+    let mut config = controller_config(&path(dir, "controller"), &Backend::Sqlite);
+    config.agentless_changes = change_policy(root, &[]);
+    let controller = TestController::start(config).await;
+    sshd.authorize(&controller).await;
+    let (status, nas) = controller
+        .post_body(
+            "/devices",
+            &json!({"name": "nas", "ssh_address": format!("127.0.0.1:{}", sshd.port),
+                    "ssh_user": current_user(), "ssh_host_key": sshd.host_public_key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{nas}");
+    Some((controller, sshd))
+}
+
+fn file_change(file: &std::path::Path, content: &str) -> Value {
+    json!({"devices": ["nas"], "change": {"files": [{"path": file.to_str().unwrap(), "content": content}]}})
+}
+
+#[tokio::test]
+async fn agentless_changes_never_follow_planted_links_nor_write_where_others_can() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let root = dir.path().join("managed");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some((controller, _sshd)) = agentless(&dir, &root).await else {
+        return;
+    };
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "old\n").unwrap();
+    let precious = outside.join("precious");
+    std::fs::write(&precious, "precious\n").unwrap();
+    // The temp name the agentless path used to write through, planted as a link.
+    let planted = root.join(".app.conf.infrastructor-tmp");
+    std::os::unix::fs::symlink(&precious, &planted).unwrap();
+    let (status, change) = controller
+        .post_body("/changes", &file_change(&conf, "new\n"))
+        .await;
+    assert_eq!(
+        (status, change["state"].as_str()),
+        (200, Some("committed")),
+        "{change}"
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "new\n");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_link(&planted).unwrap(),
+        precious,
+        "the link is left alone"
+    );
+
+    // A hard link to a file outside the root is refused, and its content is not shown.
+    let shadow = outside.join("shadow");
+    std::fs::write(&shadow, "root:$6$hash-from-outside\n").unwrap();
+    let linked = root.join("linked.conf");
+    std::fs::hard_link(&shadow, &linked).unwrap();
+    let (status, plan) = controller
+        .post_body("/changes/plan", &file_change(&linked, "x\n"))
+        .await;
+    assert_eq!(
+        (status, plan["state"].as_str()),
+        (200, Some("invalid")),
+        "{plan}"
+    );
+    let error = plan["targets"][0]["error"].as_str().unwrap();
+    assert!(error.contains("hard links"), "{plan}");
+    assert!(!plan.to_string().contains("hash-from-outside"));
+
+    // A directory any local user can write is no place for root to install files.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, refused) = controller
+        .post_body("/changes", &file_change(&conf, "newer\n"))
+        .await;
+    assert_eq!(
+        (status, refused["state"].as_str()),
+        (200, Some("aborted")),
+        "{refused}"
+    );
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("may be written by other users"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "new\n");
+    controller.shutdown().await;
+}
