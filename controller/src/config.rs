@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connections::ConnectionLimits;
 use crate::ratelimit::RateLimit;
 use crate::store::redact_url;
 
@@ -79,6 +80,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_key_prefix: Option<String>,
     rate_limit: Option<RateLimit>,
+    connections: Option<ConnectionLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +128,8 @@ pub struct ControllerConfig {
     pub redis_key_prefix: String,
     /// Requests per principal, on every surface.
     pub rate_limit: RateLimit,
+    /// Connection caps, header timeout and the failed-authentication budget per peer.
+    pub connections: ConnectionLimits,
 }
 
 const DAY: u64 = 86_400;
@@ -154,6 +158,7 @@ impl Default for ControllerConfig {
             redis_url: None,
             redis_key_prefix: "infrastructor".into(),
             rate_limit: RateLimit::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -251,6 +256,7 @@ impl ControllerConfig {
             self.redis_key_prefix = prefix;
         }
         self.rate_limit = file.rate_limit.unwrap_or(self.rate_limit);
+        self.connections = file.connections.unwrap_or(self.connections);
         if let Some(policy) = file.agentless_changes {
             policy.validate().map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -326,6 +332,9 @@ impl ControllerConfig {
                 "redis_key_prefix must be 1-64 characters of A-Z a-z 0-9 - _ . (got {:?})",
                 self.redis_key_prefix
             ));
+        }
+        if let Err(message) = self.connections.validate() {
+            return invalid(message);
         }
         if let Err(message) = self.rate_limit.validate() {
             return invalid(message);

@@ -11,7 +11,8 @@
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
 //!   streams), [`telemetry`] (the controller's own metrics).
 //! - Shared resources besides the store: [`cache`] (Redis or in process), [`ratelimit`]
-//!   (per-principal token buckets), [`performance`] (operation timings).
+//!   (per-principal token buckets), [`performance`] (operation timings), [`connections`]
+//!   (connection caps, timeouts, failed-authentication budgets per peer).
 //! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
 //!   [`error`] (one error type with a kind), [`recovery`] (which failures to retry, how),
 //!   [`maintenance`] (rollups and retention).
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod ctx;
 pub mod error;
 pub mod fleet;

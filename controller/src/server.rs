@@ -131,6 +131,7 @@ async fn open_after_database(
         telemetry: Arc::new(telemetry),
         cache: Arc::new(cache),
         limiter: Arc::new(limiter),
+        auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
     })
 }
@@ -237,11 +238,15 @@ impl Controller {
             let gateway = AgentGatewayServer::new(Gateway::new(gateway_services, stop.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-            let incoming = listener::tls_incoming(grpc_listener, tls, stop.clone());
+            let limits = config.connections;
+            let incoming =
+                listener::tls_incoming(grpc_listener, tls, limits.grpc_max, stop.clone());
             Box::pin(async move {
                 let served = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(30)))
                     .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .max_concurrent_streams(Some(limits.grpc_streams_per_connection))
+                    .concurrency_limit_per_connection(limits.grpc_streams_per_connection as usize)
                     .add_service(gateway)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await;
@@ -255,18 +260,14 @@ impl Controller {
         let http_listener = bind(config.http_listen).await?;
         self.http_addr = local_addr(&http_listener, config.http_listen)?;
         let http_services = services.clone();
+        let limits = config.connections;
         self.http = Some(Running::spawn("HTTP (REST and MCP)", move |stop| {
             // MCP sessions end only once HTTP has drained, so in-flight tool calls finish.
             let mcp_stop = CancellationToken::new();
             let app = rest::router(http_services, mcp_stop.clone());
             Box::pin(async move {
-                let served = axum::serve(http_listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
+                crate::connections::serve_http(http_listener, app, limits, stop).await;
                 mcp_stop.cancel();
-                if let Err(error) = served {
-                    tracing::error!(%error, "HTTP server stopped with an error");
-                }
             })
         }));
         tracing::info!(addr = %self.http_addr, "HTTP listening: REST at /api/v1, MCP at /mcp");
@@ -309,12 +310,14 @@ impl Controller {
                 Box::pin(maintenance::run(store, retention, interval, stop))
             }));
         let limiter = services.limiter.clone();
+        let auth_failures = services.auth_failures.clone();
         let cache = services.cache.clone();
         self.background.push(Running::spawn(
             "rate-limit pruning and cache statistics",
             move |stop| {
                 Box::pin(every(Duration::from_secs(60), stop, move || {
                     limiter.prune();
+                    auth_failures.prune();
                     let stats = cache.stats();
                     tracing::debug!(
                         hits = stats.hits,

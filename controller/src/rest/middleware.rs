@@ -27,30 +27,46 @@ use crate::services::Services;
 const MAX_AUDITED_BODY: usize = 8 * 1024 * 1024;
 
 /// Resolves `Authorization: Bearer …` to a principal and stores it in the request
-/// extensions; anything else is a 401 with `WWW-Authenticate`.
+/// extensions; anything else is a 401 with `WWW-Authenticate`. A peer address whose recent
+/// attempts failed too often is refused with 429 before its token is looked up.
 pub async fn authenticate(
     State(services): State<Services>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let peer = crate::connections::peer_of(request.extensions()).map(|addr| addr.ip());
     let bearer = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(bearer) = bearer else {
-        return ApiError(Error::Unauthorized(
+    let token_hash = bearer.map(crate::auth::hash_token);
+    let refused = peer.and_then(|ip| services.auth_failures.refused(ip, token_hash.as_deref()));
+    if let Some(retry_after) = refused {
+        services.telemetry.count_rate_limited();
+        return ApiError(Error::RateLimited { retry_after }).into_response();
+    }
+    let outcome = match bearer {
+        None => Err(Error::Unauthorized(
             "missing bearer token: send 'Authorization: Bearer <token>'".into(),
-        ))
-        .into_response();
+        )),
+        Some(bearer) => services.authenticate(bearer).await,
     };
-    match services.authenticate(bearer).await {
+    match outcome {
         Ok(principal) => {
+            if let Some(hash) = token_hash {
+                services.auth_failures.succeeded(hash);
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(error) => ApiError(error).into_response(),
+        Err(error) => {
+            if let (Some(ip), crate::error::ErrorKind::Unauthorized) = (peer, error.kind()) {
+                services.auth_failures.record(ip);
+            }
+            ApiError(error).into_response()
+        }
     }
 }
 

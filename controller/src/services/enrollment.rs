@@ -98,6 +98,13 @@ impl Services {
         if join_token.is_empty() || join_token.len() > 256 {
             return Err(Error::Unauthorized("join token is not valid".into()));
         }
+        // The token is checked before the CSR is even parsed: without a live token, an
+        // enrollment costs one indexed read and no signature.
+        let token_hash = auth::hash_token(join_token);
+        if let Err(refused) = self.store.check_join_token(&token_hash, now_ms()).await? {
+            tracing::warn!(%request_id, reason = %refused, "enrollment refused");
+            return Err(Error::Unauthorized(refused.to_string()));
+        }
         let device_id = uuid::Uuid::new_v4().to_string();
         let issued = self
             .pki
@@ -117,7 +124,7 @@ impl Services {
         };
         if let Err(refused) = self
             .store
-            .enroll_with_join_token(&auth::hash_token(join_token), &device, now)
+            .enroll_with_join_token(&token_hash, &device, now)
             .await?
         {
             tracing::warn!(%request_id, reason = %refused, "enrollment refused");

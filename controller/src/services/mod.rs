@@ -59,6 +59,8 @@ pub struct Services {
     pub cache: Arc<Cache>,
     /// Per-principal token buckets, shared by every surface.
     pub limiter: Arc<RateLimiter>,
+    /// Failed authentications per peer address, checked before a token is looked up.
+    pub auth_failures: Arc<crate::connections::AuthFailures>,
     /// Operation timings not yet flushed to `operation_metrics`.
     pub timings: Arc<OperationTimings>,
     pub ingest: ingest::IngestQueue,

@@ -48,6 +48,29 @@ impl Store {
 
     /// Consumes the join token and creates the device in one transaction: either both happen
     /// or neither does, and a token can be consumed exactly once even under concurrency.
+    /// Whether `token_hash` names a join token that could enroll now (unused, unexpired),
+    /// without consuming it: checked before any work is done for an enrollment.
+    pub async fn check_join_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<(), JoinTokenError>> {
+        on_pool!(&self.writer, |p| {
+            let state: Option<(Option<i64>, i64)> = sqlx::query_as(
+                "SELECT used_at_ms, expires_at_ms FROM join_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(p)
+            .await?;
+            Ok(match state {
+                None => Err(JoinTokenError::Unknown),
+                Some((Some(_), _)) => Err(JoinTokenError::Used),
+                Some((None, expires)) if expires <= now_ms => Err(JoinTokenError::Expired),
+                Some(_) => Ok(()),
+            })
+        })
+    }
+
     pub async fn enroll_with_join_token(
         &self,
         token_hash: &str,

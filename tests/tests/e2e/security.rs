@@ -350,3 +350,118 @@ async fn agentless_changes_never_follow_planted_links_nor_write_where_others_can
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "new\n");
     controller.shutdown().await;
 }
+
+/// True when the server closes `stream` (EOF or reset) within `within`.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408 or similar before closing is fine.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_connection_floods_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let dir = temp_dir();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.connections.header_timeout_seconds = 1;
+    config.connections.http_per_peer = 4;
+    config.connections.grpc_max = 2;
+    let controller = TestController::start(config).await;
+    let http = controller.http_addr;
+
+    // A client that never finishes its headers is dropped after the header timeout.
+    let mut slow = TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut slow, std::time::Duration::from_secs(10)).await);
+
+    // Four connections from one peer are its share; a fifth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(http).await.unwrap();
+    assert!(closed_by_server(&mut fifth, std::time::Duration::from_millis(500)).await);
+    // The held ones time out like any slow client, and the peer is served again.
+    for stream in &mut held {
+        assert!(closed_by_server(stream, std::time::Duration::from_secs(10)).await);
+    }
+    let (status, _) = controller.get_json("/devices").await;
+    assert_eq!(status, 200);
+
+    // The gateway holds at most two connections, handshakes in progress included.
+    let grpc = controller.grpc_addr;
+    let _first = TcpStream::connect(grpc).await.unwrap();
+    let _second = TcpStream::connect(grpc).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(grpc).await.unwrap();
+    assert!(closed_by_server(&mut third, std::time::Duration::from_millis(500)).await);
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_rate_limited_by_peer_before_any_lookup() {
+    let dir = temp_dir();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.connections.auth_failures_burst = 5;
+    config.connections.auth_failures_per_second = 0.2;
+    let controller = TestController::start(config).await;
+    // The operator's token has authenticated before the flood starts.
+    assert_eq!(controller.get_json("/devices").await.0, 200);
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for n in 0..8 {
+            let (status, _) = get_as(&controller, &format!("ifr_guess{n:040}"), "/devices").await;
+            statuses.push(status);
+        }
+        statuses
+    };
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert_eq!(statuses[6..], [429, 429], "{statuses:?}");
+    let (status, _) = get_as(&controller, "", "/devices").await;
+    assert_eq!(status, 429, "no token at all is refused too");
+    // A token that authenticated recently still gets through from the same address.
+    assert_eq!(controller.get_json("/devices").await.0, 200);
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn enrollment_checks_the_join_token_before_it_signs_anything() {
+    use infrastructor_agent::{identity, tls};
+    use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
+    use infrastructor_proto::v1::EnrollRequest;
+    let (_dir, controller) = TestController::start_sqlite().await;
+    let pin = identity::parse_fingerprint(controller.services.pki.ca_fingerprint()).unwrap();
+    let channel = tls::connect(
+        &controller.gateway_url(),
+        tls::pinned_ca_config(pin).unwrap(),
+    )
+    .await
+    .unwrap();
+    let status = AgentGatewayClient::new(channel)
+        .enroll(EnrollRequest {
+            join_token: "ifj_not-a-real-token".into(),
+            csr_pem: "not a CSR".into(),
+            hostname: "rogue".into(),
+            agent_version: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    controller.shutdown().await;
+}
