@@ -238,16 +238,36 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// The device ID carried in a client certificate's URI SAN, if any.
-pub fn device_id_from_certificate(der: &[u8]) -> Option<String> {
+/// Who a verified client certificate names: the device in its URI SAN, and which of the
+/// device's certificates it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub device_id: String,
+    /// Hex serial, as [`normalized_serial`] writes it.
+    pub serial: String,
+}
+
+/// The device and serial of a client certificate, if it carries a device identity.
+pub fn client_certificate(der: &[u8]) -> Option<ClientCertificate> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
+    let device_id = san.value.general_names.iter().find_map(|name| match name {
         x509_parser::extensions::GeneralName::URI(uri) => {
             uri.strip_prefix(DEVICE_URI_PREFIX).map(|id| id.to_string())
         }
         _ => None,
+    })?;
+    Some(ClientCertificate {
+        device_id,
+        serial: normalized_serial(&hex::encode(cert.tbs_certificate.raw_serial())),
     })
+}
+
+/// A hex serial without leading zero bytes (DER and our records may differ there).
+pub fn normalized_serial(hex_serial: &str) -> String {
+    let trimmed = hex_serial.trim_start_matches('0');
+    let even = if trimmed.len() % 2 == 1 { "0" } else { "" };
+    format!("{even}{}", trimmed.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -280,7 +300,9 @@ mod tests {
             .unwrap();
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
         assert_eq!(
-            device_id_from_certificate(der.as_ref()).as_deref(),
+            client_certificate(der.as_ref())
+                .map(|c| c.device_id)
+                .as_deref(),
             Some("dev-123")
         );
         assert!(pki

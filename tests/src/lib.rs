@@ -118,6 +118,12 @@ pub fn controller_config(data_dir: &Path, backend: &Backend) -> ControllerConfig
         http_listen: "127.0.0.1:0".parse().expect("addr"),
         grpc_listen: "127.0.0.1:0".parse().expect("addr"),
         maintenance_interval: Duration::from_secs(1),
+        // Suites probe routes and scopes with many unauthenticated requests from one address;
+        // the failed-authentication budget has its own test with its own figures.
+        connections: infrastructor_controller::connections::ConnectionLimits {
+            auth_failures_burst: 10_000,
+            ..Default::default()
+        },
         ..ControllerConfig::default()
     }
 }

@@ -18,7 +18,13 @@ use crate::error::{Error, Result};
 #[derive(Clone, Default)]
 pub struct AgentDriver {
     sessions: Arc<SessionRegistry>,
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<CommandResult>>>>,
+    /// Commands awaiting an answer: request ID → (the device it was sent to, the waiter).
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+}
+
+struct Pending {
+    device_id: String,
+    answer: oneshot::Sender<CommandResult>,
 }
 
 impl AgentDriver {
@@ -29,9 +35,7 @@ impl AgentDriver {
         }
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<CommandResult>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         match self.pending.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -134,7 +138,13 @@ impl AgentDriver {
         })?;
         let request_id = format!("{request_id}:{}", uuid::Uuid::new_v4().simple());
         let (answer, answered) = oneshot::channel();
-        self.pending().insert(request_id.clone(), answer);
+        self.pending().insert(
+            request_id.clone(),
+            Pending {
+                device_id: device_id.to_string(),
+                answer,
+            },
+        );
         let deadline = crate::services::now_ms() + timeout.as_millis() as i64;
         let message = ControllerMessage {
             body: Some(controller_message::Body::Command(Command {
@@ -172,11 +182,24 @@ impl AgentDriver {
         outcome_of(result).map_err(Attempt::Failed)
     }
 
-    /// Hands an agent's answer to whoever is waiting for it; unknown IDs (late or forged
-    /// answers) are ignored.
-    pub fn complete(&self, result: CommandResult) {
-        if let Some(waiter) = self.pending().remove(&result.request_id) {
-            let _ = waiter.send(result);
+    /// Hands an answer from `device_id`'s agent to whoever is waiting for it. Unknown IDs
+    /// (late or forged answers) are ignored, and so is an answer from any other device than
+    /// the one the command was sent to: an agent cannot answer for another.
+    pub fn complete(&self, device_id: &str, result: CommandResult) {
+        let mut pending = self.pending();
+        match pending.get(&result.request_id) {
+            Some(waiting) if waiting.device_id == device_id => {
+                if let Some(waiting) = pending.remove(&result.request_id) {
+                    let _ = waiting.answer.send(result);
+                }
+            }
+            Some(waiting) => tracing::warn!(
+                device_id,
+                sent_to = %waiting.device_id,
+                request_id = %result.request_id,
+                "command result from another device than the one asked; ignored"
+            ),
+            None => {}
         }
     }
 }

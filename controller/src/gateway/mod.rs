@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, ErrorKind};
 use crate::fleet::SessionInfo;
-use crate::pki::device_id_from_certificate;
+use crate::pki::{client_certificate, ClientCertificate};
 use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
 
@@ -69,14 +69,14 @@ pub fn status(error: Error) -> Status {
 }
 
 /// The device ID from the verified client certificate, or Unauthenticated.
-fn peer_device_id<T>(request: &Request<T>) -> Result<String, Status> {
+fn peer_certificate<T>(request: &Request<T>) -> Result<ClientCertificate, Status> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    device_id_from_certificate(leaf.as_ref())
+    client_certificate(leaf.as_ref())
         .ok_or_else(|| Status::unauthenticated("client certificate carries no device identity"))
 }
 
@@ -107,10 +107,10 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        let device_id = peer_device_id(&request)?;
+        let peer = peer_certificate(&request)?;
         let (certificate_pem, not_after_unix_ms) = self
             .services
-            .renew_certificate(&device_id, &request.into_inner().csr_pem)
+            .renew_certificate(&peer, &request.into_inner().csr_pem)
             .await
             .map_err(status)?;
         Ok(Response::new(RenewResponse {
@@ -125,11 +125,12 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ConnectStream>, Status> {
-        let device_id = peer_device_id(&request)?;
+        let peer = peer_certificate(&request)?;
         self.services
-            .require_agent_allowed(&device_id)
+            .require_agent_allowed(&peer)
             .await
             .map_err(status)?;
+        let device_id = peer.device_id;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -154,7 +155,13 @@ impl AgentGateway for Gateway {
         )
         .await
         .map_err(status)?;
-        let welcome = session.welcome().await.map_err(status)?;
+        let welcome = match session.welcome().await {
+            Ok(welcome) => welcome,
+            Err(error) => {
+                session.close();
+                return Err(status(error));
+            }
+        };
         let welcome_mark = welcome.high_water_mark;
         outbound
             .send(Ok(message(controller_message::Body::Welcome(welcome))))
@@ -234,6 +241,9 @@ impl Session {
         })
     }
 
+    /// The resume point. Read after the session is registered, so a device deleted while its
+    /// stream waited for the hello is refused here (deletion revokes in the store first, then
+    /// ends registered streams: one of the two always sees the other).
     async fn welcome(&self) -> Result<Welcome, Error> {
         let row = self
             .services
@@ -241,10 +251,20 @@ impl Session {
             .device_by_id(&self.device_id)
             .await?
             .ok_or_else(|| Error::Forbidden("unknown device".into()))?;
+        if row.revoked_at_ms.is_some() {
+            return Err(Error::Forbidden("device has been revoked".into()));
+        }
         Ok(Welcome {
             high_water_mark: row.high_water_mark.max(0) as u64,
             max_batch_samples: MAX_BATCH_SAMPLES,
         })
+    }
+
+    /// Unregisters a session that never ran.
+    fn close(&self) {
+        self.services
+            .sessions
+            .unregister(&self.device_id, self.session_id);
     }
 
     /// Reads the agent's messages, keeping up to [`MAX_PENDING_BATCHES`] metric batches in
@@ -369,7 +389,7 @@ impl Session {
             }
             agent_message::Body::CommandResult(result) => {
                 tracing::debug!(device_id = %self.device_id, request_id = %result.request_id, "command result");
-                self.services.agents.complete(result);
+                self.services.agents.complete(&self.device_id, result);
                 Ok(None)
             }
             agent_message::Body::Hello(_) => Err(Error::invalid("hello may only be sent once")),

@@ -8,7 +8,7 @@ use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::{self, Scope, JOIN_TOKEN_PREFIX};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::pki::PkiError;
+use crate::pki::{normalized_serial, ClientCertificate, PkiError};
 use crate::store::NewDevice;
 
 #[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -146,8 +146,13 @@ impl Services {
     }
 
     /// Issues a fresh certificate to an enrolled, non-revoked device.
-    pub async fn renew_certificate(&self, device_id: &str, csr_pem: &str) -> Result<(String, i64)> {
-        self.require_agent_allowed(device_id).await?;
+    pub async fn renew_certificate(
+        &self,
+        peer: &ClientCertificate,
+        csr_pem: &str,
+    ) -> Result<(String, i64)> {
+        self.require_agent_allowed(peer).await?;
+        let device_id = peer.device_id.as_str();
         let issued = self
             .pki
             .sign_device_csr(csr_pem, device_id, self.config.certificate_lifetime)
@@ -159,14 +164,36 @@ impl Services {
         Ok((issued.pem, issued.not_after_ms))
     }
 
-    /// The device named by a client certificate must exist and not be revoked.
-    pub async fn require_agent_allowed(&self, device_id: &str) -> Result<()> {
-        match self.store.device_by_id(device_id).await? {
-            None => Err(Error::Forbidden("unknown device".into())),
+    /// The device named by a client certificate must exist and not be revoked, and the
+    /// certificate must be one the controller issued to it and not superseded: once a renewed
+    /// certificate has been used, the older ones stop working. (An older one keeps working
+    /// until then, so an agent that lost the renewal's answer is not locked out.)
+    pub async fn require_agent_allowed(&self, peer: &ClientCertificate) -> Result<()> {
+        match self.store.device_by_id(&peer.device_id).await? {
+            None => return Err(Error::Forbidden("unknown device".into())),
             Some(row) if row.revoked_at_ms.is_some() => {
-                Err(Error::Forbidden("device has been revoked".into()))
+                return Err(Error::Forbidden("device has been revoked".into()))
             }
-            Some(_) => Ok(()),
+            Some(_) => {}
         }
+        let issued = self.store.certificates_of(&peer.device_id).await?;
+        let presented = issued
+            .iter()
+            .find(|c| normalized_serial(&c.serial) == peer.serial)
+            .ok_or_else(|| Error::Forbidden("certificate was not issued to this device".into()))?;
+        let superseded = issued
+            .iter()
+            .any(|c| c.issued_at_ms > presented.issued_at_ms && c.used_at_ms.is_some());
+        if superseded {
+            return Err(Error::Forbidden(
+                "certificate has been superseded by a renewed one".into(),
+            ));
+        }
+        if presented.used_at_ms.is_none() {
+            self.store
+                .mark_certificate_used(&presented.serial, now_ms())
+                .await?;
+        }
+        Ok(())
     }
 }

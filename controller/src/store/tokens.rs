@@ -12,6 +12,15 @@ pub struct ApiTokenRow {
     pub expires_at_ms: Option<i64>,
 }
 
+/// A certificate the controller issued to a device.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct IssuedCertificateRow {
+    pub serial: String,
+    pub issued_at_ms: i64,
+    /// When an agent first connected or renewed with it.
+    pub used_at_ms: Option<i64>,
+}
+
 /// Why a join token was not accepted. The wording is safe to show the enrolling agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JoinTokenError {
@@ -150,6 +159,34 @@ impl Store {
         .execute(p)
         .await
         .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Every certificate issued to `device_id`, oldest first.
+    pub async fn certificates_of(&self, device_id: &str) -> StoreResult<Vec<IssuedCertificateRow>> {
+        Ok(read!(self, |p| {
+            sqlx::query_as::<_, IssuedCertificateRow>(
+                "SELECT serial, issued_at_ms, used_at_ms FROM issued_certificates \
+                 WHERE device_id = $1 ORDER BY issued_at_ms",
+            )
+            .bind(device_id)
+            .fetch_all(p)
+            .await
+        })?)
+    }
+
+    /// Records the first use of a certificate (the older ones are superseded from then on).
+    pub async fn mark_certificate_used(&self, serial: &str, now_ms: i64) -> StoreResult<()> {
+        on_pool!(&self.writer, |p| {
+            sqlx::query(
+                "UPDATE issued_certificates SET used_at_ms = $2 WHERE serial = $1 AND used_at_ms IS NULL",
+            )
+            .bind(serial)
+            .bind(now_ms)
+            .execute(p)
+            .await
+            .map(|_| ())
         })?;
         Ok(())
     }

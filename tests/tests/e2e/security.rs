@@ -465,3 +465,135 @@ async fn enrollment_checks_the_join_token_before_it_signs_anything() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     controller.shutdown().await;
 }
+
+/// A mutual-TLS stream to the gateway for `identity` whose hello is sent only when the test
+/// says so; the stream's opening resolves once the controller answers.
+async fn delayed_hello_stream(
+    controller: &TestController,
+    identity: &infrastructor_agent::identity::Identity,
+) -> (
+    tokio::sync::mpsc::Sender<infrastructor_proto::v1::AgentMessage>,
+    tokio::task::JoinHandle<
+        Result<tonic::Streaming<infrastructor_proto::v1::ControllerMessage>, tonic::Status>,
+    >,
+) {
+    use infrastructor_agent::tls;
+    use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
+    let channel = tls::connect(
+        &controller.gateway_url(),
+        tls::mutual_tls_config(identity).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let opening = tokio::spawn(async move {
+        AgentGatewayClient::new(channel)
+            .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .map(|response| response.into_inner())
+    });
+    (sender, opening)
+}
+
+#[tokio::test]
+async fn revocation_is_complete_for_waiting_streams_old_certificates_and_foreign_answers() {
+    use infrastructor_e2e::hello;
+    use infrastructor_proto::v1::{agent_message, command, command_result, controller_message};
+    use infrastructor_proto::v1::{AgentMessage, CommandResult, CommandSucceeded, RunChecks};
+    let (dir, controller) = TestController::start_sqlite().await;
+
+    // A stream waiting for its hello when the device is deleted does not come online.
+    let doomed = controller.enroll(&dir.path().join("doomed")).await;
+    let doomed_id = doomed.meta.device_id.clone();
+    let (sender, opening) = delayed_hello_stream(&controller, &doomed).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let deleted = controller
+        .http()
+        .delete(controller.api_url(&format!("/devices/{doomed_id}")))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    sender.send(hello(&doomed_id, "doomed")).await.unwrap();
+    let refused = opening.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(controller.services.sessions.get(&doomed_id).is_none());
+
+    // Once a renewed certificate is used, the older one stops working.
+    let state = dir.path().join("renewing");
+    let old = controller.enroll(&state).await;
+    let renewed = infrastructor_agent::enroll::renew(&state, &old, &controller.gateway_url(), "r")
+        .await
+        .unwrap();
+    let (_new_stream, _) = controller.raw_agent(&renewed, "r").await;
+    let (sender, opening) = delayed_hello_stream(&controller, &old).await;
+    sender.send(hello(&old.meta.device_id, "r")).await.unwrap();
+    let refused = opening.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("superseded"), "{refused:?}");
+
+    // A certificate the CA signed but the controller never issued is refused too.
+    let key = rcgen::KeyPair::from_pem(&old.key_pem).unwrap();
+    let csr = infrastructor_agent::identity::certificate_request(&key, "r").unwrap();
+    let stray = controller
+        .services
+        .pki
+        .sign_device_csr(
+            &csr,
+            &old.meta.device_id,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let mut unissued = renewed.clone();
+    unissued.cert_pem = stray.pem;
+    let (sender, opening) = delayed_hello_stream(&controller, &unissued).await;
+    sender.send(hello(&old.meta.device_id, "r")).await.unwrap();
+    let refused = opening.await.unwrap().unwrap_err();
+    assert!(refused.message().contains("not issued"), "{refused:?}");
+
+    // An answer is taken only from the device the command was sent to.
+    let a = controller.enroll(&dir.path().join("a")).await;
+    let b = controller.enroll(&dir.path().join("b")).await;
+    let (a_out, mut a_in) = controller.raw_agent(&a, "a").await;
+    let (b_out, _b_in) = controller.raw_agent(&b, "b").await;
+    let agents = controller.services.agents.clone();
+    let a_id = a.meta.device_id.clone();
+    let asked = tokio::spawn(async move {
+        agents
+            .send(
+                &a_id,
+                "forgery-test",
+                command::Kind::RunChecks(RunChecks {}),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+    });
+    let request_id = loop {
+        let message = a_in.message().await.unwrap().unwrap();
+        if let Some(controller_message::Body::Command(command)) = message.body {
+            break command.request_id;
+        }
+    };
+    let answer = |request_id: &str, text: &str| AgentMessage {
+        body: Some(agent_message::Body::CommandResult(CommandResult {
+            request_id: request_id.to_string(),
+            outcome: Some(command_result::Outcome::Succeeded(CommandSucceeded {
+                message: text.to_string(),
+                payload_json: String::new(),
+            })),
+        })),
+    };
+    b_out
+        .send(answer(&request_id, "forged by b"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !asked.is_finished(),
+        "b's answer must not complete a's command"
+    );
+    a_out.send(answer(&request_id, "genuine")).await.unwrap();
+    assert_eq!(asked.await.unwrap().unwrap(), "genuine");
+    controller.shutdown().await;
+}
