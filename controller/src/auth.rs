@@ -52,6 +52,11 @@ pub struct Principal {
     pub id: String,
     pub name: String,
     pub scope: Scope,
+    /// The person the token belongs to: a request is approved by another person, not by
+    /// another token of the same one.
+    pub owner: String,
+    /// Mutations by this principal wait for another person's approval, on every surface.
+    pub requires_approval: bool,
 }
 
 impl Principal {
@@ -61,6 +66,19 @@ impl Principal {
             id: format!("system:{what}"),
             name: what.to_string(),
             scope: Scope::Admin,
+            owner: format!("system:{what}"),
+            requires_approval: false,
+        }
+    }
+
+    /// A token principal with `scope`, owned by `owner`.
+    pub fn token(id: &str, name: &str, scope: Scope, owner: &str) -> Self {
+        Self {
+            id: format!("token:{id}"),
+            name: name.to_string(),
+            scope,
+            owner: owner.to_string(),
+            requires_approval: false,
         }
     }
 
@@ -96,11 +114,7 @@ mod tests {
 
     #[test]
     fn scopes_are_ordered() {
-        let operator = Principal {
-            id: "token:1".into(),
-            name: "ops".into(),
-            scope: Scope::Operate,
-        };
+        let operator = Principal::token("1", "ops", Scope::Operate, "alice");
         assert!(operator.require(Scope::Read).is_ok());
         assert!(operator.require(Scope::Operate).is_ok());
         let denied = operator.require(Scope::Admin).unwrap_err();

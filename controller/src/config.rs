@@ -76,7 +76,8 @@ struct FileConfig {
     agentless_changes: Option<ChangePolicy>,
     #[serde(default)]
     mcp_allowed_origins: Vec<String>,
-    mcp_require_approval: Option<bool>,
+    #[serde(alias = "mcp_require_approval")]
+    require_approval: Option<bool>,
     redis_url: Option<String>,
     redis_key_prefix: Option<String>,
     rate_limit: Option<RateLimit>,
@@ -120,8 +121,9 @@ pub struct ControllerConfig {
     /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; requests with any
     /// other `Origin` header are refused.
     pub mcp_allowed_origins: Vec<String>,
-    /// Mutating tools called over MCP wait for a human's approval through REST.
-    pub mcp_require_approval: bool,
+    /// Every token's mutations, on every surface, wait for another person's approval
+    /// ("four eyes"). Tokens can also be marked one by one (`requires_approval`).
+    pub require_approval: bool,
     /// `None`: cache and rate-limit buckets in process (one controller).
     pub redis_url: Option<String>,
     /// Redis keys start with `<prefix>:`; fleets sharing one Redis need different prefixes.
@@ -154,7 +156,7 @@ impl Default for ControllerConfig {
             },
             agentless_changes: ChangePolicy::default(),
             mcp_allowed_origins: Vec::new(),
-            mcp_require_approval: false,
+            require_approval: false,
             redis_url: None,
             redis_key_prefix: "infrastructor".into(),
             rate_limit: RateLimit::default(),
@@ -248,9 +250,7 @@ impl ControllerConfig {
         self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
         self.server_names.extend(file.server_names);
         self.mcp_allowed_origins.extend(file.mcp_allowed_origins);
-        self.mcp_require_approval = file
-            .mcp_require_approval
-            .unwrap_or(self.mcp_require_approval);
+        self.require_approval = file.require_approval.unwrap_or(self.require_approval);
         self.redis_url = file.redis_url.or(self.redis_url.take());
         if let Some(prefix) = file.redis_key_prefix {
             self.redis_key_prefix = prefix;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use infrastructor_controller::auth::Scope;
 use infrastructor_controller::ctx::Ctx;
 use infrastructor_controller::services::enrollment::CreateEnrollmentToken;
+use infrastructor_controller::services::tokens::NewApiToken;
 use infrastructor_controller::{quickstart, server, ConfigArgs, Controller, ControllerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,13 @@ struct CreateTokenArgs {
     /// A label for the token.
     #[arg(long, default_value = "cli")]
     name: String,
+    /// The person the token belongs to [default: the name]; a request held for approval
+    /// must be approved by a token of another owner.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Mutations by this token wait for another person's approval, on every surface.
+    #[arg(long)]
+    requires_approval: bool,
     /// Expiry, e.g. 30d; default: never.
     #[arg(long, value_parser = humantime::parse_duration)]
     expires_in: Option<Duration>,
@@ -112,8 +120,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ControllerConfig::load(&args.config)?;
             let scope = Scope::parse(&args.scope)?;
             let services = server::open_services(&config).await?;
+            let request = NewApiToken {
+                name: args.name,
+                owner: args.owner,
+                scope,
+                expires_in: args.expires_in,
+                requires_approval: args.requires_approval,
+            };
             let created = services
-                .create_api_token(&Ctx::system("cli"), &args.name, scope, args.expires_in)
+                .create_api_token(&Ctx::system("cli"), request)
                 .await?;
             println!("{}", created.token);
             eprintln!(

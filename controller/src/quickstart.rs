@@ -17,6 +17,7 @@ use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::server::Controller;
 use crate::services::enrollment::CreateEnrollmentToken;
+use crate::services::tokens::NewApiToken;
 
 /// Where the quickstart's local agent may apply configuration changes.
 const MANAGED_DIR: &str = "managed";
@@ -40,9 +41,7 @@ async fn admin_token(controller: &Controller) -> anyhow::Result<String> {
         .services
         .create_api_token(
             &Ctx::system("quickstart"),
-            "quickstart-admin",
-            Scope::Admin,
-            None,
+            NewApiToken::new("quickstart-admin", Scope::Admin),
         )
         .await?;
     infrastructor_agent::fsutil::write_atomic(&path, created.token.as_bytes(), 0o600)?;

@@ -6,6 +6,7 @@
 
 use infrastructor_controller::auth::Scope;
 use infrastructor_controller::ctx::Ctx;
+use infrastructor_controller::services::tokens::NewApiToken;
 use infrastructor_controller::{Controller, ControllerConfig};
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
@@ -57,7 +58,10 @@ async fn a_stdio_client_reaches_the_tools_through_the_bridge() {
     // The bridge adds no authority of its own: a read token stays a read token.
     let reader = controller
         .services
-        .create_api_token(&Ctx::system("test"), "reader", Scope::Read, None)
+        .create_api_token(
+            &Ctx::system("test"),
+            NewApiToken::new("reader", Scope::Read),
+        )
         .await
         .unwrap()
         .token;

@@ -8,3 +8,4 @@ CREATE INDEX issued_certificates_device ON issued_certificates (device_id);
 ALTER TABLE api_tokens ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE api_tokens ADD COLUMN requires_approval BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE approvals ADD COLUMN requested_by_owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE approvals ADD COLUMN surface TEXT NOT NULL DEFAULT 'mcp';

@@ -20,6 +20,7 @@ use infrastructor_agent::enroll::{enroll, EnrollOptions};
 use infrastructor_agent::identity::Identity;
 use infrastructor_agent::metrics::{now_ms, sample, MetricSource};
 use infrastructor_agent::{Agent, AgentConfig, AgentHandle};
+use infrastructor_controller::services::tokens::NewApiToken;
 use infrastructor_controller::services::Services;
 use infrastructor_controller::{Controller, ControllerConfig};
 use infrastructor_proto::v1::Sample;
@@ -175,9 +176,10 @@ impl TestController {
                         services
                             .create_api_token(
                                 &infrastructor_controller::ctx::Ctx::system("test"),
-                                "test-admin",
-                                infrastructor_controller::auth::Scope::Admin,
-                                None,
+                                NewApiToken::new(
+                                    "test-admin",
+                                    infrastructor_controller::auth::Scope::Admin,
+                                ),
                             )
                             .await
                             .expect("admin token")
@@ -258,22 +260,21 @@ impl TestController {
         }
     }
 
-    /// A fresh API token named `name` with `scope`.
+    /// A fresh API token named (and owned by) `name`, with `scope`.
     pub async fn api_token(
         &self,
         name: &str,
         scope: infrastructor_controller::auth::Scope,
     ) -> String {
+        self.api_token_for(NewApiToken::new(name, scope)).await
+    }
+
+    /// A fresh API token as `request` describes it.
+    pub async fn api_token_for(&self, request: NewApiToken) -> String {
         let services = self.services.clone();
-        let name = name.to_string();
         self.run(async move {
             services
-                .create_api_token(
-                    &infrastructor_controller::ctx::Ctx::system("test"),
-                    &name,
-                    scope,
-                    None,
-                )
+                .create_api_token(&infrastructor_controller::ctx::Ctx::system("test"), request)
                 .await
                 .expect("API token")
                 .token

@@ -14,7 +14,10 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 
 const LIFETIME: Duration = Duration::from_secs(300);
-/// Outstanding confirmations at most; the oldest are dropped beyond this.
+/// Outstanding confirmations per caller; beyond, the caller's own oldest is dropped.
+const PER_CALLER: usize = 32;
+/// Outstanding confirmations in all; beyond, new plans are refused (never someone else's
+/// confirmation dropped).
 const MAX_PENDING: usize = 10_000;
 
 struct Pending {
@@ -24,9 +27,16 @@ struct Pending {
     expires: Instant,
 }
 
-#[derive(Default)]
 pub struct Confirmations {
     pending: Mutex<HashMap<String, Pending>>,
+    per_caller: usize,
+    max_pending: usize,
+}
+
+impl Default for Confirmations {
+    fn default() -> Self {
+        Self::with_limits(PER_CALLER, MAX_PENDING)
+    }
 }
 
 fn digest(tool: &str, arguments: &JsonObject) -> String {
@@ -43,20 +53,43 @@ impl Confirmations {
         }
     }
 
-    /// Records a plan and returns what the caller sees: the plan and its confirmation ID.
-    pub fn plan(&self, ctx: &Ctx, tool: &str, arguments: &JsonObject, preview: Value) -> Value {
+    fn with_limits(per_caller: usize, max_pending: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            per_caller,
+            max_pending,
+        }
+    }
+
+    /// Records a plan and returns what the caller sees: the plan and its confirmation ID. A
+    /// caller's flood only ever displaces its own older plans.
+    pub fn plan(
+        &self,
+        ctx: &Ctx,
+        tool: &str,
+        arguments: &JsonObject,
+        preview: Value,
+    ) -> Result<Value> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = Instant::now();
         let mut pending = self.pending();
         pending.retain(|_, p| p.expires > now);
-        if pending.len() >= MAX_PENDING {
-            if let Some(oldest) = pending
+        let mine: Vec<(&String, &Pending)> = pending
+            .iter()
+            .filter(|(_, p)| p.principal_id == ctx.principal.id)
+            .collect();
+        if mine.len() >= self.per_caller {
+            let oldest = mine
                 .iter()
                 .min_by_key(|(_, p)| p.expires)
-                .map(|(k, _)| k.clone())
-            {
+                .map(|(k, _)| (*k).clone());
+            if let Some(oldest) = oldest {
                 pending.remove(&oldest);
             }
+        } else if pending.len() >= self.max_pending {
+            return Err(Error::Unavailable(
+                "too many plans await confirmation; retry in a few minutes".into(),
+            ));
         }
         pending.insert(
             id.clone(),
@@ -67,7 +100,7 @@ impl Confirmations {
                 expires: now + LIFETIME,
             },
         );
-        json!({
+        Ok(json!({
             "status": "confirmation_required",
             "tool": tool,
             "arguments": arguments,
@@ -75,7 +108,7 @@ impl Confirmations {
             "confirmation_id": id,
             "expires_in_seconds": LIFETIME.as_secs(),
             "next": format!("call {tool} again with the same arguments and \"confirmation_id\": \"{id}\" to execute"),
-        })
+        }))
     }
 
     /// Consumes the confirmation if it matches this caller, tool and arguments.
@@ -104,5 +137,64 @@ impl Confirmations {
         }
         pending.remove(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Principal, Scope};
+
+    fn caller(name: &str) -> Ctx {
+        Ctx::new(Principal::token(name, name, Scope::Operate, name), "r")
+    }
+
+    fn confirmation_id(plan: &Value) -> String {
+        plan["confirmation_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_flood_never_evicts_another_callers_confirmation() {
+        let confirmations = Confirmations::with_limits(2, 4);
+        let args = JsonObject::new();
+        let (victim, flooder) = (caller("victim"), caller("flooder"));
+        let kept = confirmation_id(&confirmations.plan(&victim, "t", &args, json!({})).unwrap());
+        let mut flood = Vec::new();
+        for _ in 0..10 {
+            let plan = confirmations.plan(&flooder, "t", &args, json!({})).unwrap();
+            flood.push(confirmation_id(&plan));
+        }
+        assert!(confirmations.redeem(&victim, &kept, "t", &args).is_ok());
+        // The flooder only displaced its own older plans.
+        assert!(confirmations
+            .redeem(&flooder, &flood[0], "t", &args)
+            .is_err());
+        assert!(confirmations
+            .redeem(&flooder, &flood[9], "t", &args)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_plans_instead_of_evicting() {
+        let confirmations = Confirmations::with_limits(2, 2);
+        let args = JsonObject::new();
+        let first = confirmation_id(
+            &confirmations
+                .plan(&caller("a"), "t", &args, json!({}))
+                .unwrap(),
+        );
+        confirmations
+            .plan(&caller("b"), "t", &args, json!({}))
+            .unwrap();
+        let refused = confirmations
+            .plan(&caller("c"), "t", &args, json!({}))
+            .unwrap_err();
+        assert!(refused.to_string().contains("too many plans"), "{refused}");
+        assert!(confirmations
+            .redeem(&caller("a"), &first, "t", &args)
+            .is_ok());
     }
 }

@@ -107,7 +107,8 @@ fn path_params(operation: &Operation) -> Vec<(&'static str, &'static str)> {
 }
 
 /// Runs tool `name`. Mutating tools go through plan → confirm first, then — when
-/// `mcp_require_approval` is on — wait for a human's approval; either way they are audited.
+/// the caller's mutations need approval — wait for a human's approval; either way they are
+/// audited.
 pub async fn call(
     services: &Services,
     confirmations: &Confirmations,
@@ -131,15 +132,15 @@ pub async fn call(
     };
     let Some(confirmation) = confirmation else {
         let preview = preview(services, ctx, name, &arguments).await?;
-        return Ok(confirmations.plan(ctx, name, &arguments, preview));
+        return confirmations.plan(ctx, name, &arguments, preview);
     };
     confirmations.redeem(ctx, &confirmation, name, &arguments)?;
     let audited = Value::Object(arguments.clone());
-    if services.config.mcp_require_approval {
+    if services.needs_approval(ctx, operation.holdable()) {
         let held = async {
             let preview = preview(services, ctx, name, &arguments).await?;
             services
-                .hold_for_approval(ctx, name, &arguments, preview)
+                .hold_for_approval(ctx, SURFACE, name, &arguments, preview)
                 .await
         }
         .await;

@@ -159,6 +159,14 @@ pub fn by_route(method: &str, route: &str) -> Option<&'static Operation> {
         .find(|o| o.path == path && o.method.eq_ignore_ascii_case(method))
 }
 
+impl Operation {
+    /// Whether a request for it may be held for approval: every mutation except a human's
+    /// decisions themselves (approve, reject).
+    pub fn holdable(&self) -> bool {
+        self.mutating && self.mcp
+    }
+}
+
 pub fn by_id(id: &str) -> Option<&'static Operation> {
     OPERATIONS.iter().find(|o| o.id == id)
 }

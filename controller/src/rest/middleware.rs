@@ -144,7 +144,9 @@ pub async fn rate_limit_mcp(
 }
 
 /// Records every REST mutation (operations marked `mutating`) in the audit log, with its
-/// path parameters and body as arguments, the same shape MCP tool arguments have.
+/// path parameters and body as arguments, the same shape MCP tool arguments have. A mutation
+/// by a principal whose changes need approval is not run: it is held, and the answer is
+/// `202 Accepted` with the held request (the same policy as over MCP).
 pub async fn audit(
     State(services): State<Services>,
     matched: MatchedPath,
@@ -176,15 +178,20 @@ pub async fn audit(
     for (name, value) in params.iter() {
         arguments.insert(name.to_string(), Value::from(value));
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let held = services.needs_approval(&ctx, operation.holdable());
+    let response = if held {
+        hold(&services, &ctx, operation.id, &arguments).await
+    } else {
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
+    };
     let outcome = match response.extensions().get::<Problem>() {
         Some(problem) => AuditOutcome {
             outcome: "error",
             status: problem.status,
             detail: Some(problem.detail.clone()),
         },
+        None if held => AuditOutcome::pending_approval(),
         None => AuditOutcome {
             status: response.status().as_u16(),
             ..AuditOutcome::ok()
@@ -200,6 +207,35 @@ pub async fn audit(
         )
         .await;
     response
+}
+
+/// Holds a REST mutation for approval: the plan an approver will see, then `202` with the
+/// held request and its `Location`.
+async fn hold(
+    services: &Services,
+    ctx: &Ctx,
+    operation: &'static str,
+    arguments: &Map<String, Value>,
+) -> Response {
+    let held = async {
+        let plan = crate::operations::invoke::preview(services, ctx, operation, arguments).await?;
+        services
+            .hold_for_approval(ctx, "rest", operation, arguments, plan)
+            .await
+    }
+    .await;
+    match held {
+        Ok(approval) => {
+            let location = format!("/api/v1/approvals/{}", approval.id);
+            (
+                axum::http::StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                axum::Json(approval),
+            )
+                .into_response()
+        }
+        Err(error) => ApiError(error).into_response(),
+    }
 }
 
 /// A caller's `x-request-id` is kept only if it is 1–128 characters of `A-Z a-z 0-9 . _ : -`;

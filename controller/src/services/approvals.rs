@@ -1,7 +1,10 @@
-//! Human approval of MCP requests (`mcp_require_approval`): a confirmed mutating tool call is
-//! held with its plan; an admin — another principal than the requester — approves it through
-//! REST, and only then does it run, with the requester's own scope. Rejected or expired
-//! requests never run. The decision is a conditional update, so a request runs at most once.
+//! Human approval of changes: a mutating request by a principal that needs approval — its
+//! token is marked `requires_approval`, or `require_approval` is on for everyone — is held
+//! with its plan, on every surface alike (a REST call answers 202 with the held request; an
+//! MCP tool call holds it once confirmed). An admin who is another *person* (another token
+//! owner) approves it through REST, and only then does it run, with the requester's own
+//! scope. Rejected or expired requests never run. The decision is a conditional update, so a
+//! request runs at most once.
 
 use std::time::Duration;
 
@@ -86,10 +89,20 @@ fn shown(stored: &str, clearance: Clearance) -> Value {
 }
 
 impl Services {
-    /// Holds a confirmed MCP request for a human's decision.
+    /// Whether a mutation by `ctx`'s principal must wait for another person's approval. The
+    /// policy is about the principal and the operation, never the surface. Human decisions
+    /// (`holdable: false`: approving, rejecting) and the controller's own actions never wait.
+    pub fn needs_approval(&self, ctx: &Ctx, holdable: bool) -> bool {
+        holdable
+            && !ctx.principal.id.starts_with("system:")
+            && (ctx.principal.requires_approval || self.config.require_approval)
+    }
+
+    /// Holds a request for a human's decision.
     pub async fn hold_for_approval(
         &self,
         ctx: &Ctx,
+        surface: &str,
         operation: &str,
         arguments: &Arguments,
         plan: Value,
@@ -105,6 +118,8 @@ impl Services {
             requested_by: ctx.principal.id.clone(),
             requested_by_name: ctx.principal.name.clone(),
             requested_scope: ctx.principal.scope.as_str().to_string(),
+            requested_by_owner: ctx.principal.owner.clone(),
+            surface: surface.to_string(),
             request_id: ctx.request_id.clone(),
             state: "pending".into(),
             decided_by: None,
@@ -170,6 +185,9 @@ impl Services {
                 id: row.requested_by.clone(),
                 name: row.requested_by_name.clone(),
                 scope: Scope::parse(&row.requested_scope)?,
+                owner: row.requested_by_owner.clone(),
+                // Approved: it runs now, it is not held again.
+                requires_approval: false,
             },
             ctx.request_id.clone(),
         );
@@ -179,7 +197,7 @@ impl Services {
         let result = invoke(self, &requester, &row.operation, arguments).await;
         self.audit(
             &requester,
-            "mcp",
+            &row.surface,
             &row.operation,
             &audited,
             AuditOutcome::of(&result),
@@ -205,14 +223,16 @@ impl Services {
         self.get_approval(ctx, id).await
     }
 
-    /// Moves a pending, unexpired request to `state` on behalf of an admin who did not ask
-    /// for it.
+    /// Moves a pending, unexpired request to `state` on behalf of an admin who is another
+    /// person than the requester (not merely another token of the same owner).
     async fn decide(&self, ctx: &Ctx, id: &str, state: &str) -> Result<ApprovalRow> {
         ctx.principal.require(Scope::Admin)?;
         let row = self.require_approval(id).await?;
-        if row.requested_by == ctx.principal.id {
+        let same_owner =
+            !row.requested_by_owner.is_empty() && row.requested_by_owner == ctx.principal.owner;
+        if row.requested_by == ctx.principal.id || same_owner {
             return Err(Error::Forbidden(
-                "a request must be decided by another principal than the one that made it".into(),
+                "a request must be decided by another person than the one that made it".into(),
             ));
         }
         let now = now_ms();

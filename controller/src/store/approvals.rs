@@ -1,4 +1,4 @@
-//! Mutating MCP calls held for a human's decision.
+//! Mutating requests held for a human's decision.
 
 use super::{on_pool, read, Store, StoreResult};
 
@@ -13,6 +13,9 @@ pub struct ApprovalRow {
     pub requested_by: String,
     pub requested_by_name: String,
     pub requested_scope: String,
+    pub requested_by_owner: String,
+    /// Where it was asked: `rest` or `mcp`.
+    pub surface: String,
     pub request_id: String,
     pub state: String,
     pub decided_by: Option<String>,
@@ -24,8 +27,9 @@ impl Store {
     pub async fn insert_approval(&self, row: &ApprovalRow) -> StoreResult<()> {
         on_pool!(&self.writer, |p| sqlx::query(
             "INSERT INTO approvals (id, created_at_ms, expires_at_ms, operation, arguments, \
-             preview, requested_by, requested_by_name, requested_scope, request_id, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')"
+             preview, requested_by, requested_by_name, requested_scope, request_id, state, \
+             requested_by_owner, surface) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12)"
         )
         .bind(&row.id)
         .bind(row.created_at_ms)
@@ -37,6 +41,8 @@ impl Store {
         .bind(&row.requested_by_name)
         .bind(&row.requested_scope)
         .bind(&row.request_id)
+        .bind(&row.requested_by_owner)
+        .bind(&row.surface)
         .execute(p)
         .await
         .map(|_| ()))?;

@@ -34,7 +34,7 @@ pub use metrics::{
     BatchToIngest, Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs,
     SeriesRow,
 };
-pub use tokens::{ApiTokenRow, IssuedCertificateRow, JoinTokenError};
+pub use tokens::{ApiTokenRow, IssuedCertificateRow, JoinTokenError, NewApiTokenRow};
 
 use crate::error::ErrorKind;
 

@@ -10,6 +10,20 @@ pub struct ApiTokenRow {
     pub scope: String,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
+    pub owner: String,
+    pub requires_approval: bool,
+}
+
+/// A token to store (only its hash).
+pub struct NewApiTokenRow<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub token_hash: &'a str,
+    pub scope: &'a str,
+    pub requires_approval: bool,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
 }
 
 /// A certificate the controller issued to a device.
@@ -191,25 +205,20 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_api_token(
-        &self,
-        id: &str,
-        name: &str,
-        token_hash: &str,
-        scope: &str,
-        created_at_ms: i64,
-        expires_at_ms: Option<i64>,
-    ) -> StoreResult<()> {
+    pub async fn insert_api_token(&self, token: &NewApiTokenRow<'_>) -> StoreResult<()> {
         on_pool!(&self.writer, |p| {
             sqlx::query(
-            "INSERT INTO api_tokens (id, name, token_hash, scope, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)"
+            "INSERT INTO api_tokens (id, name, token_hash, scope, created_at_ms, expires_at_ms, owner, requires_approval) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         )
-        .bind(id)
-        .bind(name)
-        .bind(token_hash)
-        .bind(scope)
-        .bind(created_at_ms)
-        .bind(expires_at_ms)
+        .bind(token.id)
+        .bind(token.name)
+        .bind(token.token_hash)
+        .bind(token.scope)
+        .bind(token.created_at_ms)
+        .bind(token.expires_at_ms)
+        .bind(token.owner)
+        .bind(token.requires_approval)
         .execute(p)
         .await
         .map(|_| ())
@@ -225,7 +234,7 @@ impl Store {
     ) -> StoreResult<Option<ApiTokenRow>> {
         Ok(read!(self, |p| {
             sqlx::query_as::<_, ApiTokenRow>(
-            "SELECT id, name, scope, created_at_ms, expires_at_ms FROM api_tokens \
+            "SELECT id, name, scope, created_at_ms, expires_at_ms, owner, requires_approval FROM api_tokens \
              WHERE token_hash = $1 AND revoked_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > $2)"
         )
         .bind(token_hash)

@@ -286,7 +286,7 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
 async fn mcp_changes_wait_for_a_human_when_approval_is_required() {
     let dir = temp_dir();
     let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
-    config.mcp_require_approval = true;
+    config.require_approval = true;
     let controller = TestController::start(config).await;
     let operator = controller.api_token("llm-client", Scope::Operate).await;
     let client = connect(&controller, &operator).await;

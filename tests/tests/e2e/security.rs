@@ -37,7 +37,7 @@ fn holds_token(text: &str) -> bool {
 async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_readers() {
     let dir = temp_dir();
     let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
-    config.mcp_require_approval = true;
+    config.require_approval = true;
     let controller = TestController::start(config).await;
     let requester = controller.api_token("llm-admin", Scope::Admin).await;
     let approver = controller.api_token("second-admin", Scope::Admin).await;
@@ -78,7 +78,7 @@ async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_reade
 async fn file_contents_diffs_and_validator_output_need_operate() {
     let dir = temp_dir();
     let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
-    config.mcp_require_approval = true;
+    config.require_approval = true;
     let controller = TestController::start(config).await;
     let root = dir.path().join("managed");
     std::fs::create_dir_all(&root).unwrap();
@@ -595,5 +595,112 @@ async fn revocation_is_complete_for_waiting_streams_old_certificates_and_foreign
     );
     a_out.send(answer(&request_id, "genuine")).await.unwrap();
     assert_eq!(asked.await.unwrap().unwrap(), "genuine");
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn approval_holds_on_every_surface_and_needs_another_person() {
+    use infrastructor_controller::services::tokens::NewApiToken;
+    let (_dir, controller) = TestController::start_sqlite().await;
+    let held_token = |name: &str, owner: &str, scope| NewApiToken {
+        owner: Some(owner.to_string()),
+        requires_approval: true,
+        ..NewApiToken::new(name, scope)
+    };
+    let llm = controller
+        .api_token_for(held_token("alice-llm", "alice", Scope::Operate))
+        .await;
+    let alice_admin = controller
+        .api_token_for(NewApiToken {
+            owner: Some("alice".into()),
+            ..NewApiToken::new("alice-admin", Scope::Admin)
+        })
+        .await;
+    let device = json!({"name": "nas", "ssh_address": "127.0.0.1:22", "ssh_user": "monitor",
+        "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"});
+
+    // Over REST the same token gets no further than over MCP: the request is held.
+    let response = controller
+        .http()
+        .post(controller.api_url("/devices"))
+        .bearer_auth(&llm)
+        .json(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let held: Value = response.json().await.unwrap();
+    assert_eq!(held["state"], "pending", "{held}");
+    assert_eq!(
+        location,
+        format!("/api/v1/approvals/{}", held["id"].as_str().unwrap())
+    );
+    assert_eq!(controller.get_json("/devices/nas").await.0, 404, "not run");
+
+    // Another token of the same person cannot approve it; another person can.
+    let approve = |token: String| {
+        controller
+            .http()
+            .post(controller.api_url(&format!(
+                "{}/approve",
+                location.trim_start_matches("/api/v1")
+            )))
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = approve(alice_admin.clone()).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another person"),
+        "{refused}"
+    );
+    let approved = approve(controller.admin_token.clone()).await.unwrap();
+    assert_eq!(approved.status(), 200);
+    assert_eq!(
+        controller.get_json("/devices/nas").await.0,
+        200,
+        "run once approved"
+    );
+
+    // Over MCP the confirmed call is held just the same.
+    let client = connect(&controller, &llm).await;
+    // An operate token cannot delete at all: refused outright, never held.
+    let deleted = call(&client, "delete_device", json!({"device": "nas"})).await;
+    assert_eq!(structured(&deleted)["status"], 403);
+    let mut other = device.clone();
+    other["name"] = json!("nas-2");
+    let held = call_confirmed(&client, "create_agentless_device", other).await;
+    assert_eq!(structured(&held)["state"], "pending", "{held:?}");
+    assert_eq!(controller.get_json("/devices/nas-2").await.0, 404);
+
+    // The audit log tells both stories with their surfaces.
+    let (_, audit) = controller
+        .get_json("/audit?operation=create_agentless_device")
+        .await;
+    let outcomes: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["surface"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("mcp", "pending_approval"),
+            ("rest", "ok"),
+            ("rest", "pending_approval")
+        ]
+    );
+    client.cancel().await.unwrap();
     controller.shutdown().await;
 }

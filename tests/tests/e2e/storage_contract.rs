@@ -2,7 +2,8 @@
 
 use infrastructor_controller::auth::hash_token;
 use infrastructor_controller::store::{
-    IngestOutcome, IngestSample, JoinTokenError, NewDevice, Resolution, RetentionCutoffs, Store,
+    IngestOutcome, IngestSample, JoinTokenError, NewApiTokenRow, NewDevice, Resolution,
+    RetentionCutoffs, Store,
 };
 use infrastructor_e2e::{backends, temp_dir, Backend};
 
@@ -393,29 +394,39 @@ contract!(device_names_are_unique_among_live_devices, |store| {
     store.insert_device(&device("d", "web")).await.unwrap();
 });
 
+fn token_row<'a>(
+    id: &'a str,
+    hash: &'a str,
+    scope: &'a str,
+    expires_at_ms: Option<i64>,
+) -> NewApiTokenRow<'a> {
+    NewApiTokenRow {
+        id,
+        name: id,
+        owner: "alice",
+        token_hash: hash,
+        scope,
+        requires_approval: id == "1",
+        created_at_ms: T0,
+        expires_at_ms,
+    }
+}
+
 contract!(api_tokens_expire, |store| {
+    let (live, old) = (hash_token("live"), hash_token("old"));
     store
-        .insert_api_token("1", "live", &hash_token("live"), "read", T0, None)
+        .insert_api_token(&token_row("1", &live, "read", None))
         .await
         .unwrap();
     store
-        .insert_api_token("2", "old", &hash_token("old"), "admin", T0, Some(T0 + 1))
+        .insert_api_token(&token_row("2", &old, "admin", Some(T0 + 1)))
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .find_api_token(&hash_token("live"), T0 + 10)
-            .await
-            .unwrap()
-            .unwrap()
-            .scope,
-        "read"
-    );
-    assert!(store
-        .find_api_token(&hash_token("old"), T0 + 10)
-        .await
-        .unwrap()
-        .is_none());
+    let found = store.find_api_token(&live, T0 + 10).await.unwrap().unwrap();
+    assert_eq!(found.scope, "read");
+    assert_eq!(found.owner, "alice");
+    assert!(found.requires_approval, "the flag survives the round trip");
+    assert!(store.find_api_token(&old, T0 + 10).await.unwrap().is_none());
     assert_eq!(store.count_api_tokens().await.unwrap(), 2);
 });
 
