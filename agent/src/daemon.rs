@@ -93,6 +93,7 @@ impl Agent {
     /// Loads the identity and opens the spool; fails with a clear error when not enrolled.
     pub fn new(config: AgentConfig) -> Result<Self> {
         config.validate()?;
+        crate::identity::private_state_dir(&config.state_dir)?;
         let identity = Identity::load(&config.state_dir)?
             .ok_or_else(|| AgentError::NotEnrolled(config.state_dir.clone()))?;
         let spool = Spool::open(&config.state_dir.join("spool"), config.spool_max_bytes)?;

@@ -194,10 +194,82 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Link count of a file's metadata: more than one means another name outside our control may
-/// share its content.
-pub fn link_count(metadata: &fs::Metadata) -> u64 {
-    metadata.nlink()
+/// What [`ensure_private_dir`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivateDir {
+    Created,
+    Private,
+    /// It was readable or writable by others: it is now 0700 (as its mode said before).
+    Tightened {
+        was: u32,
+    },
+}
+
+/// Makes `dir` a private directory: created 0700 (with its parents) if absent; if present it
+/// must be a directory owned by this user, and one that others could read, enter or write is
+/// tightened to 0700. A directory owned by someone else is refused: they could replace what
+/// we keep there.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<PrivateDir> {
+    let metadata = match fs::metadata(dir) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_private_dir(dir)?;
+            return Ok(PrivateDir::Created);
+        }
+        Err(e) => return Err(e),
+    };
+    if !metadata.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if metadata.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {}, not by this user (uid {me}); refusing to keep secrets there",
+                dir.display(),
+                metadata.uid()
+            ),
+        ));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(PrivateDir::Private);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(PrivateDir::Tightened { was: mode })
+}
+
+/// Creates `path` 0600 if absent and tightens it to 0600 if others could read it: for files
+/// another program creates with the umask's mode (the SQLite database, whose journal files
+/// take the database file's mode).
+pub fn ensure_private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let metadata = fs::symlink_metadata(path)?;
+    if !metadata.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if metadata.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -215,6 +287,36 @@ mod tests {
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn private_dirs_are_created_tightened_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        assert_eq!(ensure_private_dir(&data).unwrap(), PrivateDir::Created);
+        assert_eq!(
+            fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            ensure_private_dir(&data).unwrap(),
+            PrivateDir::Tightened { was: 0o755 }
+        );
+        assert_eq!(ensure_private_dir(&data).unwrap(), PrivateDir::Private);
+        let file = data.join("db");
+        ensure_private_file(&file).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        ensure_private_file(&file).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(ensure_private_dir(&file).is_err(), "not a directory");
     }
 
     #[test]

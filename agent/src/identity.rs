@@ -33,6 +33,17 @@ pub struct IdentityMeta {
     pub not_after_ms: i64,
 }
 
+/// The agent's state directory, created 0700, tightened if others could read it, refused if
+/// someone else owns it (see [`crate::fsutil::ensure_private_dir`]).
+pub fn private_state_dir(state_dir: &Path) -> Result<()> {
+    let found = crate::fsutil::ensure_private_dir(state_dir)
+        .map_err(|e| AgentError::io(format!("state directory {}", state_dir.display()), e))?;
+    if let crate::fsutil::PrivateDir::Tightened { was } = found {
+        tracing::warn!(path = %state_dir.display(), was = format!("{was:04o}"), "state directory was open to other users; tightened to 0700");
+    }
+    Ok(())
+}
+
 impl Identity {
     fn dir(state_dir: &Path) -> PathBuf {
         state_dir.join("identity")
@@ -63,6 +74,7 @@ impl Identity {
     /// either the previous identity or none at all.
     pub fn store(&self, state_dir: &Path) -> Result<()> {
         let dir = Self::dir(state_dir);
+        private_state_dir(state_dir)?;
         create_private_dir(&dir)
             .map_err(|e| AgentError::io(format!("creating {}", dir.display()), e))?;
         let meta = toml::to_string(&self.meta).map_err(|e| AgentError::Config(e.to_string()))?;

@@ -1,5 +1,6 @@
 //! `infrastructor-controller`: run the controller, the one-machine quickstart, or manage tokens.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,9 +42,34 @@ struct McpStdioArgs {
     /// The controller's MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
     #[arg(long, env = "INFRASTRUCTOR_MCP_URL")]
     url: String,
-    /// An API token (sent as `Authorization: Bearer`).
-    #[arg(long, env = "INFRASTRUCTOR_TOKEN")]
-    token: String,
+    /// A file holding the API token (sent as `Authorization: Bearer`); it must not be
+    /// readable by others. Without it the token is read from `INFRASTRUCTOR_TOKEN`. There is
+    /// no flag for the token itself: a command line is visible to every user in `ps`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// The bridge's token: from `--token-file` (private) or `INFRASTRUCTOR_TOKEN`.
+fn bridge_token(args: &McpStdioArgs) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(path) = &args.token_file {
+        let mode = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "token file {} is readable by other users (mode {:04o}); chmod 600 it",
+                path.display(),
+                mode & 0o7777
+            );
+        }
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?;
+        return Ok(token.trim().to_string());
+    }
+    std::env::var("INFRASTRUCTOR_TOKEN")
+        .map_err(|_| anyhow::anyhow!("no token: pass --token-file PATH or set INFRASTRUCTOR_TOKEN"))
 }
 
 #[derive(Subcommand)]
@@ -138,7 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::McpStdio(args) => {
-            infrastructor_controller::mcp::bridge::run(&args.url, &args.token).await
+            let token = bridge_token(&args)?;
+            infrastructor_controller::mcp::bridge::run(&args.url, &token).await
         }
         Command::Token(TokenCommand::CreateJoin(args)) => {
             let config = ControllerConfig::load(&args.config)?;

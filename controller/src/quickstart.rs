@@ -22,6 +22,8 @@ use crate::services::tokens::NewApiToken;
 /// Where the quickstart's local agent may apply configuration changes.
 const MANAGED_DIR: &str = "managed";
 const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The same token as a header line for `curl -H @file`, which keeps it out of `ps`.
+const ADMIN_HEADER_FILE: &str = "admin-auth-header";
 
 /// The quickstart's admin token: the bootstrap token on first start, read back from
 /// `<data_dir>/admin-token` (mode 0600) afterwards.
@@ -127,10 +129,20 @@ pub async fn up(
     let managed = std::fs::canonicalize(controller.data_dir().join(MANAGED_DIR))?;
     println!("  config changes: allowed under {}", managed.display());
     println!("admin token: {token}");
+    let data_dir = controller.data_dir();
+    let header = data_dir.join(ADMIN_HEADER_FILE);
+    infrastructor_agent::fsutil::write_atomic(
+        &header,
+        format!("Authorization: Bearer {token}\n").as_bytes(),
+        0o600,
+    )?;
     println!();
-    println!("Try:");
-    println!("  curl -s -H 'Authorization: Bearer {token}' {api}/devices");
-    println!("  stdio MCP clients: infrastructor-controller mcp-stdio --url {mcp} --token {token}");
+    println!("Try (the token stays in files, out of shell history and `ps`):");
+    println!("  curl -s -H @{} {api}/devices", header.display());
+    println!(
+        "  stdio MCP clients: infrastructor-controller mcp-stdio --url {mcp} --token-file {}",
+        data_dir.join(ADMIN_TOKEN_FILE).display()
+    );
     println!();
     println!("Press Ctrl-C to stop.");
 

@@ -54,12 +54,16 @@ pub enum StartError {
 /// buckets), SSH pool, agent registry — each step logged; a failure closes what was opened.
 /// The CLI's token commands use this directly, without listeners.
 pub async fn open_services(config: &ControllerConfig) -> Result<Services, StartError> {
-    infrastructor_agent::fsutil::create_private_dir(&config.data_dir).map_err(|source| {
-        StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        }
-    })?;
+    let data_dir =
+        infrastructor_agent::fsutil::ensure_private_dir(&config.data_dir).map_err(|source| {
+            StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
+    if let infrastructor_agent::fsutil::PrivateDir::Tightened { was } = data_dir {
+        tracing::warn!(path = %config.data_dir.display(), was = format!("{was:04o}"), "data directory was open to other users; tightened to 0700");
+    }
     let store = match &config.database_url {
         Some(url) => Store::open_postgres(url).await?,
         None => Store::open_sqlite(&config.data_dir.join("infrastructor.db")).await?,

@@ -30,8 +30,7 @@ fn bridge(controller: &Controller, token: &str) -> TokioChildProcess {
         .arg("mcp-stdio")
         .arg("--url")
         .arg(format!("http://{}/mcp", controller.http_addr))
-        .arg("--token")
-        .arg(token)
+        .env("INFRASTRUCTOR_TOKEN", token)
         .env("INFRASTRUCTOR_LOG", "warn");
     TokioChildProcess::new(command).unwrap()
 }
@@ -78,11 +77,55 @@ async fn a_stdio_client_reaches_the_tools_through_the_bridge() {
     let output = tokio::process::Command::new(CONTROLLER)
         .args(["mcp-stdio", "--url"])
         .arg(format!("http://{}/mcp", controller.http_addr))
-        .args(["--token", "ifr_wrong"])
+        .env("INFRASTRUCTOR_TOKEN", "ifr_wrong")
         .stdin(std::process::Stdio::piped())
         .output()
         .await
         .unwrap();
     assert!(!output.status.success());
+
+    // A token file works when it is private, and is refused when others can read it; a
+    // token is never accepted as a flag.
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{admin}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut command = tokio::process::Command::new(CONTROLLER);
+    command
+        .args(["mcp-stdio", "--url"])
+        .arg(format!("http://{}/mcp", controller.http_addr))
+        .arg("--token-file")
+        .arg(&file)
+        .env_remove("INFRASTRUCTOR_TOKEN")
+        .env("INFRASTRUCTOR_LOG", "warn");
+    let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    assert!(!client.list_all_tools().await.unwrap().is_empty());
+    client.cancel().await.unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = tokio::process::Command::new(CONTROLLER)
+        .args([
+            "mcp-stdio",
+            "--url",
+            "http://127.0.0.1:9/mcp",
+            "--token-file",
+        ])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!loose.status.success());
+    assert!(String::from_utf8_lossy(&loose.stderr).contains("chmod 600"));
+    let flag = tokio::process::Command::new(CONTROLLER)
+        .args([
+            "mcp-stdio",
+            "--url",
+            "http://127.0.0.1:9/mcp",
+            "--token",
+            &admin,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!flag.status.success(), "no --token flag");
     controller.shutdown().await;
 }

@@ -15,7 +15,7 @@ mod performance;
 mod tokens;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -120,8 +120,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it. The file is
+    /// created 0600 (and tightened to it), so its `-wal` and `-shm` files, which SQLite
+    /// creates with the database's mode, are private too.
     pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
+        let private = |e: std::io::Error| StoreError::Open {
+            location: path.display().to_string(),
+            message: format!("making the database file private: {e}"),
+        };
+        infrastructor_agent::fsutil::ensure_private_file(path).map_err(private)?;
+        for suffix in ["-wal", "-shm"] {
+            let companion = PathBuf::from(format!("{}{suffix}", path.display()));
+            if companion.exists() {
+                infrastructor_agent::fsutil::ensure_private_file(&companion).map_err(private)?;
+            }
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -704,3 +704,37 @@ async fn approval_holds_on_every_surface_and_needs_another_person() {
     client.cancel().await.unwrap();
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_data_directory_and_database_are_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = temp_dir();
+    let data = path(&dir, "controller");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let controller = TestController::start(controller_config(&data, &Backend::Sqlite)).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "a looser data directory is tightened");
+    for file in [
+        "infrastructor.db",
+        "infrastructor.db-wal",
+        "infrastructor.db-shm",
+    ] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    controller.shutdown().await;
+
+    // A data directory someone else owns is refused with a clear error.
+    if std::fs::metadata(&data).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&data, Some(65534), None).unwrap();
+        let refused =
+            infrastructor_controller::Controller::start(controller_config(&data, &Backend::Sqlite))
+                .await
+                .err()
+                .expect("refused");
+        assert!(
+            refused.to_string().contains("owned by uid 65534"),
+            "{refused}"
+        );
+    }
+}
