@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::SessionInfo;
 use crate::pki::{client_certificate, ClientCertificate};
+use crate::services::untrusted::{self, Lines};
 use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
 
@@ -195,18 +196,8 @@ impl Session {
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         let now = now_ms();
-        let hostname: String = hello
-            .hostname
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(253)
-            .collect();
-        let version: String = hello
-            .agent_version
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
+        let hostname = untrusted::clean(&hello.hostname, 253, Lines::Single);
+        let version = untrusted::clean(&hello.agent_version, 64, Lines::Single);
         services
             .store
             .record_hello(&device_id, &hostname, &version, now)

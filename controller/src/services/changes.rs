@@ -22,6 +22,7 @@ use infrastructor_proto::v1::{
 use serde::{Deserialize, Serialize};
 
 use super::redact::{redact_as, Clearance};
+use super::untrusted::{self, Lines};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
@@ -358,10 +359,19 @@ impl Services {
     /// An agent rolled a transaction back by itself (deadline passed, or recovered after a
     /// restart): record it against the change.
     pub async fn record_change_event(&self, device_id: &str, event: &ChangeEvent) {
-        tracing::warn!(device_id, txn_id = %event.txn_id, state = %event.state, reason = %event.reason, "agent changed a transaction on its own");
+        // The agent's words are untrusted: the state must be one of the engine's, the reason
+        // is cleaned and bounded.
+        let Ok(state) =
+            serde_json::from_value::<TxnState>(serde_json::Value::from(event.state.as_str()))
+        else {
+            tracing::warn!(device_id, "change event with an unknown state; ignored");
+            return;
+        };
+        let reason = untrusted::clean(&event.reason, untrusted::MAX_LINE_CHARS, Lines::Single);
+        tracing::warn!(device_id, txn_id = %event.txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
         let update = TargetUpdate {
-            state: &event.state,
-            error: Some(&event.reason),
+            state: state.as_str(),
+            error: Some(&reason),
             ..Default::default()
         };
         let recorded = async {
@@ -683,6 +693,7 @@ impl Services {
             }
             Target::Ssh { engine, .. } => engine.prepare(id, set).await.map_err(engine_error),
         }
+        .and_then(untrusted::clean_as)
     }
 
     async fn target_commit(
@@ -706,6 +717,7 @@ impl Services {
             }
             Target::Ssh { engine, .. } => engine.commit(id, options).await.map_err(engine_error),
         }
+        .and_then(untrusted::clean_as)
     }
 
     async fn target_step(
@@ -737,6 +749,7 @@ impl Services {
             }
             .map_err(engine_error),
         }
+        .and_then(untrusted::clean_as)
     }
 
     async fn record_commit(

@@ -63,6 +63,8 @@ fn view(row: CheckRow) -> CheckView {
     }
 }
 
+use super::untrusted::{self, Lines};
+
 impl Services {
     /// Stores a round of check reports from an agent. Reports with an invalid name or status
     /// are dropped; messages and evidence are bounded; unknown capabilities are ignored.
@@ -80,22 +82,17 @@ impl Services {
                     CheckStatus::Critical => "critical",
                     CheckStatus::Unspecified => return None,
                 };
-                let evidence = if r.evidence_json.len() <= MAX_EVIDENCE_BYTES
-                    && serde_json::from_str::<serde_json::Value>(&r.evidence_json).is_ok()
-                {
-                    r.evidence_json.clone()
-                } else {
-                    "null".to_string()
-                };
+                let evidence = serde_json::from_str::<serde_json::Value>(&r.evidence_json)
+                    .ok()
+                    .filter(|_| r.evidence_json.len() <= MAX_EVIDENCE_BYTES)
+                    .map_or_else(
+                        || "null".to_string(),
+                        |evidence| untrusted::clean_value(&evidence).to_string(),
+                    );
                 Some(CheckRow {
                     check_name: r.check.clone(),
                     status: status.to_string(),
-                    message: r
-                        .message
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(MAX_MESSAGE_CHARS)
-                        .collect(),
+                    message: untrusted::clean(&r.message, MAX_MESSAGE_CHARS, Lines::Single),
                     evidence,
                     // The agent's clock is only trusted within a day of ours.
                     checked_at_ms: if (r.checked_at_unix_ms - now).abs() < 86_400_000 {

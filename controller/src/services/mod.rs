@@ -13,6 +13,7 @@
 //! - [`performance`]: operation timing summaries and their flush.
 //! - [`redact`]: the one redaction of secrets and file contents for every view.
 //! - [`tokens`]: API tokens and the bootstrap admin token.
+//! - [`untrusted`]: cleaning and bounding of everything hosts report.
 //! - [`validate`]: the strict patterns every name must match.
 
 pub mod approvals;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod performance;
 pub mod redact;
 pub mod tokens;
+pub mod untrusted;
 pub mod validate;
 
 use std::sync::Arc;
