@@ -71,6 +71,20 @@ impl ManagedDir {
         Ok(Self { fd })
     }
 
+    /// Opens `dir`, refusing a final symlink and a directory not owned by `uid` (one made
+    /// by [`private_dir_for`] earlier, not one someone else planted).
+    pub fn open_owned_by(dir: &Path, uid: u32) -> io::Result<Self> {
+        let fd = rustix::fs::openat(CWD, dir, dir_flags() | OFlags::NOFOLLOW, Mode::empty())?;
+        let owner = rustix::fs::fstat(&fd)?.st_uid;
+        if owner != uid {
+            return Err(io::Error::other(format!(
+                "{} is owned by uid {owner}, not {uid}",
+                dir.display()
+            )));
+        }
+        Ok(Self { fd })
+    }
+
     /// The regular file `name` in this directory, at most `limit` bytes; `None` when absent.
     /// A final symlink is refused (`O_NOFOLLOW`), and so is anything but a regular file;
     /// FIFOs cannot block the open (`O_NONBLOCK`).
@@ -192,6 +206,22 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// Creates `dir` fresh (an existing entry of that name, link or not, is an error), owned by
+/// `owner` with mode 0700, and opens it: a private place for another account.
+pub fn private_dir_for(dir: &Path, owner: (u32, u32)) -> io::Result<ManagedDir> {
+    let (parent, name) = split(dir)?;
+    let parent_fd = open_dir(parent)?;
+    rustix::fs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o700))?;
+    let fd = rustix::fs::openat(
+        &parent_fd,
+        name,
+        dir_flags() | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    std::os::unix::fs::fchown(&fd, Some(owner.0), Some(owner.1))?;
+    Ok(ManagedDir { fd })
 }
 
 /// What [`ensure_private_dir`] found.

@@ -81,19 +81,21 @@ async fn local_agent(controller: &Controller, state_dir: &Path) -> anyhow::Resul
     let mut config = AgentConfig::new(state_dir.to_path_buf());
     // The controller's port may differ from the last run.
     config.controller_url = Some(url);
-    config.changes = try_it_policy(controller.data_dir())?;
+    config.changes = try_it_policy(controller)?;
     Ok(Agent::new(config)?)
 }
 
 /// The local agent may change files under `<data_dir>/managed` only, so configuration changes
-/// can be tried without touching anything else on this machine.
-fn try_it_policy(data_dir: &Path) -> anyhow::Result<ChangePolicy> {
-    let dir = data_dir.join(MANAGED_DIR);
+/// can be tried without touching anything else on this machine. It shares its loopback with
+/// the controller, so its health probes may not reach the controller's own ports.
+fn try_it_policy(controller: &Controller) -> anyhow::Result<ChangePolicy> {
+    let dir = controller.data_dir().join(MANAGED_DIR);
     std::fs::create_dir_all(&dir)?;
     let dir = std::fs::canonicalize(&dir)?;
     let root = ManagedPath::new(&dir.to_string_lossy())?;
     Ok(ChangePolicy {
         roots: vec![root],
+        probe_deny_ports: vec![controller.http_addr.port(), controller.grpc_addr.port()],
         ..Default::default()
     })
 }

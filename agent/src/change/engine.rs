@@ -513,12 +513,28 @@ impl<H: ChangeHost> ChangeEngine<H> {
         if set.validators.is_empty() {
             return outcomes;
         }
+        let account = match self.validator_account().await {
+            Ok(account) => account,
+            Err(error) => {
+                let reason = format!("validator account: {error}");
+                return set
+                    .validators
+                    .iter()
+                    .map(|call| ValidatorOutcome {
+                        name: call.name.clone(),
+                        file: call.file.clone(),
+                        passed: false,
+                        output: reason.clone(),
+                    })
+                    .collect();
+            }
+        };
         let mut staged = Vec::with_capacity(set.files.len());
         for (index, file) in set.files.iter().enumerate() {
             let local = self.journals.blob_path(txn_id, &staged_name(index));
             staged.push(
                 self.host
-                    .stage(txn_id, index, &local, file.content.as_bytes())
+                    .stage(txn_id, index, &local, file.content.as_bytes(), account)
                     .await,
             );
         }
@@ -530,7 +546,13 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 .unwrap_or_default();
             let result = match (&staged[index], self.policy.validators.get(&call.name)) {
                 (Ok(path), Some(template)) => match command::validator(template, path) {
-                    Some(command) => self.host.run(&command, VALIDATOR_TIMEOUT).await,
+                    Some(command) => {
+                        let command = match account {
+                            Some((uid, gid)) => command::as_account(uid, gid, &command),
+                            None => command,
+                        };
+                        self.host.run(&command, VALIDATOR_TIMEOUT).await
+                    }
                     None => Err("empty validator".to_string()),
                 },
                 (Err(error), _) => Err(format!("staging failed: {error}")),
@@ -551,8 +573,49 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 output,
             });
         }
-        self.host.unstage(txn_id).await;
+        let local_dir = self.journals.blob_path(txn_id, "");
+        self.host.unstage(txn_id, &local_dir).await;
         outcomes
+    }
+
+    /// The `(uid, gid)` validators run as, or `None` to run them as we run: when the policy
+    /// says `root`, or when we are not root ourselves (then we are unprivileged already).
+    async fn validator_account(&self) -> Result<Option<(u32, u32)>, ChangeError> {
+        let user = self.policy.validator_user.as_str();
+        if user == "root" {
+            return Ok(None);
+        }
+        let me = self
+            .host
+            .run(&command::user_id(), Duration::from_secs(10))
+            .await
+            .map_err(ChangeError::Failed)?;
+        if me.stdout.trim() != "0" {
+            return Ok(None);
+        }
+        let uid = self
+            .owner_id(Some(user), OwnerKind::User)
+            .await?
+            .unwrap_or_default();
+        let gid = match user.parse::<u32>() {
+            Ok(numeric) => numeric,
+            Err(_) => {
+                let account =
+                    AccountName::new(user).map_err(|e| ChangeError::InvalidInput(e.to_string()))?;
+                let output = self
+                    .host
+                    .run(&command::primary_group(&account), Duration::from_secs(10))
+                    .await
+                    .map_err(ChangeError::Failed)?;
+                output.stdout.trim().parse().map_err(|_| {
+                    ChangeError::Failed(format!("no primary group for validator_user {user:?}"))
+                })?
+            }
+        };
+        if uid == 0 {
+            return Ok(None);
+        }
+        Ok(Some((uid, gid)))
     }
 
     /// Refuses to commit over a file someone changed between prepare and commit.

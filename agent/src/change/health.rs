@@ -122,15 +122,15 @@ async fn probe(host: &impl ChangeHost, check: &HealthCheck) -> Result<String, St
                 _ => Err(format!("{name} is not running")),
             }
         }
-        HealthCheck::HttpGet(url) => http_get(url).await,
+        HealthCheck::HttpGet(url) => http_get(host, url).await,
         HealthCheck::TcpConnect(address) => {
-            tokio::time::timeout(
-                PROBE_TIMEOUT,
-                tokio::net::TcpStream::connect(address.as_str()),
-            )
-            .await
-            .map_err(|_| format!("{address}: connect timed out"))?
-            .map_err(|e| format!("{address}: {e}"))?;
+            let (target, port) = check
+                .probe_target()?
+                .ok_or_else(|| format!("{address}: not a network probe"))?;
+            tokio::time::timeout(PROBE_TIMEOUT, host.connect_tcp(&target, port))
+                .await
+                .map_err(|_| format!("{address}: connect timed out"))?
+                .map_err(|e| format!("{address}: {e}"))?;
             Ok("accepted".into())
         }
     }
@@ -150,12 +150,14 @@ pub fn parse_http_url(url: &str) -> Result<hyper::Uri, String> {
     Ok(uri)
 }
 
-async fn http_get(url: &str) -> Result<String, String> {
+/// `GET url` over a connection the host opens (see [`ChangeHost::connect_tcp`]).
+async fn http_get(on: &impl ChangeHost, url: &str) -> Result<String, String> {
     let uri = parse_http_url(url)?;
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(80);
     let request = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        let stream = on
+            .connect_tcp(host.trim_start_matches('[').trim_end_matches(']'), port)
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

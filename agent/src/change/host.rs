@@ -43,17 +43,20 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
     ) -> impl Future<Output = Result<LiveFile, ChangeError>> + Send;
 
     /// Makes `content` readable by validators on the host and returns its path there.
-    /// `local_copy` is the engine's own staged copy (already durable).
+    /// `local_copy` is the engine's own staged copy (already durable). With `reader`, the
+    /// validators run as that `(uid, gid)`, and only it (and root) can read the copy.
     fn stage(
         &self,
         txn_id: &str,
         index: usize,
         local_copy: &Path,
         content: &[u8],
+        reader: Option<(u32, u32)>,
     ) -> impl Future<Output = Result<ManagedPath, ChangeError>> + Send;
 
     /// Removes whatever [`stage`](Self::stage) put on the host.
-    fn unstage(&self, txn_id: &str) -> impl Future<Output = ()> + Send;
+    /// `local_dir` is the engine's directory of the transaction.
+    fn unstage(&self, txn_id: &str, local_dir: &Path) -> impl Future<Output = ()> + Send;
 
     /// Replaces `path` atomically: temp file in the same directory (created exclusively,
     /// never through a link) → fsync → rename → fsync the directory. The directory is checked
@@ -70,7 +73,24 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
 
     /// The host's Docker engine, for container actions and health checks.
     fn docker(&self) -> impl Future<Output = Result<bollard::Docker, ChangeError>> + Send;
+
+    /// A TCP connection opened *from the host* to `host:port`, for health probes: the agent
+    /// connects itself; for an agentless host the connection is tunnelled over SSH, so
+    /// "127.0.0.1" is the managed host's loopback, never the controller's.
+    fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<ProbeStream, String>> + Send;
 }
+
+/// A probe's connection, whatever carries it.
+pub type ProbeStream = Box<dyn ProbeIo>;
+
+/// What a probe needs of a connection.
+pub trait ProbeIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ProbeIo for T {}
 
 /// This host, as seen by the agent.
 pub struct LocalHost;
@@ -121,16 +141,40 @@ impl ChangeHost for LocalHost {
 
     async fn stage(
         &self,
-        _txn_id: &str,
-        _index: usize,
+        txn_id: &str,
+        index: usize,
         local_copy: &Path,
-        _content: &[u8],
+        content: &[u8],
+        reader: Option<(u32, u32)>,
     ) -> Result<ManagedPath, ChangeError> {
-        // The engine's staged copy is on this host already.
-        managed(local_copy)
+        let Some(reader) = reader else {
+            // The engine's staged copy is on this host already.
+            return managed(local_copy);
+        };
+        // The journal is root's alone: the validator's account gets its own private copy, in
+        // a directory named for this engine's transaction, created fresh (never one found).
+        let dir = validate_dir(txn_id, local_copy);
+        let opened = if index == 0 {
+            crate::fsutil::private_dir_for(&dir, reader)
+        } else {
+            ManagedDir::open_owned_by(&dir, reader.0)
+        }
+        .map_err(|e| ChangeError::io("staging for validators in", &dir, e))?;
+        opened
+            .replace(&staged_name(index), content, 0o400, Some(reader))
+            .map_err(|e| ChangeError::io("staging for validators in", &dir, e))?;
+        managed(&dir.join(staged_name(index)))
     }
 
-    async fn unstage(&self, _txn_id: &str) {}
+    async fn unstage(&self, txn_id: &str, local_dir: &Path) {
+        let dir = validate_dir(txn_id, &local_dir.join("staged"));
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), %error, "validator staging not removed");
+            }
+        }
+    }
 
     async fn install(
         &self,
@@ -156,6 +200,23 @@ impl ChangeHost for LocalHost {
             .await
             .map_err(|e| ChangeError::Failed(e.to_string()))
     }
+
+    async fn connect_tcp(&self, host: &str, port: u16) -> Result<ProbeStream, String> {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// Where a transaction's files are staged for an unprivileged validator: in the temp
+/// directory, named for the transaction and for the engine's own journal directory (several
+/// engines may run one transaction on one machine).
+fn validate_dir(txn_id: &str, local_copy: &Path) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    let engine = local_copy.parent().unwrap_or(local_copy);
+    let digest = hex::encode(Sha256::digest(engine.as_os_str().as_encoded_bytes()));
+    std::env::temp_dir().join(format!("infrastructor-validate-{txn_id}-{}", &digest[..16]))
 }
 
 fn open_managed_dir(dir: &ManagedPath) -> Result<ManagedDir, ChangeError> {

@@ -87,6 +87,30 @@ impl fmt::Display for Action {
     }
 }
 
+impl HealthCheck {
+    /// Where a network probe connects: `(host, port)`, or `None` for checks that are not
+    /// network probes.
+    pub fn probe_target(&self) -> Result<Option<(String, u16)>, String> {
+        match self {
+            Self::HttpGet(url) => {
+                let uri = super::health::parse_http_url(url)?;
+                let host = uri.host().unwrap_or_default().to_string();
+                Ok(Some((host, uri.port_u16().unwrap_or(80))))
+            }
+            Self::TcpConnect(address) => {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("tcp_connect needs host:port, got {address:?}"))?;
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("tcp_connect needs a numeric port, got {address:?}"))?;
+                Ok(Some((host.to_string(), port)))
+            }
+            Self::UnitActive(_) | Self::ContainerRunning(_) => Ok(None),
+        }
+    }
+}
+
 impl fmt::Display for HealthCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -134,7 +158,7 @@ impl<'de> Deserialize<'de> for FileMode {
 }
 
 /// What a host allows: the roots changes may write under and the validators they may run.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePolicy {
     /// Directories under which files may be changed. Empty: configuration changes disabled.
@@ -146,6 +170,21 @@ pub struct ChangePolicy {
     /// Whether files may be setuid or setgid (new or kept). Off: such modes are refused.
     #[serde(default)]
     pub allow_setuid: bool,
+    /// Health probes (`http_get`, `tcp_connect`) may reach the host's own loopback
+    /// (`127.0.0.1`, `::1`, `localhost`) and these `host:port` targets besides; nothing else,
+    /// so a change cannot turn the host into a scanner of its network.
+    #[serde(default)]
+    pub probe_allow: Vec<String>,
+    /// The account validators run as: `nobody` by default, so a staged configuration that
+    /// includes another file (`include /etc/shadow;`) cannot make a validator read — and echo —
+    /// what that account cannot read. `root` runs them with the agent's own privileges
+    /// (some validators need it; their output is then only as private as the change view).
+    #[serde(default = "default_validator_user")]
+    pub validator_user: String,
+    /// Loopback ports probes may not reach (the quickstart's agent shares its host with the
+    /// controller, whose ports it lists here).
+    #[serde(default)]
+    pub probe_deny_ports: Vec<u16>,
 }
 
 /// How a commit proceeds.
@@ -162,6 +201,23 @@ impl Default for CommitOptions {
         Self {
             confirm_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_validator_user() -> String {
+    "nobody".into()
+}
+
+impl Default for ChangePolicy {
+    fn default() -> Self {
+        Self {
+            roots: Vec::new(),
+            validators: BTreeMap::new(),
+            allow_setuid: false,
+            probe_allow: Vec::new(),
+            validator_user: default_validator_user(),
+            probe_deny_ports: Vec::new(),
         }
     }
 }
@@ -224,17 +280,31 @@ impl ChangePolicy {
             }
         }
         for check in &set.health_checks {
-            match check {
-                HealthCheck::HttpGet(url) => {
-                    super::health::parse_http_url(url).map_err(ChangeError::InvalidInput)?;
-                }
-                HealthCheck::TcpConnect(address) if !address.contains(':') => {
-                    return invalid(format!("tcp_connect needs host:port, got {address:?}"));
-                }
-                _ => {}
+            if let Some((host, port)) = check.probe_target().map_err(ChangeError::InvalidInput)? {
+                self.check_probe(&host, port)?;
             }
         }
         Ok(())
+    }
+
+    /// Refuses a probe target outside the host's loopback and `probe_allow`.
+    pub fn check_probe(&self, host: &str, port: u16) -> Result<(), ChangeError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = matches!(host, "127.0.0.1" | "::1" | "localhost");
+        let listed = self
+            .probe_allow
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&format!("{host}:{port}")));
+        if (loopback && !self.probe_deny_ports.contains(&port)) || listed {
+            Ok(())
+        } else {
+            Err(ChangeError::Refused(format!(
+                "health probe target {host}:{port} is not allowed by this host's policy: probes \
+                 reach the host's own loopback (except ports {:?}) and probe_allow ({})",
+                self.probe_deny_ports,
+                self.probe_allow.join(", ")
+            )))
+        }
     }
 
     /// Refuses setuid and setgid modes unless the policy allows them.

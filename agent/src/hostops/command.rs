@@ -242,6 +242,27 @@ pub fn systemctl_is_active(unit: &UnitName) -> HostCommand {
     HostCommand::new("systemctl", ["is-active", "--quiet", "--", unit.as_str()])
 }
 
+/// `command` run as the account `uid`:`gid` with no supplementary groups, through util-linux
+/// `setpriv` (the same argv locally and over SSH).
+pub fn as_account(uid: u32, gid: u32, command: &HostCommand) -> HostCommand {
+    let mut args = vec![
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".to_string(),
+        "--".into(),
+        command.program.clone(),
+    ];
+    args.extend(command.args.iter().cloned());
+    let mut wrapped = HostCommand::new("setpriv", args);
+    wrapped.stdin = command.stdin.clone();
+    wrapped
+}
+
+/// `id -g -- USER`: the user's primary group.
+pub fn primary_group(name: &AccountName) -> HostCommand {
+    HostCommand::new("id", ["-g", "--", name.as_str()])
+}
+
 /// A validator from the agent's allowlist: `template` comes from the operator's config, and
 /// `{staged}` is replaced by the staged file's path, as one argv element.
 pub fn validator(template: &[String], staged: &ManagedPath) -> Option<HostCommand> {

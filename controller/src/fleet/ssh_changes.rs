@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infrastructor_agent::change::host::staged_name;
+use infrastructor_agent::change::host::{staged_name, ProbeStream};
 use infrastructor_agent::change::journal::FileMeta;
 use infrastructor_agent::change::spec::MAX_FILE_BYTES;
 use infrastructor_agent::change::{ChangeEngine, ChangeError, ChangeHost, ChangePolicy, LiveFile};
@@ -253,6 +253,7 @@ impl ChangeHost for SshChangeHost {
         index: usize,
         _local_copy: &Path,
         content: &[u8],
+        reader: Option<(u32, u32)>,
     ) -> Result<ManagedPath, ChangeError> {
         let existing = self.staging().get(txn_id).cloned();
         let dir = match existing {
@@ -276,10 +277,16 @@ impl ChangeHost for SshChangeHost {
             .map_err(|e| ChangeError::Internal(e.to_string()))?;
         self.checked(command::write_file(&path, content.to_vec()))
             .await?;
+        if let Some((uid, gid)) = reader {
+            // Only the validator's account (and root) may read the staged copy.
+            self.checked(command::chmod(0o400, &path)).await?;
+            self.checked(command::chown(uid, gid, &path)).await?;
+            self.checked(command::chown(uid, gid, &dir)).await?;
+        }
         Ok(path)
     }
 
-    async fn unstage(&self, txn_id: &str) {
+    async fn unstage(&self, txn_id: &str, _local_dir: &Path) {
         let dir = self.staging().remove(txn_id);
         if let Some(dir) = dir {
             let _ = self.run(&command::remove_dir(&dir), STEP_TIMEOUT).await;
@@ -324,6 +331,15 @@ impl ChangeHost for SshChangeHost {
         self.checked(command::remove_file(path)).await?;
         self.checked(command::sync(&path.parent())).await?;
         Ok(())
+    }
+
+    async fn connect_tcp(&self, host: &str, port: u16) -> Result<ProbeStream, String> {
+        let stream = self
+            .driver
+            .tcp_stream(&self.target, host, port)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(stream))
     }
 
     async fn docker(&self) -> Result<bollard::Docker, ChangeError> {

@@ -369,6 +369,28 @@ impl SshDriver {
         })
     }
 
+    /// A TCP connection opened by the host itself to `host:port` (a `direct-tcpip` channel):
+    /// health probes of agentless hosts reach the host's loopback, not the controller's.
+    pub async fn tcp_stream(
+        &self,
+        target: &SshTarget,
+        host: &str,
+        port: u16,
+    ) -> Result<TunnelledStream, SshError> {
+        let handle = self.connect(target).await?;
+        let channel = handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::Channel {
+                host: target.host.clone(),
+                message: format!("tunnel to {host}:{port}: {e}"),
+            })?;
+        Ok(TunnelledStream {
+            stream: channel.into_stream(),
+            _connection: handle,
+        })
+    }
+
     /// Closes every idle connection (at shutdown); returns how many there were.
     pub fn close_idle(&self) -> usize {
         let mut idle = self.idle();
@@ -444,4 +466,44 @@ impl infrastructor_agent::checks::CommandRunner for SshRunner<'_> {
 /// The argv as one shell-quoted line for SSH `exec`.
 pub fn remote_command_line(command: &HostCommand) -> Result<String, SshError> {
     shlex::try_join(command.argv()).map_err(|e| SshError::BadCommand(e.to_string()))
+}
+
+/// A TCP connection carried over an SSH channel; it keeps its SSH connection open.
+pub struct TunnelledStream {
+    stream: russh::ChannelStream<russh::client::Msg>,
+    _connection: Handle<PinnedHostKey>,
+}
+
+impl tokio::io::AsyncRead for TunnelledStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TunnelledStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

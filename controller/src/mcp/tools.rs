@@ -129,7 +129,14 @@ pub async fn call(
     // held request is ever handed to a caller who could not run the operation.
     ctx.principal.require(operation.scope)?;
     if !operation.mutating {
-        return invoke(services, ctx, name, arguments).await;
+        let audited = operation.audited.then(|| Value::Object(arguments.clone()));
+        let result = invoke(services, ctx, name, arguments).await;
+        if let Some(arguments) = audited {
+            services
+                .audit(ctx, SURFACE, name, &arguments, AuditOutcome::of(&result))
+                .await;
+        }
+        return result;
     }
     let confirmation = match arguments.remove("confirmation_id") {
         None => None,

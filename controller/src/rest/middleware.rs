@@ -156,7 +156,7 @@ pub async fn audit(
 ) -> Response {
     let operation = crate::operations::by_route(request.method().as_str(), matched.as_str());
     let (Some(operation), Some(principal)) = (
-        operation.filter(|o| o.mutating),
+        operation.filter(|o| o.audited),
         request.extensions().get::<Principal>().cloned(),
     ) else {
         return next.run(request).await;

@@ -75,7 +75,11 @@ async fn a_multi_device_change_where_one_device_fails_prepare_changes_no_device(
     assert_eq!(plan["state"], "invalid");
     let diff = target(&plan, &a_id)["files"][0]["diff"].as_str().unwrap();
     assert!(diff.contains("-valid: old\n+valid: new\n"), "{diff}");
-    assert_eq!(target(&plan, &a_id)["validators"][0]["passed"], true);
+    assert_eq!(
+        target(&plan, &a_id)["validators"][0]["passed"],
+        true,
+        "{plan}"
+    );
     assert_eq!(target(&plan, &b_id)["validators"][0]["passed"], false);
 
     let (status, change) = controller.post_body("/changes", &request).await;

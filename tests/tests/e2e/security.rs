@@ -76,10 +76,8 @@ async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_reade
 
 #[tokio::test]
 async fn file_contents_diffs_and_validator_output_need_operate() {
-    let dir = temp_dir();
-    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
-    config.require_approval = true;
-    let controller = TestController::start(config).await;
+    use infrastructor_controller::services::tokens::NewApiToken;
+    let (dir, controller) = TestController::start_sqlite().await;
     let root = dir.path().join("managed");
     std::fs::create_dir_all(&root).unwrap();
     let conf = root.join("app.conf");
@@ -94,6 +92,12 @@ async fn file_contents_diffs_and_validator_output_need_operate() {
     .await;
     let reader = controller.api_token("reader", Scope::Read).await;
     let operator = controller.api_token("operator", Scope::Operate).await;
+    let held = controller
+        .api_token_for(NewApiToken {
+            requires_approval: true,
+            ..NewApiToken::new("llm", Scope::Operate)
+        })
+        .await;
     let request = json!({
         "devices": [device_id],
         "change": {
@@ -136,7 +140,7 @@ async fn file_contents_diffs_and_validator_output_need_operate() {
     );
 
     // A plan held for approval shows its diffs to the deciding admin, not to readers.
-    let client = connect(&controller, &operator).await;
+    let client = connect(&controller, &held).await;
     let mut next = request.clone();
     next["change"]["files"][0]["content"] = json!("password=third-secret\n");
     let held = call_confirmed(&client, "deploy_change", next).await;
@@ -818,6 +822,78 @@ async fn an_instruction_planted_in_a_host_log_arrives_as_bounded_data() {
     assert!(longest.unwrap_or(0) <= 1000 + 20, "{evidence}");
     assert!(!report["message"].to_string().contains('\u{202E}'));
     client.cancel().await.unwrap();
+    agent.stop().await;
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn validators_cannot_read_outside_the_staged_set_and_probes_stay_on_the_host() {
+    let (dir, controller) = TestController::start_sqlite().await;
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("site.conf");
+    std::fs::write(&conf, "listen 80;\n").unwrap();
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$only-root-may-read-this\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A validator that follows `include` lines, as `nginx -t` does.
+    let follows_includes: &[&str] = &[
+        "awk",
+        "/^include /{ while ((getline line < $2) > 0) print line } { print }",
+        "{staged}",
+    ];
+    let mut policy = change_policy(&root, &[("includes", follows_includes)]);
+    policy.probe_deny_ports = vec![controller.http_addr.port()];
+    let (agent, device_id) =
+        TestAgent::connected_with_changes(&controller, &dir.path().join("agent"), policy).await;
+    let change = |content: String, health: Value| {
+        json!({"devices": [device_id], "change": {
+            "files": [{"path": conf.to_str().unwrap(), "content": content}],
+            "validators": [{"name": "includes", "file": conf.to_str().unwrap()}],
+            "health_checks": health}})
+    };
+
+    let (status, plan) = controller
+        .post_body(
+            "/changes/plan",
+            &change(
+                format!("include {}\nlisten 81;\n", secret.display()),
+                json!([]),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let output = plan["targets"][0]["validators"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(output.contains("listen 81;"), "the validator ran: {plan}");
+    assert!(!output.contains("only-root-may-read-this"), "{output}");
+
+    // Probes reach the host's own loopback only, and not the ports its policy denies.
+    for (probe, refused) in [
+        (json!([{"tcp_connect": "10.1.2.3:22"}]), "10.1.2.3:22"),
+        (
+            json!([{"http_get": format!("http://127.0.0.1:{}/api/v1/devices", controller.http_addr.port())}]),
+            "is not allowed by this host's policy",
+        ),
+    ] {
+        let (status, answer) = controller
+            .post_body("/changes", &change("listen 82;\n".into(), probe))
+            .await;
+        let text = answer.to_string();
+        assert!(status == 400 || answer["state"] == "aborted", "{answer}");
+        assert!(text.contains(refused), "{answer}");
+        assert!(
+            !text.contains("401"),
+            "the controller's API was not probed: {answer}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "listen 80;\n");
+
+    // A dry run runs validators on the host: it is audited.
+    let (_, audit) = controller.get_json("/audit?operation=plan_change").await;
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
     agent.stop().await;
     controller.shutdown().await;
 }
