@@ -76,7 +76,8 @@ impl Services {
         let fingerprint = self.pki.ca_fingerprint().to_string();
         Ok(EnrollmentToken {
             enroll_command: format!(
-                "infrastructor-agent enroll --controller {} --token {token} --ca-fingerprint {fingerprint}",
+                // In the environment, not the argv: `ps` shows every command line.
+                "INFRASTRUCTOR_JOIN_TOKEN={token} infrastructor-agent enroll --controller {} --ca-fingerprint {fingerprint}",
                 self.gateway_url
             ),
             token,

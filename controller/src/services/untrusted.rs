@@ -38,7 +38,8 @@ fn invisible(c: char) -> bool {
 }
 
 /// `input` without control or invisible characters (line breaks and tabs kept for
-/// [`Lines::Multi`]), at most `max_chars` characters.
+/// [`Lines::Multi`]), at most `max_chars` characters — a truncated value ends with
+/// ` [truncated]` within that bound.
 pub fn clean(input: &str, max_chars: usize, lines: Lines) -> String {
     let keep = |c: char| {
         if c == '\n' || c == '\t' {
@@ -46,14 +47,13 @@ pub fn clean(input: &str, max_chars: usize, lines: Lines) -> String {
         }
         !c.is_control() && !invisible(c)
     };
-    let mut out = String::with_capacity(input.len().min(max_chars));
-    for (count, c) in input.chars().filter(|c| keep(*c)).enumerate() {
-        if count == max_chars {
-            out.push_str(TRUNCATED);
-            break;
-        }
-        out.push(c);
+    let kept: Vec<char> = input.chars().filter(|c| keep(*c)).collect();
+    if kept.len() <= max_chars {
+        return kept.into_iter().collect();
     }
+    let room = max_chars.saturating_sub(TRUNCATED.chars().count());
+    let mut out: String = kept[..room].iter().collect();
+    out.push_str(TRUNCATED);
     out
 }
 
@@ -106,7 +106,11 @@ mod tests {
         let hostile = "ok\u{202E}txt.exe\u{200B}\x1b[31m\u{7}\nnext";
         assert_eq!(clean(hostile, 100, Lines::Single), "oktxt.exe[31mnext");
         assert_eq!(clean(hostile, 100, Lines::Multi), "oktxt.exe[31m\nnext");
-        assert_eq!(clean("abcdef", 3, Lines::Single), "abc [truncated]");
+        let long = "a".repeat(50);
+        let bounded = clean(&long, 20, Lines::Single);
+        assert_eq!(bounded, format!("{} [truncated]", "a".repeat(8)));
+        assert_eq!(bounded.chars().count(), 20);
+        assert_eq!(clean("abc", 3, Lines::Single), "abc");
     }
 
     #[test]
