@@ -30,6 +30,21 @@ impl Sshd {
         SshTarget::new("127.0.0.1", self.port, &current_user(), host_key).expect("SSH target")
     }
 
+    /// Authorizes the controller's key and registers this sshd as the agentless device `name`;
+    /// the device's ID.
+    pub async fn register(&self, controller: &crate::TestController, name: &str) -> String {
+        self.authorize(controller).await;
+        let (status, device) = controller
+            .post_body(
+                "/devices",
+                &serde_json::json!({"name": name, "ssh_address": format!("127.0.0.1:{}", self.port),
+                    "ssh_user": current_user(), "ssh_host_key": self.host_public_key}),
+            )
+            .await;
+        assert_eq!(status, 201, "{device}");
+        device["id"].as_str().expect("device ID").to_string()
+    }
+
     /// Authorizes the controller's own SSH key (`GET /ssh-public-key`), as an operator would.
     pub async fn authorize(&self, controller: &crate::TestController) {
         let (status, key) = controller.get_json("/ssh-public-key").await;

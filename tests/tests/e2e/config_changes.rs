@@ -407,7 +407,7 @@ async fn a_change_that_breaks_the_service_is_rolled_back_and_the_service_is_heal
 /// different file there) changed together; then rolling, where the second host fails.
 #[tokio::test]
 async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
-    use infrastructor_e2e::sshd::{current_user, start_sshd_in, MountNamespace};
+    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
     use infrastructor_e2e::{controller_config, Backend};
     let Some(namespace) = MountNamespace::new() else {
         return;
@@ -425,16 +425,7 @@ async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
     let mut config = controller_config(&dir.path().join("controller"), &Backend::Sqlite);
     config.agentless_changes = policy(&root, &[("check", check)]);
     let controller = TestController::start(config).await;
-    sshd.authorize(&controller).await;
-    let (status, nas) = controller
-        .post_body(
-            "/devices",
-            &json!({"name": "nas", "ssh_address": format!("127.0.0.1:{}", sshd.port),
-                    "ssh_user": current_user(), "ssh_host_key": sshd.host_public_key}),
-        )
-        .await;
-    assert_eq!(status, 201, "{nas}");
-    let nas_id = nas["id"].as_str().unwrap().to_string();
+    let nas_id = sshd.register(&controller, "nas").await;
     let (agent, agent_id) = agent(
         &controller,
         &dir.path().join("agent"),

@@ -266,20 +266,11 @@ async fn agentless(
     dir: &tempfile::TempDir,
     root: &std::path::Path,
 ) -> Option<(TestController, infrastructor_e2e::sshd::Sshd)> {
-    use infrastructor_e2e::sshd::{current_user, start_sshd};
-    let sshd = start_sshd()?;
+    let sshd = infrastructor_e2e::sshd::start_sshd()?;
     let mut config = controller_config(&path(dir, "controller"), &Backend::Sqlite);
     config.agentless_changes = change_policy(root, &[]);
     let controller = TestController::start(config).await;
-    sshd.authorize(&controller).await;
-    let (status, nas) = controller
-        .post_body(
-            "/devices",
-            &json!({"name": "nas", "ssh_address": format!("127.0.0.1:{}", sshd.port),
-                    "ssh_user": current_user(), "ssh_host_key": sshd.host_public_key}),
-        )
-        .await;
-    assert_eq!(status, 201, "{nas}");
+    sshd.register(&controller, "nas").await;
     Some((controller, sshd))
 }
 
