@@ -205,6 +205,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// The next connection on `listener`. Accept errors (out of file descriptors and the like) are
+/// logged and followed by a short pause instead of a spin.
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => return pair,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 // === serve_http ===
 
 /// Longest a shutdown waits for in-flight requests.
@@ -227,18 +241,9 @@ pub async fn serve_http(
         .header_read_timeout(limits.header_timeout())
         .max_buf_size(64 * 1024);
     loop {
-        let accepted = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(%error, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+            accepted = accept(&listener) => accepted,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = limits.http_max, "HTTP connection refused: too many open");

@@ -31,18 +31,9 @@ pub fn tls_incoming(
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+                accepted = crate::connections::accept(&listener) => accepted,
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, limit = max_connections, "gateway connection refused: too many open");
