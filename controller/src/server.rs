@@ -137,6 +137,7 @@ async fn open_after_database(
         limiter: Arc::new(limiter),
         auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
+        check_rounds: tokio::sync::broadcast::channel(256).0,
     })
 }
 

@@ -112,6 +112,8 @@ impl Services {
             .record_checks(device_id, &capabilities, &rows, now)
             .await?;
         self.cache.invalidate(&key::of_device(device_id)).await;
+        // Nobody waiting is fine.
+        let _ = self.check_rounds.send(device_id.to_string());
         Ok(())
     }
 
@@ -180,6 +182,8 @@ impl Services {
         if row.kind == "agentless" {
             return self.run_checks_over_ssh(ctx, &row).await;
         }
+        // Listening before asking, so the round cannot be missed.
+        let mut rounds = self.check_rounds.subscribe();
         let requested_at = now_ms();
         self.agents
             .send(
@@ -190,21 +194,33 @@ impl Services {
             )
             .await?;
         // The agent answers at once and streams the reports when the round is done.
-        let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
-        loop {
-            let (_, detected_at) = self.store.capabilities(&row.id).await?;
-            if detected_at.is_some_and(|at| at >= requested_at) {
-                break;
+        let arrived = tokio::time::timeout(ROUND_TIMEOUT, async {
+            loop {
+                match rounds.recv().await {
+                    Ok(device_id) if device_id == row.id => return Ok(()),
+                    Ok(_) => {}
+                    // Too many rounds at once to follow: the store says whether ours is in.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let (_, detected_at) = self.store.capabilities(&row.id).await?;
+                        if detected_at.is_some_and(|at| at >= requested_at) {
+                            return Ok(());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Error::Unavailable("the controller is shutting down".into()))
+                    }
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Unavailable(format!(
-                    "checks started on device {device:?} but no report arrived within {}s",
-                    ROUND_TIMEOUT.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        match arrived {
+            Ok(Ok(())) => self.list_checks(ctx, device).await,
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Error::Unavailable(format!(
+                "checks started on device {device:?} but no report arrived within {}s",
+                ROUND_TIMEOUT.as_secs()
+            ))),
         }
-        self.list_checks(ctx, device).await
     }
 
     /// The agent's command-based checks (ZFS, systemd, journal), run over SSH with the same

@@ -65,6 +65,9 @@ pub struct Services {
     pub auth_failures: Arc<crate::connections::AuthFailures>,
     /// Operation timings not yet flushed to `operation_metrics`.
     pub timings: Arc<OperationTimings>,
+    /// Told the device ID each time a round of check reports is stored, so an on-demand run
+    /// waits for its answer instead of polling the database.
+    pub check_rounds: tokio::sync::broadcast::Sender<String>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,
