@@ -140,8 +140,9 @@ fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
 }
 
 fn symlink_hint(error: io::Error, dir: &Path) -> io::Error {
-    if matches!(error.raw_os_error(), Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() || code == rustix::io::Errno::NOTDIR.raw_os_error())
-    {
+    let refused = [rustix::io::Errno::LOOP, rustix::io::Errno::NOTDIR]
+        .map(|errno| Some(errno.raw_os_error()));
+    if refused.contains(&error.raw_os_error()) {
         io::Error::other(format!(
             "{} has a symbolic link or a non-directory on its path",
             dir.display()

@@ -39,7 +39,8 @@ pub fn private_state_dir(state_dir: &Path) -> Result<()> {
     let found = crate::fsutil::ensure_private_dir(state_dir)
         .map_err(|e| AgentError::io(format!("state directory {}", state_dir.display()), e))?;
     if let crate::fsutil::PrivateDir::Tightened { was } = found {
-        tracing::warn!(path = %state_dir.display(), was = format!("{was:04o}"), "state directory was open to other users; tightened to 0700");
+        let was = format!("{was:04o}");
+        tracing::warn!(path = %state_dir.display(), was, "state directory was open to others; now 0700");
     }
     Ok(())
 }

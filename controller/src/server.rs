@@ -62,7 +62,8 @@ pub async fn open_services(config: &ControllerConfig) -> Result<Services, StartE
             }
         })?;
     if let infrastructor_agent::fsutil::PrivateDir::Tightened { was } = data_dir {
-        tracing::warn!(path = %config.data_dir.display(), was = format!("{was:04o}"), "data directory was open to other users; tightened to 0700");
+        let was = format!("{was:04o}");
+        tracing::warn!(path = %config.data_dir.display(), was, "data directory was open to others; now 0700");
     }
     let store = match &config.database_url {
         Some(url) => Store::open_postgres(url).await?,

@@ -368,7 +368,8 @@ impl Services {
             return;
         };
         let reason = untrusted::clean(&event.reason, untrusted::MAX_LINE_CHARS, Lines::Single);
-        tracing::warn!(device_id, txn_id = %event.txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
+        let txn_id = event.txn_id.as_str();
+        tracing::warn!(device_id, txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
         let update = TargetUpdate {
             state: state.as_str(),
             error: Some(&reason),

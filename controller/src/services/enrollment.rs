@@ -77,7 +77,8 @@ impl Services {
         Ok(EnrollmentToken {
             enroll_command: format!(
                 // In the environment, not the argv: `ps` shows every command line.
-                "INFRASTRUCTOR_JOIN_TOKEN={token} infrastructor-agent enroll --controller {} --ca-fingerprint {fingerprint}",
+                "INFRASTRUCTOR_JOIN_TOKEN={token} infrastructor-agent enroll \
+                 --controller {} --ca-fingerprint {fingerprint}",
                 self.gateway_url
             ),
             token,

@@ -86,7 +86,9 @@ impl Services {
                 expires_at_ms,
             })
             .await?;
-        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, token_id = %id, %scope, %owner, requires_approval = request.requires_approval, "API token created");
+        let requires_approval = request.requires_approval;
+        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, token_id = %id,
+            %scope, %owner, requires_approval, "API token created");
         Ok(CreatedApiToken {
             id,
             name: request.name,

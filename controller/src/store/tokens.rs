@@ -208,8 +208,8 @@ impl Store {
     pub async fn insert_api_token(&self, token: &NewApiTokenRow<'_>) -> StoreResult<()> {
         on_pool!(&self.writer, |p| {
             sqlx::query(
-            "INSERT INTO api_tokens (id, name, token_hash, scope, created_at_ms, expires_at_ms, owner, requires_approval) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO api_tokens (id, name, token_hash, scope, created_at_ms, expires_at_ms, \
+             owner, requires_approval) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         )
         .bind(token.id)
         .bind(token.name)
