@@ -14,7 +14,7 @@
 //!   (per-principal token buckets), [`performance`] (operation timings), [`connections`]
 //!   (connection caps, timeouts, failed-authentication budgets per peer).
 //! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
-//!   [`error`] (one error type with a kind), [`recovery`] (which failures to retry, how),
+//!   [`error`] (one error type with a kind), [`domain`] (domain enums), [`recovery`] (which failures to retry, how),
 //!   [`maintenance`] (rollups and retention).
 
 pub mod auth;
@@ -22,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod connections;
 pub mod ctx;
+pub mod domain;
 pub mod error;
 pub mod fleet;
 pub mod gateway;

@@ -26,6 +26,7 @@ use super::untrusted::{self, Lines};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
+use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::fleet::ssh_changes::SshChangeHost;
 use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
@@ -482,7 +483,7 @@ impl Services {
         let mut targets = Vec::with_capacity(devices.len());
         for device in devices {
             let row = self.require_device(device).await?;
-            if row.kind == "agentless" {
+            if row.kind == DeviceKind::Agentless {
                 let ssh = super::devices::ssh_target(&row)?;
                 let engine = self
                     .agentless_changes

@@ -12,6 +12,7 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
+use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::store::CheckRow;
 
@@ -179,7 +180,7 @@ impl Services {
     pub async fn run_checks(&self, ctx: &Ctx, device: &str) -> Result<Vec<CheckView>> {
         ctx.principal.require(Scope::Operate)?;
         let row = self.require_device(device).await?;
-        if row.kind == "agentless" {
+        if row.kind == DeviceKind::Agentless {
             return self.run_checks_over_ssh(ctx, &row).await;
         }
         // Listening before asking, so the round cannot be missed.

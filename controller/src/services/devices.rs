@@ -8,6 +8,7 @@ use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
+use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::store::{DeviceRow, LatestSample, NewDevice};
 
@@ -16,7 +17,7 @@ pub struct DeviceView {
     pub id: String,
     pub name: String,
     /// `agent` or `agentless`.
-    pub kind: String,
+    pub kind: DeviceKind,
     /// `online`, `offline`, `never_connected` (agents) or `agentless`.
     pub status: String,
     pub hostname: Option<String>,
@@ -98,8 +99,8 @@ impl Services {
     /// A device as the API shows it; `latest` holds its newest summary samples.
     fn view(&self, row: DeviceRow, latest: &[LatestSample]) -> DeviceView {
         let session = self.sessions.get(&row.id);
-        let status = match (row.kind.as_str(), &session, row.last_seen_ms) {
-            ("agentless", _, _) => "agentless",
+        let status = match (row.kind, &session, row.last_seen_ms) {
+            (DeviceKind::Agentless, _, _) => "agentless",
             (_, Some(_), _) => "online",
             (_, None, Some(_)) => "offline",
             (_, None, None) => "never_connected",
@@ -205,7 +206,7 @@ impl Services {
             .insert_device(&NewDevice {
                 id: &id,
                 name: &request.name,
-                kind: "agentless",
+                kind: DeviceKind::Agentless,
                 ssh_address: Some(&request.ssh_address),
                 ssh_user: Some(&request.ssh_user),
                 ssh_host_key: Some(&host_key),

@@ -19,6 +19,7 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
+use crate::domain::DeviceKind;
 use crate::error::Result;
 use crate::store::DeviceRow;
 
@@ -146,7 +147,7 @@ impl Services {
         let online = self.sessions.get(&row.id).is_some();
         let mut findings = Vec::new();
         let mut fresh = false;
-        let checks = if row.kind == "agentless" {
+        let checks = if row.kind == DeviceKind::Agentless {
             match self.run_checks(ctx, &row.id).await {
                 Ok(checks) => {
                     fresh = true;
@@ -187,7 +188,7 @@ impl Services {
             self.list_checks(ctx, &row.id).await?
         };
         findings.extend(checks.into_iter().map(from_check));
-        if row.kind == "agent" && online {
+        if row.kind == DeviceKind::Agent && online {
             let newest = self
                 .store
                 .latest_samples(&row.id, &["cpu.usage_percent"])
@@ -206,7 +207,7 @@ impl Services {
             });
         }
         let (score, mut status) = score(&findings);
-        if row.kind == "agent" && !online && findings.len() == 1 {
+        if row.kind == DeviceKind::Agent && !online && findings.len() == 1 {
             status = "unreachable".into();
         }
         let failed = findings.iter().filter(|f| !f.passed).count();
@@ -368,7 +369,10 @@ impl Services {
                 pool.idle_connections, pool.hosts
             ),
         ));
-        let agents: Vec<&DeviceRow> = rows.iter().filter(|r| r.kind == "agent").collect();
+        let agents: Vec<&DeviceRow> = rows
+            .iter()
+            .filter(|r| r.kind == DeviceKind::Agent)
+            .collect();
         let offline: Vec<&str> = agents
             .iter()
             .filter(|r| self.sessions.get(&r.id).is_none())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::{self, Scope, JOIN_TOKEN_PREFIX};
 use crate::ctx::Ctx;
+use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::pki::{normalized_serial, ClientCertificate, PkiError};
 use crate::store::NewDevice;
@@ -117,7 +118,7 @@ impl Services {
         let device = NewDevice {
             id: &device_id,
             name: &name,
-            kind: "agent",
+            kind: DeviceKind::Agent,
             ssh_address: None,
             ssh_user: None,
             ssh_host_key: None,

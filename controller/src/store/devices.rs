@@ -1,12 +1,14 @@
 //! Device rows: the registry of enrolled agents and agentless entries.
 
 use super::{on_pool, read, Store, StoreError, StoreResult};
+use crate::domain::DeviceKind;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DeviceRow {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: DeviceKind,
     pub ssh_address: Option<String>,
     pub ssh_user: Option<String>,
     pub ssh_host_key: Option<String>,
@@ -23,7 +25,7 @@ pub struct DeviceRow {
 pub struct NewDevice<'a> {
     pub id: &'a str,
     pub name: &'a str,
-    pub kind: &'a str,
+    pub kind: DeviceKind,
     pub ssh_address: Option<&'a str>,
     pub ssh_user: Option<&'a str>,
     pub ssh_host_key: Option<&'a str>,
@@ -44,7 +46,7 @@ impl Store {
         let result = on_pool!(&self.writer, |p| sqlx::query(INSERT_DEVICE)
             .bind(device.id)
             .bind(device.name)
-            .bind(device.kind)
+            .bind(device.kind.as_str())
             .bind(device.ssh_address)
             .bind(device.ssh_user)
             .bind(device.hostname)

@@ -142,7 +142,7 @@ impl Store {
             sqlx::query(INSERT_DEVICE)
                 .bind(device.id)
                 .bind(name)
-                .bind(device.kind)
+                .bind(device.kind.as_str())
                 .bind(device.ssh_address)
                 .bind(device.ssh_user)
                 .bind(device.hostname)

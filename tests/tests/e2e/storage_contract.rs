@@ -22,7 +22,7 @@ fn device<'a>(id: &'a str, name: &'a str) -> NewDevice<'a> {
     NewDevice {
         id,
         name,
-        kind: "agent",
+        kind: infrastructor_controller::domain::DeviceKind::Agent,
         ssh_address: None,
         ssh_user: None,
         ssh_host_key: None,
