@@ -415,16 +415,25 @@ impl std::fmt::Display for ControllerConfig {
         let fmt = |d: Duration| humantime::format_duration(d).to_string();
         write!(
             f,
-            "data_dir={} database={} cache={} rate_limit={}/s burst {} http_listen={} grpc_listen={} advertise_url={} certificate_lifetime={} \
+            "data_dir={} database={} cache={} rate_limit={}/s burst {} http_listen={} \
+             grpc_listen={} advertise_url={} certificate_lifetime={} \
              join_token_ttl={} retention(raw={}, 5m={}, 1h={}) maintenance_interval={}",
             self.data_dir.display(),
-            self.database_url.as_deref().map(redact_url).unwrap_or_else(|| "sqlite".into()),
-            self.redis_url.as_deref().map(redact_url).unwrap_or_else(|| "in-process".into()),
+            self.database_url
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_else(|| "sqlite".into()),
+            self.redis_url
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_else(|| "in-process".into()),
             self.rate_limit.per_second,
             self.rate_limit.burst,
             self.http_listen,
             self.grpc_listen,
-            self.advertise_url.as_deref().unwrap_or("(from grpc_listen)"),
+            self.advertise_url
+                .as_deref()
+                .unwrap_or("(from grpc_listen)"),
             fmt(self.certificate_lifetime),
             fmt(self.join_token_ttl),
             fmt(self.retention.raw),

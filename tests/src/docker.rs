@@ -45,7 +45,9 @@ fn build_image() -> Option<()> {
     std::fs::copy(busybox, context.path().join("busybox")).expect("copy busybox");
     std::fs::write(
         context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN \
+            [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD \
+            [\"/bin/sh\"]\n",
     )
     .expect("Dockerfile");
     let context = context.path().to_str().expect("UTF-8 path");

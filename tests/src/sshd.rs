@@ -109,7 +109,9 @@ pub fn start_sshd_in(namespace: Option<&MountNamespace>) -> Option<Sshd> {
     // one: retry with a fresh port when sshd does not come up.
     let (child, port) = (0..5)
         .find_map(|_| {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("sshd setup").local_addr().expect("sshd setup").port();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("sshd setup");
+            let port = listener.local_addr().expect("sshd setup").port();
+            drop(listener);
             let config = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd-{port}.pid\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\

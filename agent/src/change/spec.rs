@@ -132,7 +132,9 @@ impl schemars::JsonSchema for FileMode {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": "string", "pattern": "^[0-7]{3,4}$", "description": "octal mode, e.g. \"0644\""})
+        schemars::json_schema!({"type": "string",
+            "pattern": "^[0-7]{3,4}$",
+            "description": "octal mode, e.g. \"0644\""})
     }
 }
 
@@ -417,19 +419,23 @@ mod tests {
             ),
             (serde_json::json!({"files": []}), "1 to 64 files"),
             (
-                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}, {"path": "/etc/app/a", "content": ""}]}),
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""},
+                    {"path": "/etc/app/a", "content": ""}]}),
                 "twice",
             ),
             (
-                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "rm", "file": "/etc/app/a"}]}),
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}],
+                    "validators": [{"name": "rm", "file": "/etc/app/a"}]}),
                 "not allowlisted",
             ),
             (
-                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "validators": [{"name": "check", "file": "/etc/app/b"}]}),
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}],
+                    "validators": [{"name": "check", "file": "/etc/app/b"}]}),
                 "not in the change set",
             ),
             (
-                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}], "health_checks": [{"http_get": "ftp://x/"}]}),
+                serde_json::json!({"files": [{"path": "/etc/app/a", "content": ""}],
+                    "health_checks": [{"http_get": "ftp://x/"}]}),
                 "http://",
             ),
         ];

@@ -121,8 +121,8 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError
 /// A container restarted by the engine and up for less than this is flapping.
 pub const FLAPPING_UPTIME_SECONDS: u64 = 300;
 
-/// Unhealthy and restarting (or recently restarted: flapping) containers are critical; exited with a non-zero code (or killed
-/// for memory) is a warning.
+/// Unhealthy and restarting (or recently restarted: flapping) containers are critical; exited
+/// with a non-zero code (or killed for memory) is a warning.
 pub fn check_containers(containers: &[ContainerInfo]) -> CheckReport {
     let mut findings: Vec<Finding> = Vec::new();
     for c in containers {

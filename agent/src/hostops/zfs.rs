@@ -341,7 +341,10 @@ pub fn scrub_age_days(scan: &Scan, now: PrimitiveDateTime) -> Option<i64> {
     else {
         return None;
     };
-    let format = format_description!("[weekday repr:short] [month repr:short] [day padding:none] [hour]:[minute]:[second] [year]");
+    let format = format_description!(
+        "[weekday repr:short] [month repr:short] [day padding:none] \
+        [hour]:[minute]:[second] [year]"
+    );
     let finished = PrimitiveDateTime::parse(date, format).ok()?;
     Some((now - finished).whole_days())
 }

@@ -21,7 +21,11 @@ const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("host key of {host} does not match the pinned key: refusing to connect (possible man-in-the-middle, or the host was reinstalled)")]
+    #[error(
+        "host key of {host} does not match the pinned key: refusing \
+        to connect (possible man-in-the-middle, or the host was \
+        reinstalled)"
+    )]
     HostKeyMismatch { host: String },
     #[error("cannot connect to {host}: {message}")]
     Connect { host: String, message: String },

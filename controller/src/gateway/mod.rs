@@ -272,7 +272,9 @@ impl Session {
         let mut last_persisted = now_ms();
         let end = loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => break Some(Status::permission_denied("stream ended by the controller (device revoked or replaced)")),
+                _ = self.cancel.cancelled() => break Some(Status::permission_denied(
+                    "stream ended by the controller (device revoked or replaced)",
+                )),
                 _ = self.shutdown.cancelled() => break Some(Status::unavailable("controller shutting down")),
                 Some(command) = self.commands.recv() => {
                     if outbound.send(Ok(command)).await.is_err() {
@@ -289,7 +291,8 @@ impl Session {
                             }
                         }
                         Ok(IngestOutcome::OutOfOrder) => {
-                            break Some(Status::aborted("an earlier batch was not stored; reconnect and resend from the high-water mark"));
+                            break Some(Status::aborted("an earlier batch was not stored; reconnect and resend from \
+                                the high-water mark"));
                         }
                         Err(error) => break Some(status(error)),
                     }

@@ -89,7 +89,8 @@ pub fn input_schema(operation: &Operation) -> JsonObject {
     if operation.mutating {
         properties.insert(
             "confirmation_id".into(),
-            json!({"type": "string", "description": "from the plan returned by the first call; omit it to get the plan"}),
+            json!({"type": "string", "description": "from the plan returned by the first call; omit it to get \
+                the plan"}),
         );
     }
     schema.insert("properties".into(), Value::Object(properties));

@@ -9,13 +9,25 @@ pub fn document() -> Value {
     for operation in OPERATIONS {
         let mut parameters: Vec<Value> = Vec::new();
         if operation.path.contains("{device}") {
-            parameters.push(json!({"name": "device", "in": "path", "required": true, "description": "device ID or name", "schema": {"type": "string"}}));
+            parameters.push(json!({"name": "device",
+                "in": "path",
+                "required": true,
+                "description": "device ID or name",
+                "schema": {"type": "string"}}));
         }
         if operation.path.contains("{change}") {
-            parameters.push(json!({"name": "change", "in": "path", "required": true, "description": "change ID", "schema": {"type": "string"}}));
+            parameters.push(json!({"name": "change",
+                "in": "path",
+                "required": true,
+                "description": "change ID",
+                "schema": {"type": "string"}}));
         }
         for (name, description) in operation.query {
-            parameters.push(json!({"name": name, "in": "query", "required": operation.id == "query_metrics" && *name == "series", "description": description, "schema": {"type": "string"}}));
+            parameters.push(json!({"name": name,
+                "in": "query",
+                "required": operation.id == "query_metrics" && *name == "series",
+                "description": description,
+                "schema": {"type": "string"}}));
         }
         let entry = paths
             .entry(format!("/api/v1{}", operation.path))

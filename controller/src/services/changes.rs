@@ -475,7 +475,11 @@ impl Services {
         };
         let device_ids: Vec<String> = targets.iter().map(|t| t.device_id().to_string()).collect();
         self.store.insert_change(&row, &device_ids).await?;
-        tracing::info!(change_id = %id, kind, devices = device_ids.len(), requested_by = %ctx.principal.name, "configuration change started");
+        tracing::info!(change_id = %id,
+            kind,
+            devices = device_ids.len(),
+            requested_by = %ctx.principal.name,
+            "configuration change started");
         Ok((id, targets))
     }
 

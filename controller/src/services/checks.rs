@@ -269,7 +269,10 @@ impl Services {
         }
         self.record_check_reports(&row.id, &infrastructor_agent::checks::to_message(&round))
             .await?;
-        tracing::info!(request_id = %ctx.request_id, device_id = %row.id, reports = round.reports.len(), "checks run over SSH");
+        tracing::info!(request_id = %ctx.request_id,
+            device_id = %row.id,
+            reports = round.reports.len(),
+            "checks run over SSH");
         self.list_checks(ctx, &row.id).await
     }
 
@@ -282,7 +285,10 @@ impl Services {
             .check_history(&row.id, Some("docker.containers"), 1)
             .await?;
         let Some(report) = latest.into_iter().next() else {
-            return Err(Error::NotFound(format!("no Docker report from device {device:?} (no Docker engine, or no check has run yet)")));
+            return Err(Error::NotFound(format!(
+                "no Docker report from device {device:?} (no Docker engine, \
+                or no check has run yet)"
+            )));
         };
         let evidence: serde_json::Value =
             serde_json::from_str(&report.evidence).unwrap_or_default();

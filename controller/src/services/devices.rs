@@ -215,7 +215,10 @@ impl Services {
             })
             .await?;
         self.cache.invalidate(&key::of_device(&id)).await;
-        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %id, "agentless device created");
+        tracing::info!(request_id = %ctx.request_id,
+            principal = %ctx.principal.id,
+            device_id = %id,
+            "agentless device created");
         self.get_device(ctx, &id).await
     }
 
@@ -254,7 +257,10 @@ impl Services {
         }
         self.sessions.kick(&row.id);
         self.cache.invalidate(&key::of_device(&row.id)).await;
-        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, device_id = %row.id, "device deleted and revoked");
+        tracing::info!(request_id = %ctx.request_id,
+            principal = %ctx.principal.id,
+            device_id = %row.id,
+            "device deleted and revoked");
         Ok(())
     }
 }

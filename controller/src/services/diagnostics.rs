@@ -90,9 +90,14 @@ fn recommendation(finding: &Finding) -> Option<String> {
     }
     let check = finding.check.as_str();
     Some(if check == "agent.link" {
-        "start the agent (systemctl start infrastructor-agent) and check its log; it reconnects and resumes from its spool".into()
+        "start the agent (systemctl start infrastructor-agent) and \
+            check its log; it reconnects and resumes from its spool"
+            .into()
     } else if check == "ssh.link" {
-        "check that the host is reachable, that its SSH host key is the one registered, and that the controller's key (GET /api/v1/ssh-public-key) is in the user's authorized_keys".into()
+        "check that the host is reachable, that its SSH host key is \
+            the one registered, and that the controller's key (GET \
+            /api/v1/ssh-public-key) is in the user's authorized_keys"
+            .into()
     } else if check == "metrics.freshness" {
         "the agent is connected but not reporting: check its log for spool or collection errors"
             .into()
@@ -314,12 +319,18 @@ impl Services {
         let mut devices = devices;
         devices.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(InfrastructureDiagnosis {
-            summary: format!("{} devices, {unhealthy} need attention; score {score}", devices.len()),
+            summary: format!(
+                "{} devices, {unhealthy} need attention; score {score}",
+                devices.len()
+            ),
             status,
             score,
             system,
             devices,
-            score_formula: "mean of device scores (100 - 25 per critical check - 10 per warning - 50 agent offline - 15 stale metrics) - 20 per critical system check - 5 per warning system check".into(),
+            score_formula: "mean of device scores (100 - 25 per critical check - 10 per \
+                warning - 50 agent offline - 15 stale metrics) - 20 per \
+                critical system check - 5 per warning system check"
+                .into(),
             diagnosed_at: rfc3339(now_ms()),
         })
     }

@@ -73,7 +73,10 @@ impl Services {
                 &ctx.principal.id,
             )
             .await?;
-        tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.id, expires_at_ms, "join token created");
+        tracing::info!(request_id = %ctx.request_id,
+            principal = %ctx.principal.id,
+            expires_at_ms,
+            "join token created");
         let fingerprint = self.pki.ca_fingerprint().to_string();
         Ok(EnrollmentToken {
             enroll_command: format!(

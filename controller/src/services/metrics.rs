@@ -362,7 +362,9 @@ fn parse_selector(selector: &str) -> Result<(String, BTreeMap<String, String>)> 
 fn parse_time(field: &str, text: &str, now: i64) -> Result<i64> {
     let bad = || {
         Error::invalid(format!(
-            "invalid '{field}' {text:?}: use RFC 3339 (2026-01-02T03:04:05Z), Unix milliseconds, 'now' or a relative time like -1h"
+            "invalid '{field}' {text:?}: use RFC 3339 \
+                (2026-01-02T03:04:05Z), Unix milliseconds, 'now' or a \
+                relative time like -1h"
         ))
     };
     if text == "now" {

@@ -1,6 +1,6 @@
 //! Fabric benchmark: what the shared stack costs per request. A real controller on loopback
-//! with a fleet of registered devices (each with an hour of metrics) answers `list_devices` over REST and as an MCP tool
-//! (authentication, rate limit, timing, cache on every call); then the service call alone
+//! with a fleet of registered devices (each with an hour of metrics) answers `list_devices`
+//! over REST and as an MCP tool (authentication, rate limit, timing, cache on every call); then the service call alone
 //! with a cache hit and with a miss, and the rate limiter alone. Printed as requests per
 //! second and latency percentiles, in process and, with `--redis`, through Redis.
 //!

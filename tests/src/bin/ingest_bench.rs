@@ -399,14 +399,17 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         println!(
-            "{name:>8}: gateway {gateway:>10.0} samples/s | raw bulk load {raw:>10.0} samples/s | ratio {:.2}x (target >= 0.8x)",
+            "{name:>8}: gateway {gateway:>10.0} samples/s | raw bulk \
+                load {raw:>10.0} samples/s | ratio {:.2}x (target >= 0.8x)",
             gateway / raw
         );
     }
     if args.memory_agents > 0 {
         let (before, after, per_agent) = memory_per_agent(args.memory_agents).await?;
         println!(
-            "memory: controller RSS {before} KiB idle, {after} KiB with {} agents connected: {per_agent:.1} KiB per agent (target <= 64 KiB)",
+            "memory: controller RSS {before} KiB idle, {after} KiB with \
+                {} agents connected: {per_agent:.1} KiB per agent (target \
+                <= 64 KiB)",
             args.memory_agents
         );
     }

@@ -149,12 +149,15 @@ async fn bad_change_requests_are_clear_4xx_and_change_nothing() {
             "not found",
         ),
         (
-            json!({"devices": [device_id], "change": {"files": [{"path": "/x/y", "content": ""}]}, "options": {"max_parallel": 0}}),
+            json!({"devices": [device_id],
+                "change": {"files": [{"path": "/x/y", "content": ""}]},
+                "options": {"max_parallel": 0}}),
             400,
             "max_parallel",
         ),
         (
-            json!({"devices": [device_id], "change": {"files": [{"path": "/x/y", "content": ""}], "actions": [{"restart_unit": "x;reboot"}]}}),
+            json!({"devices": [device_id],
+                "change": {"files": [{"path": "/x/y", "content": ""}], "actions": [{"restart_unit": "x;reboot"}]}}),
             400,
             "invalid unit name",
         ),

@@ -19,9 +19,11 @@ async fn device_and_infrastructure_diagnoses() {
         .http()
         .post(controller.api_url("/devices"))
         .bearer_auth(&controller.admin_token)
-        .json(
-            &serde_json::json!({"name": "nas", "ssh_address": "127.0.0.1:1", "ssh_user": "backup", "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}),
-        )
+        .json(&serde_json::json!({"name": "nas",
+                "ssh_address": "127.0.0.1:1",
+                "ssh_user": "backup",
+                "ssh_host_key": "ssh-ed25519 \
+                AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}))
         .send()
         .await
         .unwrap();

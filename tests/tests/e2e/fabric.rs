@@ -220,7 +220,8 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
     let deploy = http
         .post(controller.api_url("/changes"))
         .bearer_auth(&controller.admin_token)
-        .json(&json!({"devices": ["nas"], "change": {"files": [{"path": "/etc/app.conf", "content": "password=hunter2\n"}]}}))
+        .json(&json!({"devices": ["nas"],
+            "change": {"files": [{"path": "/etc/app.conf", "content": "password=hunter2\n"}]}}))
         .send()
         .await
         .unwrap();

@@ -6,6 +6,13 @@ use infrastructor_controller::operations::OPERATIONS;
 use infrastructor_e2e::TestController;
 use reqwest::Method;
 
+/// The pinned host key of the example device, spliced into the JSON bodies below.
+macro_rules! host_key {
+    () => {
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"
+    };
+}
+
 async fn call(
     controller: &TestController,
     method: Method,
@@ -107,7 +114,11 @@ async fn scopes_are_enforced_and_named() {
     )
     .await;
     assert_eq!(status, 200);
-    let create = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#;
+    let create = concat!(
+        r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":""#,
+        host_key!(),
+        r#""}"#
+    );
     let (status, body, _) = call(
         &controller,
         Method::POST,
@@ -172,7 +183,11 @@ async fn scopes_are_enforced_and_named() {
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (_dir, controller) = TestController::start_sqlite().await;
     let admin = controller.admin_token.clone();
-    let good = r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#;
+    let good = concat!(
+        r#"{"name":"nas","ssh_address":"nas.home:22","ssh_user":"backup","ssh_host_key":""#,
+        host_key!(),
+        r#""}"#
+    );
     let (status, _, _) = call(
         &controller,
         Method::POST,
@@ -187,27 +202,33 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (
             Method::POST,
             "/api/v1/devices",
-            Some(
-                r#"{"name":"a;rm -rf /","ssh_address":"h","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
-            ),
+            Some(concat!(
+                r#"{"name":"a;rm -rf /","ssh_address":"h","ssh_user":"u","ssh_host_key":""#,
+                host_key!(),
+                r#""}"#
+            )),
             400,
             "invalid device name",
         ),
         (
             Method::POST,
             "/api/v1/devices",
-            Some(
-                r#"{"name":"x","ssh_address":"$(reboot)","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
-            ),
+            Some(concat!(
+                r#"{"name":"x","ssh_address":"$(reboot)","ssh_user":"u","ssh_host_key":""#,
+                host_key!(),
+                r#""}"#
+            )),
             400,
             "invalid SSH address",
         ),
         (
             Method::POST,
             "/api/v1/devices",
-            Some(
-                r#"{"name":"x","ssh_address":"h","ssh_user":"-oProxyCommand=x","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy"}"#,
-            ),
+            Some(concat!(
+                r#"{"name":"x","ssh_address":"h","ssh_user":"-oProxyCommand=x","ssh_host_key":""#,
+                host_key!(),
+                r#""}"#
+            )),
             400,
             "invalid SSH user",
         ),
@@ -221,9 +242,11 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (
             Method::POST,
             "/api/v1/devices",
-            Some(
-                r#"{"name":"x","ssh_address":"h","ssh_user":"u","ssh_host_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJWRSzIpjq16vgiLvN1lgOMwVPvO2TzHBk4+ciuHURCy","extra":1}"#,
-            ),
+            Some(concat!(
+                r#"{"name":"x","ssh_address":"h","ssh_user":"u","ssh_host_key":""#,
+                host_key!(),
+                r#"","extra":1}"#
+            )),
             400,
             "unknown field",
         ),

@@ -98,7 +98,12 @@ async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
     let (_dir, controller) = TestController::start_sqlite().await;
     sshd.authorize(&controller).await;
 
-    let register = |name: &str, host_key: &str| serde_json::json!({"name": name, "ssh_address": format!("127.0.0.1:{}", sshd.port), "ssh_user": current_user(), "ssh_host_key": host_key});
+    let register = |name: &str, host_key: &str| {
+        serde_json::json!({"name": name,
+        "ssh_address": format!("127.0.0.1:{}", sshd.port),
+        "ssh_user": current_user(),
+        "ssh_host_key": host_key})
+    };
     let client = controller.http();
     let created = client
         .post(controller.api_url("/devices"))
@@ -228,7 +233,11 @@ async fn host_keys_can_come_from_a_known_hosts_file_at_registration() {
     let controller = TestController::start(config).await;
     sshd.authorize(&controller).await;
 
-    let register = |address: String| serde_json::json!({"name": "box", "ssh_address": address, "ssh_user": current_user()});
+    let register = |address: String| {
+        serde_json::json!({"name": "box",
+        "ssh_address": address,
+        "ssh_user": current_user()})
+    };
     let client = controller.http();
     let unknown = client
         .post(controller.api_url("/devices"))
