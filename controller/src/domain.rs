@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How the controller reaches a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     /// An enrolled agent streams to the controller.

@@ -30,7 +30,7 @@ fn bucket_of(ms: f64) -> usize {
 }
 
 /// One (surface, operation) over one window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Aggregate {
     pub count: u64,
     pub errors: u64,
@@ -74,7 +74,9 @@ impl Aggregate {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct OperationKey {
     /// `rest` or `mcp`.
     pub surface: String,
@@ -122,7 +124,7 @@ impl OperationTimings {
 }
 
 /// `GET /api/v1/performance/summary`: one line per (surface, operation).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OperationSummary {
     pub surface: String,
     pub operation: String,
@@ -137,7 +139,7 @@ pub struct OperationSummary {
     pub max_ms: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PerformanceSummary {
     /// The window covered, e.g. `1h`.
     pub window: String,

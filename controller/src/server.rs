@@ -139,6 +139,7 @@ async fn open_after_database(
         auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
         check_rounds: tokio::sync::broadcast::channel(256).0,
+        confirmations: Arc::default(),
     })
 }
 

@@ -37,7 +37,7 @@ pub struct PrepareReport {
     pub reason: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileDiff {
     pub path: ManagedPath,
     pub existed: bool,
@@ -46,7 +46,7 @@ pub struct FileDiff {
     pub diff: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ValidatorOutcome {
     pub name: String,
     pub file: ManagedPath,

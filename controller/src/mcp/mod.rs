@@ -1,18 +1,16 @@
 //! The MCP surface (rmcp, streamable HTTP, nested at `/mcp` in the same axum router as REST):
-//! one tool per entry of [`crate::operations::OPERATIONS`], each a thin adapter over the same
-//! service method the REST handler calls.
+//! one tool per entry of [`crate::operations::REGISTRY`], run through the same pipeline as
+//! REST.
 //!
 //! Tool calls reach this module through the same HTTP middleware as REST — request ID,
 //! authentication, timing, error logging — so the caller's principal and correlation ID are
 //! taken from the HTTP request rmcp hands over. Mutating tools are plan → confirm
-//! ([`confirm`]).
+//! ([`crate::operations::confirm`]), in the operation pipeline.
 //!
-//! - [`tools`]: the tool list (input schemas from the operation table) and the dispatcher.
-//! - [`confirm`]: single-use confirmation IDs bound to a plan and its caller.
+//! - [`tools`]: the tool list (input schemas from the registry) and the call adapter.
 //! - [`bridge`]: `mcp-stdio`, which forwards a stdio MCP client to `/mcp`.
 
 pub mod bridge;
-pub mod confirm;
 pub mod tools;
 
 use std::sync::Arc;
@@ -38,7 +36,6 @@ use crate::services::Services;
 #[derive(Clone)]
 pub struct McpServer {
     services: Services,
-    confirmations: Arc<confirm::Confirmations>,
 }
 
 /// The streamable HTTP service to nest at `/mcp`. Stateless and JSON answers: every tool call
@@ -47,10 +44,7 @@ pub fn service(
     services: Services,
     shutdown: CancellationToken,
 ) -> StreamableHttpService<McpServer, LocalSessionManager> {
-    let server = McpServer {
-        services,
-        confirmations: Arc::new(confirm::Confirmations::default()),
-    };
+    let server = McpServer { services };
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -111,28 +105,21 @@ impl ServerHandler for McpServer {
             };
             return Ok(CallToolResponse::Complete(tool_error(&error, &ctx)));
         }
-        let started = std::time::Instant::now();
         let span =
             tracing::info_span!("mcp_tool", tool = %request.name, request_id = %ctx.request_id);
         let arguments = request.arguments.unwrap_or_default();
-        let outcome = tools::call(
-            &self.services,
-            &self.confirmations,
-            &ctx,
-            &request.name,
-            arguments,
-        )
-        .instrument(span)
-        .await;
-        let failed = outcome
-            .as_ref()
-            .is_err_and(|e| crate::rest::problem::status_for(e.kind()).is_server_error());
-        self.services.record_operation(
-            tools::SURFACE,
-            tools::label(&request.name),
-            started.elapsed(),
-            failed,
-        );
+        // The pipeline times and audits the call under the operation's ID; a name that is no
+        // tool is timed under `other`, never under the caller's text.
+        let started = std::time::Instant::now();
+        let outcome = tools::call(&self.services, &ctx, &request.name, arguments)
+            .instrument(span)
+            .await;
+        if tools::label(&request.name) == crate::telemetry::OTHER {
+            let elapsed = started.elapsed();
+            let surface = crate::operations::pipeline::Surface::Mcp.as_str();
+            self.services
+                .record_operation(surface, crate::telemetry::OTHER, elapsed, false);
+        }
         Ok(CallToolResponse::Complete(match outcome {
             Ok(value) => with_request_id(CallToolResult::structured(as_object(value)), &ctx),
             Err(error) => tool_error(&error, &ctx),

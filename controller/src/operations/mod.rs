@@ -1,422 +1,223 @@
-//! Every operation the controller offers, as data. One table feeds the REST router, the
-//! OpenAPI document and the MCP tool list, so the surfaces cannot drift apart; [`invoke`]
-//! runs any of them from JSON arguments (MCP tools, approved requests).
+//! Every operation the controller offers, as a type. Each implements [`Operation`]: its
+//! [`Meta`] (ID, route, scope, effect, summary, description), its request parts (path, query,
+//! body: typed and validated when decoded), its response type, and one `run` that calls a
+//! service method. [`registry::REGISTRY`] lists them once; the REST routes, the OpenAPI
+//! document, the MCP tools and the runner of approved requests all come from that list, and
+//! every call goes through the one [`pipeline`].
+//!
+//! - [`params`]: validated path parameters and shared request parts.
+//! - [`pipeline`]: scope → decode → confirm/approval → run → audit → timing, for every surface.
+//! - [`confirm`]: single-use confirmation IDs for MCP mutations (plan → confirm).
+//! - [`registry`]: the list, and the type-erased entry each surface iterates.
+//! - [`devices`], [`observe`], [`changes`], [`admin`], [`approvals`]: the operations.
 
-pub mod invoke;
+pub mod admin;
+pub mod approvals;
+pub mod changes;
+pub mod confirm;
+pub mod devices;
+pub mod observe;
+pub mod params;
+pub mod pipeline;
+pub mod registry;
 
-use serde_json::{json, Value};
+use std::future::Future;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::auth::Scope;
-use crate::services::changes::ChangeRequest;
-use crate::services::devices::CreateAgentlessDevice;
-use crate::services::enrollment::CreateEnrollmentToken;
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::services::Services;
 
-/// The JSON Schema of `T`, for request bodies.
-fn schema<T: schemars::JsonSchema>() -> Value {
-    serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({"type": "object"}))
+pub use registry::{by_id, by_route, Registered, REGISTRY};
+
+/// Arguments in their flat form: path, query and body fields side by side, as MCP tool
+/// arguments, audit records and held requests carry them.
+pub type Arguments = Map<String, Value>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
 }
 
-pub struct Operation {
-    pub id: &'static str,
-    pub method: &'static str,
-    /// axum path syntax under `/api/v1`, e.g. `/devices/{device}`.
-    pub path: &'static str,
-    pub scope: Scope,
-    pub summary: &'static str,
-    pub query: &'static [(&'static str, &'static str)],
-    /// JSON Schema of the request body, for operations that take one.
-    pub body: Option<fn() -> Value>,
-    /// Changes state (devices, tokens, files on hosts): audited, and plan → confirm over MCP.
-    pub mutating: bool,
-    /// Recorded in the audit log: every mutation, and privileged reads — a dry run of a
-    /// change runs validators as root on hosts.
-    pub audited: bool,
-    /// Offered as an MCP tool. Only a human's decisions (approvals) are REST-only: an MCP
-    /// client must not approve its own request.
-    pub mcp: bool,
-}
-
-pub const OPERATIONS: &[Operation] = &[
-    Operation {
-        id: "list_devices",
-        method: "get",
-        path: "/devices",
-        scope: Scope::Read,
-        summary: "List devices with status and headline metrics",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "create_agentless_device",
-        method: "post",
-        path: "/devices",
-        scope: Scope::Operate,
-        summary: "Register an agentless device reached over SSH: {name, ssh_address, ssh_user, ssh_host_key}",
-        query: &[],
-        body: Some(schema::<CreateAgentlessDevice>),
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "get_device",
-        method: "get",
-        path: "/devices/{device}",
-        scope: Scope::Read,
-        summary: "One device by ID or name",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "delete_device",
-        method: "delete",
-        path: "/devices/{device}",
-        scope: Scope::Admin,
-        summary: "Delete a device; revokes its certificate and ends its stream",
-        query: &[],
-        body: None,
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "query_metrics",
-        method: "get",
-        path: "/devices/{device}/metrics",
-        scope: Scope::Read,
-        summary: "avg/min/max/count per bucket; raw samples or a rollup chosen by step and range",
-        query: &[
-            ("series", "name or name{label=value,...} (required)"),
-            (
-                "from",
-                "RFC 3339, Unix ms, 'now' or relative like -1h (default: to - 1h)",
-            ),
-            ("to", "same forms (default: now)"),
-            (
-                "step",
-                "bucket width like 30s, 5m, 1h (default: range / 240)",
-            ),
-        ],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "latest_metrics",
-        method: "get",
-        path: "/devices/{device}/metrics/latest",
-        scope: Scope::Read,
-        summary: "The newest sample of every series of the device",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "list_checks",
-        method: "get",
-        path: "/devices/{device}/checks",
-        scope: Scope::Read,
-        summary: "The newest report of every host check (docker, zfs, systemd, logs)",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "run_checks",
-        method: "post",
-        path: "/devices/{device}/checks/run",
-        scope: Scope::Operate,
-        summary: "Run every applicable check now (through the agent) and return the fresh results",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "check_history",
-        method: "get",
-        path: "/devices/{device}/checks/history",
-        scope: Scope::Read,
-        summary: "Check reports, newest first",
-        query: &[
-            ("check", "only this check, e.g. zfs.pool:tank"),
-            ("limit", "1 to 1000 (default 100)"),
-        ],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "device_capabilities",
-        method: "get",
-        path: "/devices/{device}/capabilities",
-        scope: Scope::Read,
-        summary: "What the host has: docker, zfs, systemd, journald",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "list_containers",
-        method: "get",
-        path: "/devices/{device}/containers",
-        scope: Scope::Read,
-        summary: "Containers as of the latest Docker check",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "diagnose_device",
-        method: "post",
-        path: "/devices/{device}/diagnose",
-        scope: Scope::Operate,
-        summary: "Diagnose one device: fresh checks (when its agent is \
-        online), liveness, findings, recommended actions, a 0-100 \
-        score",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "diagnose_infrastructure",
-        method: "post",
-        path: "/diagnose",
-        scope: Scope::Operate,
-        summary: "Diagnose every device in parallel (bounded, per-device \
-        timeout) plus system checks; overall status and 0-100 score",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "ssh_public_key",
-        method: "get",
-        path: "/ssh-public-key",
-        scope: Scope::Read,
-        summary: "The controller's SSH public key, for authorized_keys on \
-        agentless hosts",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "create_enrollment_token",
-        method: "post",
-        path: "/enrollment-tokens",
-        scope: Scope::Admin,
-        summary:
-            "Create a single-use join token: {expires_in?: \"1h\"}; returns the enroll command",
-        query: &[],
-        body: Some(schema::<CreateEnrollmentToken>),
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "plan_change",
-        method: "post",
-        path: "/changes/plan",
-        scope: Scope::Operate,
-        summary: "Dry run of a configuration change: {devices, change: \
-        {files, validators, actions, health_checks}}; per-device \
-        unified diffs and validator output, nothing live touched",
-        query: &[],
-        body: Some(schema::<ChangeRequest>),
-        mutating: false,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "deploy_change",
-        method: "post",
-        path: "/changes",
-        scope: Scope::Operate,
-        summary: "Apply a configuration change: prepare on every device (any \
-        failure aborts all), commit all at once or rolling \
-        (options.max_parallel), confirm once every health check \
-        passed, otherwise roll back",
-        query: &[],
-        body: Some(schema::<ChangeRequest>),
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "list_changes",
-        method: "get",
-        path: "/changes",
-        scope: Scope::Read,
-        summary: "Change history, newest first",
-        query: &[("device", "only changes that targeted this device"), ("limit", "1 to 1000 (default 50)")],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "get_change",
-        method: "get",
-        path: "/changes/{change}",
-        scope: Scope::Read,
-        summary: "One change: state, who asked and when, per-device state, \
-        diffs, validator and health results",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "confirm_change",
-        method: "post",
-        path: "/changes/{change}/confirm",
-        scope: Scope::Operate,
-        summary: "Keep a change deployed with auto_confirm=false (before its \
-        confirmation deadline)",
-        query: &[],
-        body: None,
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "rollback_change",
-        method: "post",
-        path: "/changes/{change}/rollback",
-        scope: Scope::Operate,
-        summary: "Roll an applied change back on every device: originals \
-        restored, actions re-run",
-        query: &[],
-        body: None,
-        mutating: true,
-        audited: true,
-        mcp: true,
-    },
-    Operation {
-        id: "list_audit",
-        method: "get",
-        path: "/audit",
-        scope: Scope::Admin,
-        summary: "Audit log of every mutation from any surface, newest first: \
-        principal, surface, correlation ID, redacted arguments, \
-        outcome",
-        query: &[("principal", "only this principal, e.g. token:<id>"),
-            ("operation", "only this operation ID"),
-            ("request_id", "only this correlation ID"),
-            ("before_id", "records older than this ID (paging)"),
-            ("limit", "1 to 1000 (default 100)")],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "performance_summary",
-        method: "get",
-        path: "/performance/summary",
-        scope: Scope::Read,
-        summary: "Per operation and surface over a window: count, error rate, \
-        mean and p50/p95/p99 latency",
-        query: &[("window", "how far back, like 15m, 1h, 7d (default 1h)")],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "list_approvals",
-        method: "get",
-        path: "/approvals",
-        scope: Scope::Read,
-        summary: "Requests held for another person's approval (from REST or \
-        MCP), newest first",
-        query: &[("state", "pending, approved, rejected or expired"), ("limit", "1 to 1000 (default 50)")],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "get_approval",
-        method: "get",
-        path: "/approvals/{approval}",
-        scope: Scope::Read,
-        summary: "One held request: its plan, state and, once decided, the \
-        outcome",
-        query: &[],
-        body: None,
-        mutating: false,
-        audited: false,
-        mcp: true,
-    },
-    Operation {
-        id: "approve_request",
-        method: "post",
-        path: "/approvals/{approval}/approve",
-        scope: Scope::Admin,
-        summary: "Approve a held request: it runs now, with the requester's \
-        scope; the approver must be another person",
-        query: &[],
-        body: None,
-        mutating: true,
-        audited: true,
-        mcp: false,
-    },
-    Operation {
-        id: "reject_request",
-        method: "post",
-        path: "/approvals/{approval}/reject",
-        scope: Scope::Admin,
-        summary: "Reject a held request; it never runs",
-        query: &[],
-        body: None,
-        mutating: true,
-        audited: true,
-        mcp: false,
-    },
-];
-
-/// The operation served at `route` (an axum route template, with or without the `/api/v1`
-/// prefix) for `method`.
-pub fn by_route(method: &str, route: &str) -> Option<&'static Operation> {
-    let path = route.strip_prefix("/api/v1").unwrap_or(route);
-    OPERATIONS
-        .iter()
-        .find(|o| o.path == path && o.method.eq_ignore_ascii_case(method))
-}
-
-impl Operation {
-    /// Whether a request for it may be held for approval: every mutation except a human's
-    /// decisions themselves (approve, reject).
-    pub fn holdable(&self) -> bool {
-        self.mutating && self.mcp
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+            Self::Delete => "delete",
+        }
     }
 }
 
-pub fn by_id(id: &str) -> Option<&'static Operation> {
-    OPERATIONS.iter().find(|o| o.id == id)
+/// What calling an operation does to the world; it decides auditing, plan → confirm,
+/// approval holds and the MCP annotations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads stored state.
+    Read,
+    /// Runs checks on hosts now and reports; changes nothing.
+    Probe,
+    /// A dry run with privileged side effects (validators run as root on hosts): audited,
+    /// never held.
+    DryRun,
+    /// Changes state (devices, tokens, files on hosts): audited, plan → confirm over MCP, held
+    /// for approval when the caller's mutations need it.
+    Mutation,
+    /// A human's decision on a held request: audited, never held, REST-only (an MCP client
+    /// must not approve its own request).
+    Decision,
 }
+
+/// Everything about an operation that is not code.
+#[derive(Debug)]
+pub struct Meta {
+    pub id: &'static str,
+    pub method: Method,
+    /// axum path syntax under `/api/v1`, e.g. `/devices/{device}`.
+    pub path: &'static str,
+    pub scope: Scope,
+    pub effect: Effect,
+    /// One line, for listings.
+    pub summary: &'static str,
+    /// When to use it, what it returns, its side effects.
+    pub description: &'static str,
+    /// The REST status of success: 200, 201 (created) or 204 (no body).
+    pub success: u16,
+}
+
+impl Meta {
+    pub fn mutating(&self) -> bool {
+        matches!(self.effect, Effect::Mutation | Effect::Decision)
+    }
+
+    pub fn audited(&self) -> bool {
+        matches!(
+            self.effect,
+            Effect::DryRun | Effect::Mutation | Effect::Decision
+        )
+    }
+
+    /// Whether a request for it may be held for another person's approval.
+    pub fn holdable(&self) -> bool {
+        self.effect == Effect::Mutation
+    }
+
+    /// Offered as an MCP tool: everything but a human's decisions.
+    pub fn mcp(&self) -> bool {
+        self.effect != Effect::Decision
+    }
+}
+
+/// One part of a request (path, query or body): a deserializable, documented type whose
+/// decoding validates it.
+pub trait Part: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static> Part for T {}
+
+/// An operation: its metadata, request parts, response and the one service call it makes.
+pub trait Operation: Send + Sync + 'static {
+    const META: Meta;
+    type Path: Part;
+    type Query: Part;
+    type Body: Part;
+    type Response: Serialize + JsonSchema + Send;
+
+    fn run(
+        services: &Services,
+        ctx: &Ctx,
+        input: Input<Self>,
+    ) -> impl Future<Output = Result<Self::Response>> + Send;
+
+    /// What a mutation would do, shown before it runs (the MCP plan, the approver's view):
+    /// by default the checked request itself.
+    fn preview(
+        _services: &Services,
+        _ctx: &Ctx,
+        input: &Input<Self>,
+    ) -> impl Future<Output = Result<Value>> + Send {
+        let arguments = Value::Object(input.to_arguments());
+        async move { Ok(arguments) }
+    }
+}
+
+/// A decoded, validated request.
+pub struct Input<O: Operation + ?Sized> {
+    pub path: O::Path,
+    pub query: O::Query,
+    pub body: O::Body,
+}
+
+impl<O: Operation + ?Sized> Input<O> {
+    /// Decodes the flat form: path and query fields are picked out by name, the rest is the
+    /// body. A name no part declares is refused.
+    pub fn from_arguments(mut arguments: Arguments) -> Result<Self> {
+        let path_names = field_names::<O::Path>();
+        let query_names = field_names::<O::Query>();
+        let body_names = field_names::<O::Body>();
+        if let Some(unknown) = arguments.keys().find(|name| {
+            ![&path_names, &query_names, &body_names]
+                .iter()
+                .any(|names| names.contains(name))
+        }) {
+            return Err(Error::invalid(format!("unknown argument {unknown:?}")));
+        }
+        let path = decode(take(&mut arguments, &path_names))?;
+        let query = decode(take(&mut arguments, &query_names))?;
+        let body = decode(arguments)?;
+        Ok(Self { path, query, body })
+    }
+
+    /// The flat form, the inverse of [`Self::from_arguments`].
+    pub fn to_arguments(&self) -> Arguments {
+        let mut arguments = Arguments::new();
+        for part in [
+            as_object(&self.path),
+            as_object(&self.query),
+            as_object(&self.body),
+        ] {
+            arguments.extend(part);
+        }
+        arguments
+    }
+}
+
+fn as_object(part: &impl Serialize) -> Arguments {
+    match serde_json::to_value(part) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Arguments::new(),
+    }
+}
+
+fn take(arguments: &mut Arguments, names: &[String]) -> Arguments {
+    names
+        .iter()
+        .filter_map(|name| arguments.remove_entry(name))
+        .collect()
+}
+
+fn decode<T: Part>(fields: Arguments) -> Result<T> {
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| Error::invalid(format!("invalid arguments: {e}")))
+}
+
+/// The property names a part's schema declares.
+pub fn field_names<T: JsonSchema>() -> Vec<String> {
+    let schema = schemars::schema_for!(T);
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A request part with no fields (an operation without query parameters or body).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nothing {}

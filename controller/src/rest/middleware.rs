@@ -1,18 +1,17 @@
 //! Middleware, written once and applied to both surfaces (REST and `/mcp`): bearer
-//! authentication, per-principal rate limits, the `Origin` check for `/mcp`, the audit of
-//! REST mutations, and the outer `observe` layer (operation timing, request counters, problem
-//! rendering with the request ID, error logging).
+//! authentication, per-principal rate limits, the `Origin` check for `/mcp`, and the outer
+//! `observe` layer (request counters, timing of routes that are not operations, problem
+//! rendering with the request ID, error logging). Auditing, approvals and operation timing
+//! are the operation pipeline's.
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::problem::{ApiError, Problem};
@@ -20,11 +19,7 @@ use crate::auth::Principal;
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::ratelimit::Decision;
-use crate::services::audit::AuditOutcome;
 use crate::services::Services;
-
-/// Largest request body the audit layer buffers (larger ones are refused before any work).
-const MAX_AUDITED_BODY: usize = 8 * 1024 * 1024;
 
 /// Resolves `Authorization: Bearer …` to a principal and stores it in the request
 /// extensions; anything else is a 401 with `WWW-Authenticate`. A peer address whose recent
@@ -143,101 +138,6 @@ pub async fn rate_limit_mcp(
     next.run(request).await
 }
 
-/// Records every REST mutation (operations marked `mutating`) in the audit log, with its
-/// path parameters and body as arguments, the same shape MCP tool arguments have. A mutation
-/// by a principal whose changes need approval is not run: it is held, and the answer is
-/// `202 Accepted` with the held request (the same policy as over MCP).
-pub async fn audit(
-    State(services): State<Services>,
-    matched: MatchedPath,
-    params: RawPathParams,
-    request: Request,
-    next: Next,
-) -> Response {
-    let operation = crate::operations::by_route(request.method().as_str(), matched.as_str());
-    let (Some(operation), Some(principal)) = (
-        operation.filter(|o| o.audited),
-        request.extensions().get::<Principal>().cloned(),
-    ) else {
-        return next.run(request).await;
-    };
-    let ctx = Ctx::new(principal, request_id_of(&request));
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_AUDITED_BODY).await else {
-        return ApiError(Error::invalid(format!(
-            "request body larger than {MAX_AUDITED_BODY} bytes"
-        )))
-        .into_response();
-    };
-    let mut arguments = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(body)) => body,
-        Ok(other) => Map::from_iter([("body".to_string(), other)]),
-        Err(_) if bytes.is_empty() => Map::new(),
-        Err(_) => Map::from_iter([("body".to_string(), Value::from("<not JSON>"))]),
-    };
-    for (name, value) in params.iter() {
-        arguments.insert(name.to_string(), Value::from(value));
-    }
-    let held = services.needs_approval(&ctx, operation.holdable());
-    let response = if held {
-        hold(&services, &ctx, operation.id, &arguments).await
-    } else {
-        next.run(Request::from_parts(parts, Body::from(bytes)))
-            .await
-    };
-    let outcome = match response.extensions().get::<Problem>() {
-        Some(problem) => AuditOutcome {
-            outcome: "error",
-            status: problem.status,
-            detail: Some(problem.detail.clone()),
-        },
-        None if held => AuditOutcome::pending_approval(),
-        None => AuditOutcome {
-            status: response.status().as_u16(),
-            ..AuditOutcome::ok()
-        },
-    };
-    services
-        .audit(
-            &ctx,
-            "rest",
-            operation.id,
-            &Value::Object(arguments),
-            outcome,
-        )
-        .await;
-    response
-}
-
-/// Holds a REST mutation for approval: the plan an approver will see, then `202` with the
-/// held request and its `Location`.
-async fn hold(
-    services: &Services,
-    ctx: &Ctx,
-    operation: &'static str,
-    arguments: &Map<String, Value>,
-) -> Response {
-    let held = async {
-        let plan = crate::operations::invoke::preview(services, ctx, operation, arguments).await?;
-        services
-            .hold_for_approval(ctx, "rest", operation, arguments, plan)
-            .await
-    }
-    .await;
-    match held {
-        Ok(approval) => {
-            let location = format!("/api/v1/approvals/{}", approval.id);
-            (
-                axum::http::StatusCode::ACCEPTED,
-                [(axum::http::header::LOCATION, location)],
-                axum::Json(approval),
-            )
-                .into_response()
-        }
-        Err(error) => ApiError(error).into_response(),
-    }
-}
-
 /// A caller's `x-request-id` is kept only if it is 1–128 characters of `A-Z a-z 0-9 . _ : -`;
 /// anything else is dropped (and a fresh ID generated), so IDs are safe in logs, in agent
 /// commands and in audit queries.
@@ -308,18 +208,17 @@ pub async fn observe(State(services): State<Services>, request: Request, next: N
     services
         .telemetry
         .count_request(method, &route, status.as_u16());
-    // Operations of the table are timed under their ID; MCP tool calls are timed by the MCP
-    // server under the tool name, so `/mcp` itself is transport and timed like other routes.
-    let (surface, operation) = match crate::operations::by_route(method, &route) {
-        Some(operation) => ("rest", operation.id.to_string()),
-        None => ("http", format!("{method} {route}")),
-    };
-    services.record_operation(
-        surface,
-        &operation,
-        started.elapsed(),
-        status.is_server_error(),
-    );
+    // Operations are timed by the pipeline under their ID (MCP tool calls too), so only
+    // the routes that are not operations (health, `/mcp` transport, …) are timed here.
+    if crate::operations::by_route(method, &route).is_none() {
+        let operation = format!("{method} {route}");
+        services.record_operation(
+            "http",
+            &operation,
+            started.elapsed(),
+            status.is_server_error(),
+        );
+    }
     tracing::info!(
         %request_id,
         %method,

@@ -1,7 +1,7 @@
 //! The HTTP application (axum): the REST surface under `/api/v1` and MCP at `/mcp`, behind one
-//! stack: request ID → timing/metrics/problem rendering → panic catcher → bearer
-//! authentication → per-principal rate limit (→ audit of mutations, for REST). Each REST
-//! handler converts in, calls one service method, converts out.
+//! stack: request ID → request counters/problem rendering → panic catcher → bearer
+//! authentication → per-principal rate limit. Every REST route is a registered operation
+//! served by one adapter over the operation pipeline (scope, audit, approvals, timing).
 
 mod handlers;
 pub mod middleware;
@@ -15,79 +15,27 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::operations::OPERATIONS;
+use crate::operations::{Method, Operation, REGISTRY};
 use crate::services::Services;
 
-/// Adds the operation `id` from [`OPERATIONS`] with `handler`. A missing entry is a
-/// programming error caught the first time the router is built (every test builds it).
-fn operation<H, T>(router: Router<Services>, id: &str, handler: H) -> Router<Services>
-where
-    H: axum::handler::Handler<T, Services>,
-    T: 'static,
-{
-    let Some(operation) = OPERATIONS.iter().find(|o| o.id == id) else {
-        panic!("route {id:?} has no entry in operations::OPERATIONS");
+/// Adds operation `O` at its method and path, served by the one operation adapter.
+pub fn route<O: Operation>(router: Router<Services>) -> Router<Services> {
+    let method = match O::META.method {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Delete => MethodFilter::DELETE,
     };
-    let method = match operation.method {
-        "get" => MethodFilter::GET,
-        "post" => MethodFilter::POST,
-        "put" => MethodFilter::PUT,
-        "patch" => MethodFilter::PATCH,
-        "delete" => MethodFilter::DELETE,
-        other => panic!("operation {id:?} has unsupported method {other:?}"),
-    };
-    router.route(operation.path, on(method, handler))
+    router.route(O::META.path, on(method, handlers::operation::<O>))
 }
 
 /// The whole HTTP application: REST under `/api/v1` and MCP at `/mcp`, behind one stack.
 pub fn router(services: Services, shutdown: CancellationToken) -> Router {
-    // Every API route is registered through the operation table: its method and path come
-    // from `operations::OPERATIONS`, so the routes and the OpenAPI document cannot drift apart.
-    let api = Router::new();
-    let api = operation(api, "list_devices", handlers::list_devices);
-    let api = operation(
-        api,
-        "create_agentless_device",
-        handlers::create_agentless_device,
-    );
-    let api = operation(api, "get_device", handlers::get_device);
-    let api = operation(api, "delete_device", handlers::delete_device);
-    let api = operation(api, "query_metrics", handlers::query_metrics);
-    let api = operation(api, "latest_metrics", handlers::latest_metrics);
-    let api = operation(api, "list_checks", handlers::list_checks);
-    let api = operation(api, "run_checks", handlers::run_checks);
-    let api = operation(api, "check_history", handlers::check_history);
-    let api = operation(api, "device_capabilities", handlers::device_capabilities);
-    let api = operation(api, "list_containers", handlers::list_containers);
-    let api = operation(api, "diagnose_device", handlers::diagnose_device);
-    let api = operation(api, "ssh_public_key", handlers::ssh_public_key);
-    let api = operation(api, "plan_change", handlers::plan_change);
-    let api = operation(api, "deploy_change", handlers::deploy_change);
-    let api = operation(api, "list_changes", handlers::list_changes);
-    let api = operation(api, "get_change", handlers::get_change);
-    let api = operation(api, "confirm_change", handlers::confirm_change);
-    let api = operation(api, "rollback_change", handlers::rollback_change);
-    let api = operation(
-        api,
-        "diagnose_infrastructure",
-        handlers::diagnose_infrastructure,
-    );
-    let api = operation(
-        api,
-        "create_enrollment_token",
-        handlers::create_enrollment_token,
-    );
-    let api = operation(api, "list_audit", handlers::list_audit);
-    let api = operation(api, "performance_summary", handlers::performance_summary);
-    let api = operation(api, "list_approvals", handlers::list_approvals);
-    let api = operation(api, "get_approval", handlers::get_approval);
-    let api = operation(api, "approve_request", handlers::approve_request);
-    let api = operation(api, "reject_request", handlers::reject_request)
-        // Route layers run outermost-last: authenticate → rate limit → audit → handler.
-        .route_layer(axum::middleware::from_fn_with_state(
-            services.clone(),
-            middleware::audit,
-        ))
+    // Every API route comes from the registry, so routes, the OpenAPI document and the MCP
+    // tools cannot drift apart.
+    let api = REGISTRY
+        .iter()
+        .fold(Router::new(), |router, entry| entry.route(router))
+        // Route layers run outermost-last: authenticate → rate limit → operation.
         .route_layer(axum::middleware::from_fn_with_state(
             services.clone(),
             middleware::rate_limit,

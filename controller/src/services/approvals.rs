@@ -11,23 +11,62 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::audit::AuditOutcome;
 use super::redact::{redact, Clearance};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::{Principal, Scope};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::operations::invoke::{invoke, Arguments};
+use crate::operations::pipeline::{How, Outcome, Surface};
+use crate::operations::Arguments;
 use crate::store::ApprovalRow;
 
 /// A held request not decided within this expires.
 const APPROVAL_TTL: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Where a held request is in its life: `pending` until decided or expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The state as stored; `expired` is never stored (it is `pending` past its deadline).
+    fn stored(self) -> &'static str {
+        match self {
+            Self::Expired => Self::Pending.as_str(),
+            other => other.as_str(),
+        }
+    }
+
+    /// The state of a stored row at `now`.
+    fn of(stored: &str, expires_at_ms: i64, now: i64) -> Result<Self> {
+        match stored {
+            "pending" if expires_at_ms <= now => Ok(Self::Expired),
+            "pending" => Ok(Self::Pending),
+            "approved" => Ok(Self::Approved),
+            "rejected" => Ok(Self::Rejected),
+            other => Err(Error::Internal(format!("unknown approval state {other:?}"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Approval {
     pub id: String,
-    /// pending, approved, rejected or expired.
-    pub state: String,
+    pub state: ApprovalState,
     pub operation: String,
     /// The arguments, redacted for the viewer (see [`super::redact`]).
     pub arguments: Value,
@@ -51,19 +90,15 @@ pub struct Approval {
 }
 
 impl Approval {
-    fn from_row(row: ApprovalRow, now: i64, clearance: Clearance) -> Self {
-        let state = if row.state == "pending" && row.expires_at_ms <= now {
-            "expired".to_string()
-        } else {
-            row.state
-        };
-        let approve_with = (state == "pending").then(|| {
+    fn from_row(row: ApprovalRow, now: i64, clearance: Clearance) -> Result<Self> {
+        let state = ApprovalState::of(&row.state, row.expires_at_ms, now)?;
+        let approve_with = (state == ApprovalState::Pending).then(|| {
             format!(
                 "POST /api/v1/approvals/{}/approve (admin, another principal)",
                 row.id
             )
         });
-        Self {
+        Ok(Self {
             arguments: shown(&row.arguments, clearance),
             plan: shown(&row.preview, clearance),
             result: row.result.as_deref().map(|r| shown(r, clearance)),
@@ -77,7 +112,7 @@ impl Approval {
             decided_by: row.decided_by,
             decided_at: row.decided_at_ms.map(rfc3339),
             approve_with,
-        }
+        })
     }
 }
 
@@ -102,7 +137,7 @@ impl Services {
     pub async fn hold_for_approval(
         &self,
         ctx: &Ctx,
-        surface: &str,
+        surface: Surface,
         operation: &str,
         arguments: &Arguments,
         plan: Value,
@@ -119,7 +154,7 @@ impl Services {
             requested_by_name: ctx.principal.name.clone(),
             requested_scope: ctx.principal.scope.as_str().to_string(),
             requested_by_owner: ctx.principal.owner.clone(),
-            surface: surface.to_string(),
+            surface: surface.as_str().to_string(),
             request_id: ctx.request_id.clone(),
             state: "pending".into(),
             decided_by: None,
@@ -128,52 +163,40 @@ impl Services {
         };
         self.store.insert_approval(&row).await?;
         tracing::info!(approval = %row.id, operation, "request held for approval");
-        Ok(Approval::from_row(
-            row,
-            now,
-            Clearance::of(ctx.principal.scope),
-        ))
+        Approval::from_row(row, now, Clearance::of(ctx.principal.scope))
     }
 
     pub async fn list_approvals(
         &self,
         ctx: &Ctx,
-        state: Option<&str>,
+        state: Option<ApprovalState>,
         limit: Option<i64>,
     ) -> Result<Vec<Approval>> {
         ctx.principal.require(Scope::Read)?;
-        if let Some(state) = state {
-            if !["pending", "approved", "rejected", "expired"].contains(&state) {
-                return Err(Error::invalid(format!(
-                    "unknown state {state:?}: expected pending, approved, rejected or expired"
-                )));
-            }
-        }
         let limit = limit.unwrap_or(50);
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit must be 1..=1000"));
         }
         // Expiry is decided on read, so "pending" in the table may already be expired.
-        let stored_state = state.map(|s| if s == "expired" { "pending" } else { s });
         let now = now_ms();
-        Ok(self
+        let mut approvals = Vec::new();
+        for row in self
             .store
-            .approvals(stored_state, limit)
+            .approvals(state.map(ApprovalState::stored), limit)
             .await?
-            .into_iter()
-            .map(|row| Approval::from_row(row, now, Clearance::of(ctx.principal.scope)))
-            .filter(|approval| state.is_none_or(|wanted| approval.state == wanted))
-            .collect())
+        {
+            let approval = Approval::from_row(row, now, Clearance::of(ctx.principal.scope))?;
+            if state.is_none_or(|wanted| approval.state == wanted) {
+                approvals.push(approval);
+            }
+        }
+        Ok(approvals)
     }
 
     pub async fn get_approval(&self, ctx: &Ctx, id: &str) -> Result<Approval> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_approval(id).await?;
-        Ok(Approval::from_row(
-            row,
-            now_ms(),
-            Clearance::of(ctx.principal.scope),
-        ))
+        Approval::from_row(row, now_ms(), Clearance::of(ctx.principal.scope))
     }
 
     /// Runs the held request with the requester's principal and scope, under this request's
@@ -193,16 +216,20 @@ impl Services {
         );
         let arguments: Arguments = serde_json::from_str(&row.arguments)
             .map_err(|e| Error::Internal(format!("approval {id}: stored arguments: {e}")))?;
-        let audited = Value::Object(arguments.clone());
-        let result = invoke(self, &requester, &row.operation, arguments).await;
-        self.audit(
-            &requester,
-            &row.surface,
-            &row.operation,
-            &audited,
-            AuditOutcome::of(&result),
-        )
-        .await;
+        let operation = crate::operations::by_id(&row.operation).ok_or_else(|| {
+            Error::Internal(format!("approval {id}: no operation {:?}", row.operation))
+        })?;
+        let how = How::Approved {
+            surface: Surface::parse(&row.surface)?,
+        };
+        // The pipeline audits the run under the requester, on the surface it came from.
+        let result = match operation.call(self, &requester, how, arguments).await {
+            Ok(Outcome::Done(value)) => Ok(value),
+            Ok(_) => Err(Error::Internal(format!(
+                "approval {id}: the request was not run"
+            ))),
+            Err(error) => Err(error),
+        };
         let outcome = match &result {
             Ok(value) => serde_json::json!({"ok": value}),
             Err(error) => serde_json::json!({"error": error.public_message()}),
@@ -236,11 +263,11 @@ impl Services {
             ));
         }
         let now = now_ms();
-        let current = Approval::from_row(row.clone(), now, Clearance::Summary);
-        if current.state != "pending" {
+        let current = ApprovalState::of(&row.state, row.expires_at_ms, now)?;
+        if current != ApprovalState::Pending {
             return Err(Error::Conflict(format!(
                 "approval {id} is {}, not pending",
-                current.state
+                current.as_str()
             )));
         }
         if !self

@@ -35,9 +35,14 @@ impl AuditOutcome {
     }
 
     pub fn ok() -> Self {
+        Self::ok_with_status(200)
+    }
+
+    /// Succeeded with this HTTP status (201 created, 204 no content).
+    pub fn ok_with_status(status: u16) -> Self {
         Self {
             outcome: "ok",
-            status: 200,
+            status,
             detail: None,
         }
     }
@@ -60,7 +65,7 @@ impl AuditOutcome {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: String,
@@ -76,13 +81,24 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only this principal, e.g. `token:<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
+    /// Only this operation ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
+    /// Only this correlation ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Records older than this ID (paging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_id: Option<i64>,
+    /// How many records, newest first (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<i64>,
 }
 

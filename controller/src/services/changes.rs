@@ -40,7 +40,7 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
 const COMMIT_SLACK: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     /// Device IDs or names.
@@ -98,7 +98,7 @@ impl DeployOptions {
 }
 
 /// A change transaction with every device's part in it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ChangeView {
     pub id: String,
     /// `plan` or `deploy`.
@@ -116,7 +116,7 @@ pub struct ChangeView {
     pub targets: Vec<TargetView>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct TargetView {
     pub device_id: String,
     /// pending, prepared, aborted, failed, awaiting_confirmation, committed, rolled_back.
@@ -129,7 +129,7 @@ pub struct TargetView {
 }
 
 /// One line of change history.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ChangeSummary {
     pub id: String,
     pub kind: String,

@@ -25,7 +25,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a triggered round of checks may take to report.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckView {
     pub check: String,
     pub status: String,
@@ -34,13 +34,20 @@ pub struct CheckView {
     pub evidence: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CheckHistoryQuery {
+    /// Only this check, e.g. `zfs.pool:tank`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9_.:/@-]+$"))]
     pub check: Option<String>,
-    pub limit: Option<String>,
+    /// How many reports, newest first (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Capabilities {
     pub capabilities: Vec<String>,
     pub detected_at: Option<String>,
@@ -140,16 +147,12 @@ impl Services {
     ) -> Result<Vec<CheckView>> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_device(device).await?;
-        let limit = match query.limit.as_deref() {
-            None => 100,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|l| (1..=1000).contains(l))
-                .ok_or_else(|| {
-                    Error::invalid(format!("invalid limit {text:?}: expected 1 to 1000"))
-                })?,
-        };
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid(format!(
+                "invalid limit {limit}: expected 1 to 1000"
+            )));
+        }
         if let Some(check) = &query.check {
             if !valid_check_name(check) {
                 return Err(Error::invalid(format!("invalid check name {check:?}")));

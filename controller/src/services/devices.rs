@@ -12,7 +12,7 @@ use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::store::{DeviceRow, LatestSample, NewDevice};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DeviceView {
     pub id: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct DeviceView {
     pub summary: Option<DeviceSummary>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DeviceSummary {
     pub sampled_at: String,
     pub cpu_usage_percent: Option<f64>,
@@ -44,7 +44,7 @@ pub struct DeviceSummary {
     pub load_1m: Option<f64>,
 }
 
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentlessDevice {
     pub name: String,
@@ -86,7 +86,7 @@ pub fn split_ssh_address(address: &str) -> (String, u16) {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SshPublicKey {
     /// One line for `~/.ssh/authorized_keys` on agentless hosts.
     pub public_key: String,

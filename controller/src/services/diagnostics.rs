@@ -27,7 +27,7 @@ const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
 const PARALLEL_DEVICES: usize = 8;
 const STALE_METRICS_MS: i64 = 5 * 60 * 1000;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Finding {
     pub check: String,
     /// `ok`, `warning` or `critical`.
@@ -37,7 +37,7 @@ pub struct Finding {
     pub evidence: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DeviceDiagnosis {
     pub device_id: String,
     pub name: String,
@@ -53,7 +53,7 @@ pub struct DeviceDiagnosis {
     pub diagnosed_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct InfrastructureDiagnosis {
     pub status: String,
     pub score: u8,

@@ -12,14 +12,14 @@ use crate::error::{Error, Result};
 use crate::pki::{normalized_serial, ClientCertificate, PkiError};
 use crate::store::NewDevice;
 
-#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
     /// Lifetime like `1h` or `30m`; default from configuration (1h).
     pub expires_in: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EnrollmentToken {
     /// Shown once; only its hash is stored.
     pub token: String,

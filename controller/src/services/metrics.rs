@@ -21,19 +21,26 @@ const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 
 /// `GET /devices/{id}/metrics` parameters, as strings from the caller.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MetricQuery {
-    /// `name` or `name{key=value,...}`.
+    /// `name` or `name{key=value,...}`, e.g. `cpu.usage_percent` or
+    /// `disk.used_percent{mount=/}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, length(min = 1, max = 1024))]
     pub series: Option<String>,
     /// RFC 3339, Unix milliseconds, `now`, or relative like `-1h`. Default: `to` − 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// Same forms; default `now`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
     /// Bucket width like `30s`, `5m`; default: the range / 240, at least 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct MetricQueryResult {
     pub device_id: String,
     pub series: String,
@@ -45,13 +52,13 @@ pub struct MetricQueryResult {
     pub results: Vec<SeriesPoints>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SeriesPoints {
     pub labels: BTreeMap<String, String>,
     pub points: Vec<Point>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Point {
     pub ts: String,
     pub ts_ms: i64,
@@ -61,7 +68,7 @@ pub struct Point {
     pub count: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct LatestValue {
     pub series: String,
     pub labels: BTreeMap<String, String>,

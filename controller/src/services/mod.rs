@@ -68,6 +68,8 @@ pub struct Services {
     /// Told the device ID each time a round of check reports is stored, so an on-demand run
     /// waits for its answer instead of polling the database.
     pub check_rounds: tokio::sync::broadcast::Sender<String>,
+    /// MCP mutations' plans awaiting their confirmation call.
+    pub confirmations: Arc<crate::operations::confirm::Confirmations>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,

@@ -367,6 +367,8 @@ async fn mcp_changes_wait_for_a_human_when_approval_is_required() {
         [
             ("rest", "reject_request", "ok"),
             ("mcp", "create_agentless_device", "pending_approval"),
+            // Refused outright, and audited like a refused REST mutation.
+            ("mcp", "delete_device", "error"),
             ("rest", "approve_request", "error"),
             ("rest", "approve_request", "ok"),
             ("mcp", "create_agentless_device", "ok"),

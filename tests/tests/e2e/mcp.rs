@@ -3,7 +3,7 @@
 //! mutating tools; Origin validation.
 
 use infrastructor_controller::auth::Scope;
-use infrastructor_controller::operations::OPERATIONS;
+use infrastructor_controller::operations::REGISTRY;
 use infrastructor_e2e::mcp::{call, connect, mcp_url, structured};
 use infrastructor_e2e::TestController;
 use rmcp::model::JsonObject;
@@ -21,27 +21,28 @@ async fn tools_mirror_the_operations_and_answer_like_rest() {
     // the 404 of an unknown path or the 405 of a wrong method).
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    let mut operations: Vec<&str> = OPERATIONS.iter().filter(|o| o.mcp).map(|o| o.id).collect();
+    let metas = || REGISTRY.iter().map(|entry| entry.meta());
+    let mut operations: Vec<&str> = metas().filter(|o| o.mcp()).map(|o| o.id).collect();
     names.sort_unstable();
     operations.sort_unstable();
     assert_eq!(
         names, operations,
         "one tool per operation, no more, no less"
     );
-    let rest_only: Vec<&str> = OPERATIONS.iter().filter(|o| !o.mcp).map(|o| o.id).collect();
+    let rest_only: Vec<&str> = metas().filter(|o| !o.mcp()).map(|o| o.id).collect();
     assert_eq!(rest_only, ["approve_request", "reject_request"]);
     let http = reqwest::Client::new();
-    for operation in OPERATIONS {
+    for operation in metas() {
         let path = operation
             .path
             .replace("{device}", "d")
             .replace("{change}", "c")
             .replace("{approval}", "a");
         let url = format!("http://{}/api/v1{path}", controller.http_addr);
-        let method =
-            reqwest::Method::from_bytes(operation.method.to_uppercase().as_bytes()).unwrap();
+        let method = operation.method.as_str().to_uppercase();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let status = http.request(method, &url).send().await.unwrap().status();
-        assert_eq!(status, 401, "{} {url} is not routed", operation.method);
+        assert_eq!(status, 401, "{:?} {url} is not routed", operation.method);
     }
     for tool in &tools {
         assert_eq!(

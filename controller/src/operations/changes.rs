@@ -1,0 +1,198 @@
+//! Configuration changes across devices: dry run, two-phase deploy, confirm, roll back.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::params::{ChangePath, DeviceRef};
+use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use crate::auth::Scope;
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::services::changes::{ChangeRequest, ChangeSummary, ChangeView};
+use crate::services::Services;
+
+fn to_value(view: impl Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
+pub struct PlanChange;
+
+impl Operation for PlanChange {
+    const META: Meta = Meta {
+        id: "plan_change",
+        method: Method::Post,
+        path: "/changes/plan",
+        scope: Scope::Operate,
+        effect: Effect::DryRun,
+        summary: "Dry run of a configuration change: per-device diffs and validator output",
+        description: "Prepares the change on every device without touching anything live: \
+            unified diffs of each file, validator output, and whether every device is ready. \
+            The plan is recorded as a change in state `planned`.",
+        success: 200,
+    };
+    type Path = Nothing;
+    type Query = Nothing;
+    type Body = ChangeRequest;
+    type Response = ChangeView;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services.plan_change(ctx, input.body).await
+    }
+}
+
+pub struct DeployChange;
+
+impl Operation for DeployChange {
+    const META: Meta = Meta {
+        id: "deploy_change",
+        method: Method::Post,
+        path: "/changes",
+        scope: Scope::Operate,
+        effect: Effect::Mutation,
+        summary: "Apply a configuration change: prepare everywhere, commit, health-check, \
+            confirm or roll back",
+        description: "Prepares on every device (any failure aborts all), commits all at once \
+            or rolling (options.max_parallel), and confirms once every health check passed; \
+            otherwise every committed device rolls back. With options.auto_confirm=false the \
+            change awaits confirm_change and rolls back by itself at its deadline.",
+        success: 200,
+    };
+    type Path = Nothing;
+    type Query = Nothing;
+    type Body = ChangeRequest;
+    type Response = ChangeView;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services.deploy_change(ctx, input.body).await
+    }
+
+    async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
+        Ok(to_value(
+            services.plan_change(ctx, input.body.clone()).await?,
+        ))
+    }
+}
+
+/// `GET /changes` parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeHistoryQuery {
+    /// Only changes that targeted this device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRef>,
+    /// How many changes, newest first (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<i64>,
+}
+
+pub struct ListChanges;
+
+impl Operation for ListChanges {
+    const META: Meta = Meta {
+        id: "list_changes",
+        method: Method::Get,
+        path: "/changes",
+        scope: Scope::Read,
+        effect: Effect::Read,
+        summary: "Change history, newest first",
+        description: "Plans and deployments with their state, who asked and when.",
+        success: 200,
+    };
+    type Path = Nothing;
+    type Query = ChangeHistoryQuery;
+    type Body = Nothing;
+    type Response = Vec<ChangeSummary>;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        let device = input.query.device.as_ref().map(DeviceRef::as_str);
+        services.list_changes(ctx, device, input.query.limit).await
+    }
+}
+
+pub struct GetChange;
+
+impl Operation for GetChange {
+    const META: Meta = Meta {
+        id: "get_change",
+        method: Method::Get,
+        path: "/changes/{change}",
+        scope: Scope::Read,
+        effect: Effect::Read,
+        summary: "One change: state, requester, per-device state, diffs, validator and health \
+            results",
+        description: "Everything recorded about a change, per device.",
+        success: 200,
+    };
+    type Path = ChangePath;
+    type Query = Nothing;
+    type Body = Nothing;
+    type Response = ChangeView;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services.get_change(ctx, input.path.change.as_str()).await
+    }
+}
+
+pub struct ConfirmChange;
+
+impl Operation for ConfirmChange {
+    const META: Meta = Meta {
+        id: "confirm_change",
+        method: Method::Post,
+        path: "/changes/{change}/confirm",
+        scope: Scope::Operate,
+        effect: Effect::Mutation,
+        summary: "Keep a change deployed with auto_confirm=false, before its deadline",
+        description: "Confirms every device of a change awaiting confirmation; without it \
+            they roll back by themselves at the confirmation deadline.",
+        success: 200,
+    };
+    type Path = ChangePath;
+    type Query = Nothing;
+    type Body = Nothing;
+    type Response = ChangeView;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services
+            .confirm_change(ctx, input.path.change.as_str())
+            .await
+    }
+
+    async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
+        let change = input.path.change.as_str();
+        Ok(to_value(services.get_change(ctx, change).await?))
+    }
+}
+
+pub struct RollbackChange;
+
+impl Operation for RollbackChange {
+    const META: Meta = Meta {
+        id: "rollback_change",
+        method: Method::Post,
+        path: "/changes/{change}/rollback",
+        scope: Scope::Operate,
+        effect: Effect::Mutation,
+        summary: "Roll an applied change back on every device",
+        description: "Restores the original files on every device where the change is \
+            applied and re-runs its actions.",
+        success: 200,
+    };
+    type Path = ChangePath;
+    type Query = Nothing;
+    type Body = Nothing;
+    type Response = ChangeView;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services
+            .rollback_change(ctx, input.path.change.as_str())
+            .await
+    }
+
+    async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
+        let change = input.path.change.as_str();
+        Ok(to_value(services.get_change(ctx, change).await?))
+    }
+}

@@ -1,0 +1,183 @@
+//! The one execution pipeline every call passes, whatever its surface: scope check (before
+//! the request is decoded, so a read token's large POST is a 403, not a 400) → decoding →
+//! plan → confirm (MCP mutations) → approval hold → run → audit → timing. REST, MCP and the
+//! runner of approved requests are adapters over [`execute`].
+
+use std::future::Future;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::{Arguments, Input, Operation};
+use crate::ctx::Ctx;
+use crate::error::{Error, Result};
+use crate::services::approvals::Approval;
+use crate::services::audit::AuditOutcome;
+use crate::services::Services;
+
+/// The surface a call came from, as the audit log and timings name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    Rest,
+    Mcp,
+}
+
+impl Surface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Mcp => "mcp",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "rest" => Ok(Self::Rest),
+            "mcp" => Ok(Self::Mcp),
+            other => Err(Error::Internal(format!("unknown surface {other:?}"))),
+        }
+    }
+}
+
+/// How a call arrived, which decides the steps it passes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum How {
+    Rest,
+    /// MCP mutations run only with the confirmation ID of their plan.
+    Mcp {
+        confirmation: Option<String>,
+    },
+    /// A held request a human approved: it is neither confirmed nor held again.
+    Approved {
+        surface: Surface,
+    },
+}
+
+impl How {
+    pub fn surface(&self) -> Surface {
+        match self {
+            Self::Rest => Surface::Rest,
+            Self::Mcp { .. } => Surface::Mcp,
+            Self::Approved { surface } => *surface,
+        }
+    }
+}
+
+/// What a call ended in.
+#[derive(Debug)]
+pub enum Outcome<R> {
+    Done(R),
+    /// Held for another person's approval.
+    Held(Box<Approval>),
+    /// An MCP mutation's first call: its plan and confirmation ID.
+    Planned(Value),
+}
+
+impl<R: serde::Serialize> Outcome<R> {
+    pub fn into_json(self) -> Outcome<Value> {
+        match self {
+            Self::Done(response) => {
+                Outcome::Done(serde_json::to_value(response).unwrap_or(Value::Null))
+            }
+            Self::Held(approval) => Outcome::Held(approval),
+            Self::Planned(plan) => Outcome::Planned(plan),
+        }
+    }
+}
+
+/// A decoded request, or why it could not be, with the arguments as the caller sent them
+/// (for the audit of a refused mutation).
+pub type Decoded<O> = (Result<Input<O>>, Arguments);
+
+/// Runs operation `O` for `ctx`. `decode` runs only once the caller's scope allows `O`.
+pub async fn execute<O: Operation>(
+    services: &Services,
+    ctx: &Ctx,
+    how: How,
+    decode: impl Future<Output = Decoded<O>> + Send,
+) -> Result<Outcome<O::Response>> {
+    let started = Instant::now();
+    let surface = how.surface();
+    let result = steps::<O>(services, ctx, how, decode).await;
+    let failed = result
+        .as_ref()
+        .is_err_and(|e| crate::rest::problem::status_for(e.kind()).is_server_error());
+    services.record_operation(surface.as_str(), O::META.id, started.elapsed(), failed);
+    result
+}
+
+async fn steps<O: Operation>(
+    services: &Services,
+    ctx: &Ctx,
+    how: How,
+    decode: impl Future<Output = Decoded<O>> + Send,
+) -> Result<Outcome<O::Response>> {
+    let meta = &O::META;
+    let surface = how.surface();
+    let audit = |arguments: Arguments, outcome: AuditOutcome| async move {
+        if meta.audited() {
+            let arguments = Value::Object(arguments);
+            services
+                .audit(ctx, surface.as_str(), meta.id, &arguments, outcome)
+                .await;
+        }
+    };
+    // No plan, confirmation or held request is ever handed to a caller who could not run
+    // the operation.
+    if let Err(error) = ctx.principal.require(meta.scope) {
+        audit(Arguments::new(), AuditOutcome::error(&error)).await;
+        return Err(error);
+    }
+    let (decoded, sent) = decode.await;
+    let input = match decoded {
+        Ok(input) => input,
+        Err(error) => {
+            audit(sent, AuditOutcome::error(&error)).await;
+            return Err(error);
+        }
+    };
+    let arguments = input.to_arguments();
+    if let How::Mcp { confirmation } = &how {
+        match (meta.mutating(), confirmation) {
+            (false, None) => {}
+            (false, Some(_)) => {
+                return Err(Error::invalid(
+                    "unknown argument \"confirmation_id\": this tool changes nothing",
+                ))
+            }
+            (true, None) => {
+                let plan = O::preview(services, ctx, &input).await?;
+                let planned = services
+                    .confirmations
+                    .plan(ctx, meta.id, &arguments, plan)?;
+                return Ok(Outcome::Planned(planned));
+            }
+            (true, Some(id)) => services
+                .confirmations
+                .redeem(ctx, id, meta.id, &arguments)?,
+        }
+    }
+    let may_hold = meta.holdable() && !matches!(how, How::Approved { .. });
+    if services.needs_approval(ctx, may_hold) {
+        let held = async {
+            let plan = O::preview(services, ctx, &input).await?;
+            services
+                .hold_for_approval(ctx, surface, meta.id, &arguments, plan)
+                .await
+        }
+        .await;
+        let outcome = match &held {
+            Ok(_) => AuditOutcome::pending_approval(),
+            Err(error) => AuditOutcome::error(error),
+        };
+        audit(arguments, outcome).await;
+        return held.map(|approval| Outcome::Held(Box::new(approval)));
+    }
+    let result = O::run(services, ctx, input).await;
+    let outcome = match (&result, &how) {
+        (Ok(_), How::Rest) => AuditOutcome::ok_with_status(meta.success),
+        _ => AuditOutcome::of(&result),
+    };
+    audit(arguments, outcome).await;
+    result.map(Outcome::Done)
+}

@@ -1,0 +1,143 @@
+//! The list of operations. Each surface iterates [`REGISTRY`]: the REST router adds each
+//! entry's route, the OpenAPI document describes each, MCP offers each allowed one as a
+//! tool, and approved requests are run by their entry. Adding an operation is its type, its
+//! service method and one line here.
+
+use std::marker::PhantomData;
+
+use axum::Router;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::pipeline::{execute, How, Outcome};
+use super::{admin, approvals, changes, devices, observe};
+use super::{Arguments, Input, Meta, Operation};
+use crate::ctx::Ctx;
+use crate::error::Result;
+use crate::services::Services;
+
+/// An operation with its type erased, so one list can hold them all.
+pub trait Registered: Sync {
+    fn meta(&self) -> &'static Meta;
+
+    /// Adds the operation's REST route.
+    fn route(&self, router: Router<Services>) -> Router<Services>;
+
+    /// Its OpenAPI operation object, with schemas inlined.
+    fn openapi(&self) -> Value;
+
+    /// Its arguments in the flat form (path, query and body fields side by side), as JSON
+    /// Schema: the MCP tool's input.
+    fn arguments_schema(&self) -> Value;
+
+    /// Runs it from flat arguments through the pipeline.
+    fn call<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        how: How,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<Outcome<Value>>>;
+}
+
+/// The registry entry of operation `O`.
+pub struct Entry<O>(PhantomData<O>);
+
+impl<O> Entry<O> {
+    pub const NEW: Self = Self(PhantomData);
+}
+
+impl<O: Operation> Registered for Entry<O> {
+    fn meta(&self) -> &'static Meta {
+        const { &O::META }
+    }
+
+    fn route(&self, router: Router<Services>) -> Router<Services> {
+        crate::rest::route::<O>(router)
+    }
+
+    fn openapi(&self) -> Value {
+        crate::rest::openapi::operation::<O>()
+    }
+
+    fn arguments_schema(&self) -> Value {
+        crate::rest::openapi::arguments_schema::<O>()
+    }
+
+    fn call<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        how: How,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<Outcome<Value>>> {
+        Box::pin(async move {
+            let decode = async move { (Input::<O>::from_arguments(arguments.clone()), arguments) };
+            Ok(execute::<O>(services, ctx, how, decode).await?.into_json())
+        })
+    }
+}
+
+pub static REGISTRY: &[&dyn Registered] = &[
+    &Entry::<devices::ListDevices>::NEW,
+    &Entry::<devices::CreateAgentlessDevice>::NEW,
+    &Entry::<devices::GetDevice>::NEW,
+    &Entry::<devices::DeleteDevice>::NEW,
+    &Entry::<observe::QueryMetrics>::NEW,
+    &Entry::<observe::LatestMetrics>::NEW,
+    &Entry::<observe::ListChecks>::NEW,
+    &Entry::<observe::RunChecks>::NEW,
+    &Entry::<observe::CheckHistory>::NEW,
+    &Entry::<observe::DeviceCapabilities>::NEW,
+    &Entry::<observe::ListContainers>::NEW,
+    &Entry::<observe::DiagnoseDevice>::NEW,
+    &Entry::<observe::DiagnoseInfrastructure>::NEW,
+    &Entry::<devices::GetSshPublicKey>::NEW,
+    &Entry::<admin::CreateEnrollmentToken>::NEW,
+    &Entry::<changes::PlanChange>::NEW,
+    &Entry::<changes::DeployChange>::NEW,
+    &Entry::<changes::ListChanges>::NEW,
+    &Entry::<changes::GetChange>::NEW,
+    &Entry::<changes::ConfirmChange>::NEW,
+    &Entry::<changes::RollbackChange>::NEW,
+    &Entry::<admin::ListAudit>::NEW,
+    &Entry::<admin::GetPerformanceSummary>::NEW,
+    &Entry::<approvals::ListApprovals>::NEW,
+    &Entry::<approvals::GetApproval>::NEW,
+    &Entry::<approvals::ApproveRequest>::NEW,
+    &Entry::<approvals::RejectRequest>::NEW,
+];
+
+pub fn by_id(id: &str) -> Option<&'static dyn Registered> {
+    REGISTRY.iter().copied().find(|entry| entry.meta().id == id)
+}
+
+/// The operation served at `route` (an axum route template, with or without the `/api/v1`
+/// prefix) for `method`.
+pub fn by_route(method: &str, route: &str) -> Option<&'static dyn Registered> {
+    let path = route.strip_prefix("/api/v1").unwrap_or(route);
+    REGISTRY.iter().copied().find(|entry| {
+        let meta = entry.meta();
+        meta.path == path && meta.method.as_str().eq_ignore_ascii_case(method)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_routes_are_unique() {
+        let mut ids: Vec<&str> = REGISTRY.iter().map(|e| e.meta().id).collect();
+        let mut routes: Vec<String> = REGISTRY
+            .iter()
+            .map(|e| format!("{} {}", e.meta().method.as_str(), e.meta().path))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        routes.sort_unstable();
+        routes.dedup();
+        assert_eq!(ids.len(), REGISTRY.len());
+        assert_eq!(routes.len(), REGISTRY.len());
+    }
+}
