@@ -7,7 +7,7 @@ use std::time::Duration;
 use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
 use infrastructor_proto::v1::{
     agent_message, command, command_result, controller_message, AgentMessage, Command,
-    CommandFailed, CommandResult, CommandSucceeded, Heartbeat, Hello,
+    CommandFailed, CommandResult, CommandSucceeded, ErrorKind, Heartbeat, Hello,
 };
 use infrastructor_proto::MAX_MESSAGE_BYTES;
 use rand::Rng;
@@ -220,7 +220,7 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
     );
     let outcome = if command.deadline_unix_ms > 0 && command.deadline_unix_ms < now_ms() {
         Err((
-            "deadline_exceeded",
+            ErrorKind::DeadlineExceeded,
             "command arrived after its deadline".to_string(),
         ))
     } else {
@@ -230,7 +230,7 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 Ok("collection triggered".to_string())
             }
             Some(command::Kind::RunChecks(_)) if shared.config.checks.interval.is_zero() => Err((
-                "unavailable",
+                ErrorKind::Conflict,
                 "host checks are disabled in this agent's configuration".to_string(),
             )),
             Some(command::Kind::RunChecks(_)) => {
@@ -246,7 +246,7 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                     Ok(format!("interval set to {seconds}s"))
                 } else {
                     Err((
-                        "invalid_input",
+                        ErrorKind::InvalidInput,
                         format!("interval_seconds must be 1..=86400, got {seconds}"),
                     ))
                 }
@@ -259,9 +259,9 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 | command::Kind::AbortChange(_)),
             ) => match spawn_change(shared, command.request_id.clone(), kind) {
                 Ok(()) => return None,
-                Err(message) => Err(("invalid_input", message)),
+                Err(message) => Err((ErrorKind::InvalidInput, message)),
             },
-            None => Err(("invalid_input", "unknown command".to_string())),
+            None => Err((ErrorKind::InvalidInput, "unknown command".to_string())),
         }
     };
     let outcome = match outcome {
@@ -270,7 +270,7 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
             payload_json: String::new(),
         }),
         Err((kind, message)) => command_result::Outcome::Failed(CommandFailed {
-            kind: kind.to_string(),
+            kind: kind.into(),
             message,
         }),
     };
@@ -322,7 +322,7 @@ fn spawn_change(
                 Err(error) => {
                     tracing::warn!(%error, "configuration change step failed");
                     command_result::Outcome::Failed(CommandFailed {
-                        kind: error.kind().to_string(),
+                        kind: error.kind().into(),
                         message: error.to_string(),
                     })
                 }

@@ -22,6 +22,8 @@ pub use spec::{ChangePolicy, ChangeSet, CommitOptions};
 
 use std::path::Path;
 
+use infrastructor_proto::v1::ErrorKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     #[error("{0}")]
@@ -57,14 +59,14 @@ impl ChangeError {
         }
     }
 
-    /// The error kind carried in a `CommandFailed`, mirroring the controller's kinds.
-    pub fn kind(&self) -> &'static str {
+    /// The error kind carried in a `CommandFailed`.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidInput(_) | Self::Refused(_) => "invalid_input",
-            Self::Conflict(_) => "conflict",
-            Self::NotFound(_) => "not_found",
-            Self::Failed(_) => "failed",
-            Self::Io { .. } | Self::Internal(_) => "internal",
+            Self::InvalidInput(_) | Self::Refused(_) => ErrorKind::InvalidInput,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Failed(_) => ErrorKind::Failed,
+            Self::Io { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }
 }

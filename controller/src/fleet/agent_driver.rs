@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use infrastructor_proto::v1::{
     command, command_result, controller_message, Cancel, Command, CommandResult, CommandSucceeded,
-    ControllerMessage,
+    ControllerMessage, ErrorKind,
 };
 use tokio::sync::oneshot;
 
@@ -227,11 +227,14 @@ fn is_idempotent(kind: &command::Kind) -> bool {
 fn outcome_of(result: CommandResult) -> Result<CommandSucceeded> {
     match result.outcome {
         Some(command_result::Outcome::Succeeded(ok)) => Ok(ok),
-        Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind.as_str() {
-            "invalid_input" => Error::InvalidInput(failed.message),
-            "not_found" => Error::NotFound(failed.message),
-            "conflict" => Error::Conflict(failed.message),
-            _ => Error::Unavailable(format!("agent: {}", failed.message)),
+        Some(command_result::Outcome::Failed(failed)) => Err(match failed.kind() {
+            ErrorKind::InvalidInput => Error::InvalidInput(failed.message),
+            ErrorKind::NotFound => Error::NotFound(failed.message),
+            ErrorKind::Conflict => Error::Conflict(failed.message),
+            ErrorKind::DeadlineExceeded
+            | ErrorKind::Failed
+            | ErrorKind::Internal
+            | ErrorKind::Unspecified => Error::Unavailable(format!("agent: {}", failed.message)),
         }),
         None => Err(Error::Unavailable("agent sent an empty result".into())),
     }

@@ -3,37 +3,24 @@
 //! the MCP input schemas state.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use regex::Regex;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Device IDs (UUIDs) and names alike.
-const REFERENCE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
-
-fn check_reference(what: &str, value: &str) -> Result<()> {
-    let mut chars = value.chars();
-    let first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if first && rest && value.len() <= 128 {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid {what} {value:?}: expected a letter or digit followed by letters, digits, \
-             '.', '_' or '-', at most 128 characters"
-        )))
-    }
-}
-
-/// A string newtype checked against [`REFERENCE_PATTERN`] when decoded.
+/// A string newtype that must match `$pattern` (the same text the schemas state) to decode.
 macro_rules! reference {
-    ($name:ident, $what:literal) => {
+    ($name:ident, $what:literal, $pattern:literal, $expected:literal) => {
         #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
+            pub const PATTERN: &'static str = $pattern;
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -43,8 +30,17 @@ macro_rules! reference {
             type Error = Error;
 
             fn try_from(value: String) -> Result<Self> {
-                check_reference($what, &value)?;
-                Ok(Self(value))
+                // A literal, compiled by the tests below.
+                static PATTERN: LazyLock<Regex> =
+                    LazyLock::new(|| Regex::new($pattern).expect("a valid pattern literal"));
+                if PATTERN.is_match(&value) {
+                    Ok(Self(value))
+                } else {
+                    Err(Error::invalid(format!(
+                        concat!("invalid ", $what, " {:?}: expected ", $expected),
+                        value
+                    )))
+                }
             }
         }
 
@@ -64,19 +60,30 @@ macro_rules! reference {
             }
 
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({
-                    "type": "string",
-                    "description": $what,
-                    "pattern": REFERENCE_PATTERN,
-                })
+                json_schema!({"type": "string", "description": $what, "pattern": $pattern})
             }
         }
     };
 }
 
-reference!(DeviceRef, "device ID or name");
-reference!(ChangeId, "change ID");
-reference!(ApprovalId, "approval ID");
+reference!(
+    DeviceRef,
+    "device ID or name",
+    "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    "a letter or digit followed by letters, digits, '.', '_' or '-', at most 128 characters"
+);
+reference!(
+    ChangeId,
+    "change ID",
+    "^[A-Za-z0-9]{1,64}$",
+    "1 to 64 letters and digits"
+);
+reference!(
+    ApprovalId,
+    "approval ID",
+    "^[A-Za-z0-9-]{1,64}$",
+    "1 to 64 letters, digits and '-'"
+);
 
 /// `{device}` in the path.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -111,5 +118,7 @@ mod tests {
         for good in ["web-01", "nas.home", "0f8e5c2a-1b3c-4d5e-8f90-123456789abc"] {
             assert!(DeviceRef::try_from(good.to_string()).is_ok(), "{good:?}");
         }
+        assert!(ChangeId::try_from("a-b".to_string()).is_err());
+        assert!(ApprovalId::try_from("0f8e5c2a-1b3c".to_string()).is_ok());
     }
 }

@@ -44,6 +44,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
     /// Device IDs or names.
+    #[schemars(
+        length(min = 1, max = 500),
+        inner(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"))
+    )]
     pub devices: Vec<String>,
     pub change: ChangeSet,
     #[serde(default)]
@@ -54,10 +58,13 @@ pub struct ChangeRequest {
 #[serde(deny_unknown_fields, default)]
 pub struct DeployOptions {
     /// Targets committed at a time (rolling); absent: all at once.
+    #[schemars(range(min = 1))]
     pub max_parallel: Option<usize>,
     /// Each target rolls back on its own unless confirmed within this.
+    #[schemars(range(min = 5, max = 86_400))]
     pub confirm_timeout_seconds: u32,
     /// How long a target's health checks may take to pass after its actions.
+    #[schemars(range(min = 1, max = 3600))]
     pub health_timeout_seconds: u32,
     /// Confirm as soon as every target is healthy. `false` leaves the change awaiting
     /// `POST /changes/{id}/confirm` — and the targets roll back by themselves at the deadline.

@@ -47,13 +47,21 @@ pub struct DeviceSummary {
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentlessDevice {
+    /// The device's name in the registry, e.g. `nas`.
+    #[schemars(pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"))]
     pub name: String,
-    /// `host` or `host:port`.
+    /// `host`, `host:port`, `10.0.0.5:22` or `[2001:db8::1]:22`.
+    #[schemars(length(min = 1, max = 261))]
     pub ssh_address: String,
+    /// The POSIX account the controller logs in as.
+    #[schemars(pattern(r"^[a-z_][a-z0-9_-]{0,31}$"))]
     pub ssh_user: String,
     /// The host's SSH public key (`ssh-ed25519 AAAA…`), pinned: any other key is refused.
     /// When absent, the controller's configured known_hosts file must have the host.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(
+        r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+=*( .*)?$"
+    ))]
     pub ssh_host_key: Option<String>,
 }
 

@@ -20,14 +20,20 @@ const MAX_FUTURE_MS: i64 = 24 * 3600 * 1000;
 /// 2000-01-01: anything older is a broken clock, not history.
 const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 
+/// What a series selector must look like: a series name, optionally with up to 16 label
+/// matchers. The schemas state it and [`parse_selector`] enforces it, so both agree.
+pub const SERIES_SELECTOR: &str = r#"^[a-z][a-z0-9._]{0,127}(\{[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?(,[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?){0,15}\})?$"#;
+
 /// `GET /devices/{id}/metrics` parameters, as strings from the caller.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricQuery {
     /// `name` or `name{key=value,...}`, e.g. `cpu.usage_percent` or
     /// `disk.used_percent{mount=/}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(required, length(min = 1, max = 1024))]
+    // Optional to serde, so a missing series gets the service's own message; required in
+    // the schemas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required, regex(pattern = SERIES_SELECTOR))]
     pub series: Option<String>,
     /// RFC 3339, Unix milliseconds, `now`, or relative like `-1h`. Default: `to` − 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,6 +368,16 @@ fn parse_selector(selector: &str) -> Result<(String, BTreeMap<String, String>)> 
         validate::label_key(key)?;
         validate::label_value(value)?;
         labels.insert(key.to_string(), value.to_string());
+    }
+    // What is left is the form the schemas state, so the server refuses exactly what they do.
+    static SELECTOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(SERIES_SELECTOR).expect("a valid pattern literal")
+    });
+    if !SELECTOR.is_match(selector) {
+        return Err(Error::invalid(format!(
+            "invalid series selector {selector:?}: expected name or name{{key=value,...}} \
+             (values of letters, digits, space and ._/:@+-)"
+        )));
     }
     Ok((name.to_string(), labels))
 }

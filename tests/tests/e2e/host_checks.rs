@@ -213,7 +213,8 @@ async fn checks_run_on_demand_through_the_agent_driver() {
     assert!(capabilities["detected_at"].is_string());
     agent.stop().await;
 
-    // An agent with checks disabled says so instead of leaving the caller waiting.
+    // An agent with checks disabled says so instead of leaving the caller waiting: a conflict
+    // with the host's configuration (retrying will not help), not an outage.
     let agent = TestAgent::start(
         agent_config(&state_dir, Duration::from_secs(3600)),
         Box::new(infrastructor_agent::metrics::HostMetrics::new()),
@@ -225,7 +226,7 @@ async fn checks_run_on_demand_through_the_agent_driver() {
     let (status, body) = controller
         .post_json(&format!("/devices/{device_id}/checks/run"))
         .await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("disabled"),
         "{body}"

@@ -3,10 +3,12 @@
 //! Run one suite with `cargo test -p infrastructor-e2e --test e2e <suite>::`.
 
 mod config_changes;
+mod conformance;
 mod correlation;
 mod diagnostics;
 mod docker_checks;
 mod enrollment_and_streaming;
+mod every_operation;
 mod exactly_once;
 mod fabric;
 mod host_checks;

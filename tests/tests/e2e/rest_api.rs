@@ -424,3 +424,39 @@ async fn health_readiness_and_prometheus_metrics() {
     assert_eq!(status, 200);
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_scope_is_checked_before_the_body_is_read() {
+    let (_dir, controller) = TestController::start_sqlite().await;
+    let read = controller.api_token("reader", Scope::Read).await;
+    // Larger than any body an operation reads, and not even JSON: the scope decides first.
+    let huge = "x".repeat(9 * 1024 * 1024);
+    let (status, problem, _) = call(
+        &controller,
+        Method::POST,
+        "/api/v1/changes",
+        Some(&read),
+        Some(&huge),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("operate"),
+        "{problem}"
+    );
+    // With the scope, the same body is refused for its size.
+    let (status, problem, _) = call(
+        &controller,
+        Method::POST,
+        "/api/v1/changes",
+        Some(&controller.admin_token),
+        Some(&huge),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("larger than"),
+        "{problem}"
+    );
+    controller.shutdown().await;
+}

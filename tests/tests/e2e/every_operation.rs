@@ -1,0 +1,228 @@
+//! Every registered operation, called with valid arguments through REST and through MCP (a
+//! real client): each answers with success on both surfaces. The arguments below are the
+//! only hand-written part; an operation added to the registry without an example here fails
+//! this suite, so none goes untested.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use infrastructor_controller::auth::Scope;
+use infrastructor_controller::operations::REGISTRY;
+use infrastructor_controller::services::tokens::NewApiToken;
+use infrastructor_e2e::mcp::{call, call_confirmed, connect, structured, Client};
+use infrastructor_e2e::{agent_config, change_policy, path, SequenceSource};
+use infrastructor_e2e::{eventually, TestAgent, TestController};
+use serde_json::{json, Value};
+
+/// Pinned host key for the agentless device each pass registers (and deletes).
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+/// What the examples refer to, made once per surface so one pass cannot use up the other's.
+struct Fixture {
+    surface: &'static str,
+    agent: String,
+    root: String,
+    awaiting_confirmation: String,
+    applied: String,
+    approvals: [String; 2],
+}
+
+impl Fixture {
+    fn file(&self, name: &str) -> Value {
+        json!({"path": format!("{}/{}-{name}.conf", self.root, self.surface), "content": "x=1\n"})
+    }
+
+    /// Valid arguments for operation `id`, flat (path, query and body fields side by side).
+    fn arguments(&self, id: &str) -> Value {
+        let agentless = format!("{}-nas", self.surface);
+        match id {
+            "list_devices" | "diagnose_infrastructure" | "ssh_public_key" => json!({}),
+            "create_agentless_device" => json!({"name": agentless,
+                "ssh_address": "127.0.0.1:1", "ssh_user": "monitor", "ssh_host_key": HOST_KEY}),
+            "delete_device" => json!({"device": agentless}),
+            "get_device"
+            | "latest_metrics"
+            | "list_checks"
+            | "run_checks"
+            | "device_capabilities"
+            | "list_containers"
+            | "diagnose_device" => {
+                json!({"device": self.agent})
+            }
+            "query_metrics" => json!({"device": self.agent, "series": "cpu.usage_percent",
+                "from": "-1h", "step": "1m"}),
+            "check_history" => json!({"device": self.agent, "limit": 5}),
+            "create_enrollment_token" => json!({"expires_in": "1h"}),
+            "plan_change" => json!({"devices": [self.agent],
+                "change": {"files": [self.file("planned")]}}),
+            "deploy_change" => json!({"devices": [self.agent],
+                "change": {"files": [self.file("deployed")]}}),
+            "list_changes" => json!({"device": self.agent, "limit": 10}),
+            "get_change" => json!({"change": self.applied}),
+            "confirm_change" => json!({"change": self.awaiting_confirmation}),
+            "rollback_change" => json!({"change": self.applied}),
+            "list_audit" => json!({"operation": "deploy_change", "limit": 10}),
+            "performance_summary" => json!({"window": "1h"}),
+            "list_approvals" => json!({"state": "pending", "limit": 10}),
+            "get_approval" => json!({"approval": self.approvals[0]}),
+            "approve_request" => json!({"approval": self.approvals[0]}),
+            "reject_request" => json!({"approval": self.approvals[1]}),
+            other => panic!("no example arguments for operation {other:?}: add them here"),
+        }
+    }
+}
+
+async fn deploy_awaiting_confirmation(
+    controller: &TestController,
+    fixture: &Fixture,
+    name: &str,
+) -> String {
+    let body = json!({"devices": [fixture.agent],
+        "change": {"files": [fixture.file(name)]},
+        "options": {"auto_confirm": false, "confirm_timeout_seconds": 600}});
+    let (status, change) = controller.post_body("/changes", &body).await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["state"], "awaiting_confirmation", "{change}");
+    change["id"].as_str().unwrap().to_string()
+}
+
+async fn fixture(
+    controller: &TestController,
+    surface: &'static str,
+    agent: &str,
+    root: &str,
+    requester: &str,
+) -> Fixture {
+    let mut fixture = Fixture {
+        surface,
+        agent: agent.to_string(),
+        root: root.to_string(),
+        awaiting_confirmation: String::new(),
+        applied: String::new(),
+        approvals: [String::new(), String::new()],
+    };
+    fixture.awaiting_confirmation =
+        deploy_awaiting_confirmation(controller, &fixture, "to-confirm").await;
+    fixture.applied = deploy_awaiting_confirmation(controller, &fixture, "to-roll-back").await;
+    for (n, slot) in fixture.approvals.iter_mut().enumerate() {
+        let held = controller
+            .http()
+            .post(controller.api_url("/enrollment-tokens"))
+            .bearer_auth(requester)
+            .json(&json!({"expires_in": format!("{}m", 10 + n)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(held.status(), 202, "held for approval");
+        let held: Value = held.json().await.unwrap();
+        *slot = held["id"].as_str().unwrap().to_string();
+    }
+    fixture
+}
+
+/// The REST request for `arguments`: path parameters into the path, query parameters into
+/// the query string (as the OpenAPI document places them), the rest as the JSON body.
+async fn over_rest(
+    controller: &TestController,
+    document: &Value,
+    id: &str,
+    arguments: &Value,
+) -> (u16, Value) {
+    let entry = REGISTRY.iter().find(|e| e.meta().id == id).unwrap();
+    let meta = entry.meta();
+    let documented = &document["paths"][format!("/api/v1{}", meta.path)][meta.method.as_str()];
+    let mut body = arguments.as_object().unwrap().clone();
+    let mut route = meta.path.to_string();
+    let mut query = Vec::new();
+    for parameter in documented["parameters"].as_array().unwrap() {
+        let name = parameter["name"].as_str().unwrap();
+        let Some(value) = body.remove(name) else {
+            continue;
+        };
+        let text = value
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| value.to_string());
+        match parameter["in"].as_str().unwrap() {
+            "path" => route = route.replace(&format!("{{{name}}}"), &text),
+            _ => query.push((name.to_string(), text)),
+        }
+    }
+    let method =
+        reqwest::Method::from_bytes(meta.method.as_str().to_uppercase().as_bytes()).unwrap();
+    let mut request = controller
+        .http()
+        .request(method, controller.api_url(&route))
+        .bearer_auth(&controller.admin_token)
+        .query(&query);
+    if !body.is_empty() {
+        request = request.json(&Value::Object(body));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn over_mcp(client: &Client, id: &str, mutating: bool, arguments: Value) -> (bool, Value) {
+    let result = if mutating {
+        call_confirmed(client, id, arguments).await
+    } else {
+        call(client, id, arguments).await
+    };
+    (result.is_error == Some(false), structured(&result).clone())
+}
+
+#[tokio::test]
+async fn every_registered_operation_succeeds_over_rest_and_over_mcp() {
+    let (dir, controller) = TestController::start_sqlite().await;
+    let root = path(&dir, "managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let identity = controller.enroll(&path(&dir, "agent")).await;
+    let mut config = agent_config(&path(&dir, "agent"), Duration::from_secs(1));
+    config.changes = change_policy(&root, &[]);
+    // run_checks needs host checks on; a long interval keeps them to the rounds asked for.
+    config.checks.interval = Duration::from_secs(3600);
+    let agent = TestAgent::start(config, Box::new(SequenceSource::new(0, 0).0));
+    let handle = agent.handle.clone();
+    eventually(Duration::from_secs(10), "agent connected", || {
+        let connected = handle.is_connected();
+        async move { connected.then_some(()) }
+    })
+    .await;
+    let device = identity.meta.device_id;
+    let mut request = NewApiToken::new("requester", Scope::Admin);
+    request.requires_approval = true;
+    let requester = controller.api_token_for(request).await;
+    let root = root.to_str().unwrap().to_string();
+    let (_, document) = controller.get_json("/openapi.json").await;
+
+    let rest = fixture(&controller, "rest", &device, &root, &requester).await;
+    let mut answered = HashMap::new();
+    for entry in REGISTRY {
+        let id = entry.meta().id;
+        let (status, body) = over_rest(&controller, &document, id, &rest.arguments(id)).await;
+        assert!(
+            (200..300).contains(&status),
+            "{id} over REST: {status} {body}"
+        );
+        answered.insert(id, status);
+    }
+    assert_eq!(answered.len(), REGISTRY.len());
+
+    let mcp = fixture(&controller, "mcp", &device, &root, &requester).await;
+    let client = connect(&controller, &controller.admin_token).await;
+    let mut offered = 0;
+    for entry in REGISTRY.iter().filter(|e| e.meta().mcp()) {
+        let meta = entry.meta();
+        let (ok, output) =
+            over_mcp(&client, meta.id, meta.mutating(), mcp.arguments(meta.id)).await;
+        assert!(ok, "{} over MCP: {output}", meta.id);
+        offered += 1;
+    }
+    assert!(offered > 20, "MCP offers the operations");
+    client.cancel().await.unwrap();
+    agent.stop().await;
+    controller.shutdown().await;
+}
