@@ -42,16 +42,28 @@ async fn a_stdio_client_reaches_the_tools_through_the_bridge() {
     let admin = controller.bootstrap_admin_token.clone().unwrap().token;
     let client = ().serve(bridge(&controller, &admin)).await.unwrap();
     let tools = client.list_all_tools().await.unwrap();
-    assert!(tools.iter().any(|t| t.name == "deploy_change"), "{tools:?}");
-    let key = client
-        .call_tool(CallToolRequestParams::new("ssh_public_key"))
+    assert!(
+        tools
+            .iter()
+            .any(|t| t.name == "deploy_configuration_change"),
+        "{tools:?}"
+    );
+    let devices = client
+        .call_tool(CallToolRequestParams::new("list_devices"))
         .await
         .unwrap();
-    let key = key.structured_content.unwrap();
-    assert!(key["public_key"]
-        .as_str()
-        .unwrap()
-        .starts_with("ssh-ed25519 "));
+    let devices = devices.structured_content.unwrap();
+    assert_eq!(devices["items"], serde_json::json!([]));
+    // Resources and prompts pass through the bridge too.
+    let templates = client.list_all_resource_templates().await.unwrap();
+    assert!(templates
+        .iter()
+        .any(|t| t.uri_template == "infrastructor://devices/{device}"));
+    let prompts = client.list_all_prompts().await.unwrap();
+    assert!(
+        prompts.iter().any(|p| p.name == "triage_device"),
+        "{prompts:?}"
+    );
     client.cancel().await.unwrap();
 
     // The bridge adds no authority of its own: a read token stays a read token.

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -26,6 +26,7 @@ impl Operation for CreateEnrollmentToken {
             The answer holds the token (shown once, stored only as a hash) and the command to \
             paste on the host.",
         success: 201,
+        tool: None,
     };
     type Path = Nothing;
     type Query = Nothing;
@@ -50,6 +51,7 @@ impl Operation for ListAudit {
         description: "Principal, surface, correlation ID, redacted arguments and outcome of \
             each mutation; page with before_id.",
         success: 200,
+        tool: None,
     };
     type Path = Nothing;
     type Query = AuditQuery;
@@ -83,6 +85,13 @@ impl Operation for GetPerformanceSummary {
             p50/p95/p99 latency",
         description: "How the controller's own operations performed recently.",
         success: 200,
+        tool: Some(Tool::read(
+            "get_controller_performance",
+            "Controller performance",
+            "Use when the controller itself seems slow or failing. Returns per operation and \
+            surface the count, error rate and p50/p95/p99 latency over a window. Example: \
+            {\"window\": \"1h\"}",
+        )),
     };
     type Path = Nothing;
     type Query = WindowQuery;

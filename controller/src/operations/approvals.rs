@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::params::ApprovalPath;
-use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -36,6 +36,13 @@ impl Operation for ListApprovals {
         summary: "Requests held for another person's approval, newest first",
         description: "Held mutations from REST or MCP with their plan and state.",
         success: 200,
+        tool: Some(Tool::read(
+            "list_approvals",
+            "List held requests",
+            "Use to see requests waiting for a person's approval (yours included, when your \
+            token's changes need approval). Returns them newest first with their plan and \
+            state. Approving is for people, over REST. Example: {\"state\": \"pending\"}",
+        )),
     };
     type Path = Nothing;
     type Query = ApprovalsQuery;
@@ -60,6 +67,13 @@ impl Operation for GetApproval {
         summary: "One held request: its plan, state and, once decided, the outcome",
         description: "Poll it after a 202 to learn whether the request was approved and ran.",
         success: 200,
+        tool: Some(Tool::read(
+            "get_approval",
+            "Get a held request",
+            "Use after a mutation answered with a held request: returns its state (pending, \
+            approved, rejected, expired) and, once approved, the outcome. Example: \
+            {\"approval\": \"0f8e5c2a-...\"}",
+        )),
     };
     type Path = ApprovalPath;
     type Query = Nothing;
@@ -86,6 +100,7 @@ impl Operation for ApproveRequest {
         description: "The approver must be another person than the requester. The request \
             runs once, under this call's correlation ID; the answer holds its outcome.",
         success: 200,
+        tool: None,
     };
     type Path = ApprovalPath;
     type Query = Nothing;
@@ -110,6 +125,7 @@ impl Operation for RejectRequest {
         summary: "Reject a held request; it never runs",
         description: "The decider must be another person than the requester.",
         success: 200,
+        tool: None,
     };
     type Path = ApprovalPath;
     type Query = Nothing;

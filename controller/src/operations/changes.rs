@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::params::{ChangePath, DeviceRef};
-use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -30,6 +30,7 @@ impl Operation for PlanChange {
             unified diffs of each file, validator output, and whether every device is ready. \
             The plan is recorded as a change in state `planned`.",
         success: 200,
+        tool: None,
     };
     type Path = Nothing;
     type Query = Nothing;
@@ -57,11 +58,29 @@ impl Operation for DeployChange {
             otherwise every committed device rolls back. With options.auto_confirm=false the \
             change awaits confirm_change and rolls back by itself at its deadline.",
         success: 200,
+        tool: Some(Tool {
+            name: "deploy_configuration_change",
+            title: "Deploy a configuration change",
+            description: "Use to change files on one or more hosts safely. The first call is \
+                the dry run: every device's unified diff and validator output, nothing live \
+                touched, and a confirmation_id. Show the diffs to the operator; only if they \
+                agree, call again with the same arguments plus confirmation_id: the change is \
+                staged everywhere (any failure aborts all), committed, health-checked, and \
+                confirmed, or rolled back on every device. Example: {\"devices\": \
+                [\"web-01\"], \"change\": {\"files\": [{\"path\": \
+                \"/etc/app/app.conf\", \"content\": \"workers=4\\n\"}], \
+                \"actions\": [{\"restart_unit\": \"app.service\"}]}}",
+            destructive: true,
+            idempotent: false,
+            open_world: true,
+            defaults: &[],
+        }),
     };
     type Path = Nothing;
     type Query = Nothing;
     type Body = ChangeRequest;
     type Response = ChangeView;
+    const PLAN_IS_DRY_RUN: bool = true;
 
     async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
         services.deploy_change(ctx, input.body).await
@@ -99,6 +118,12 @@ impl Operation for ListChanges {
         summary: "Change history, newest first",
         description: "Plans and deployments with their state, who asked and when.",
         success: 200,
+        tool: Some(Tool::read(
+            "list_changes",
+            "List configuration changes",
+            "Use to see what was changed recently, by whom, and how it ended. Returns changes \
+            newest first with their state. Example: {\"device\": \"web-01\", \"limit\": 10}",
+        )),
     };
     type Path = Nothing;
     type Query = ChangeHistoryQuery;
@@ -124,6 +149,12 @@ impl Operation for GetChange {
             results",
         description: "Everything recorded about a change, per device.",
         success: 200,
+        tool: Some(Tool::read(
+            "get_change",
+            "Get one configuration change",
+            "Use to inspect one change: its state, who asked, and per device the diffs, \
+            validator output and health results. Example: {\"change\": \"3f2a...\"}",
+        )),
     };
     type Path = ChangePath;
     type Query = Nothing;
@@ -148,6 +179,18 @@ impl Operation for ConfirmChange {
         description: "Confirms every device of a change awaiting confirmation; without it \
             they roll back by themselves at the confirmation deadline.",
         success: 200,
+        tool: Some(Tool {
+            name: "confirm_change",
+            title: "Confirm a deployed change",
+            description: "Use when a change was deployed with options.auto_confirm=false and \
+                the operator has checked it works: keeps it. Without confirmation every \
+                device rolls back at the deadline. Plan → confirm like every mutation. \
+                Example: {\"change\": \"3f2a...\"}",
+            destructive: false,
+            idempotent: true,
+            open_world: true,
+            defaults: &[],
+        }),
     };
     type Path = ChangePath;
     type Query = Nothing;
@@ -179,6 +222,17 @@ impl Operation for RollbackChange {
         description: "Restores the original files on every device where the change is \
             applied and re-runs its actions.",
         success: 200,
+        tool: Some(Tool {
+            name: "rollback_change",
+            title: "Roll a change back",
+            description: "Use when an applied change must be undone: restores the original \
+                files on every device and re-runs its actions. Plan → confirm like every \
+                mutation. Example: {\"change\": \"3f2a...\"}",
+            destructive: true,
+            idempotent: true,
+            open_world: true,
+            defaults: &[],
+        }),
     };
     type Path = ChangePath;
     type Query = Nothing;

@@ -63,10 +63,13 @@ impl Confirmations {
 
     /// Records a plan and returns what the caller sees: the plan and its confirmation ID. A
     /// caller's flood only ever displaces its own older plans.
+    /// `tool` is the name the caller used (for the instructions); the confirmation is bound
+    /// to `operation` and the canonical arguments.
     pub fn plan(
         &self,
         ctx: &Ctx,
         tool: &str,
+        operation: &str,
         arguments: &JsonObject,
         preview: Value,
     ) -> Result<Value> {
@@ -95,8 +98,8 @@ impl Confirmations {
             id.clone(),
             Pending {
                 principal_id: ctx.principal.id.clone(),
-                tool: tool.to_string(),
-                digest: digest(tool, arguments),
+                tool: operation.to_string(),
+                digest: digest(operation, arguments),
                 expires: now + LIFETIME,
             },
         );
@@ -161,10 +164,16 @@ mod tests {
         let confirmations = Confirmations::with_limits(2, 4);
         let args = JsonObject::new();
         let (victim, flooder) = (caller("victim"), caller("flooder"));
-        let kept = confirmation_id(&confirmations.plan(&victim, "t", &args, json!({})).unwrap());
+        let kept = confirmation_id(
+            &confirmations
+                .plan(&victim, "t", "t", &args, json!({}))
+                .unwrap(),
+        );
         let mut flood = Vec::new();
         for _ in 0..10 {
-            let plan = confirmations.plan(&flooder, "t", &args, json!({})).unwrap();
+            let plan = confirmations
+                .plan(&flooder, "t", "t", &args, json!({}))
+                .unwrap();
             flood.push(confirmation_id(&plan));
         }
         assert!(confirmations.redeem(&victim, &kept, "t", &args).is_ok());
@@ -183,14 +192,14 @@ mod tests {
         let args = JsonObject::new();
         let first = confirmation_id(
             &confirmations
-                .plan(&caller("a"), "t", &args, json!({}))
+                .plan(&caller("a"), "t", "t", &args, json!({}))
                 .unwrap(),
         );
         confirmations
-            .plan(&caller("b"), "t", &args, json!({}))
+            .plan(&caller("b"), "t", "t", &args, json!({}))
             .unwrap();
         let refused = confirmations
-            .plan(&caller("c"), "t", &args, json!({}))
+            .plan(&caller("c"), "t", "t", &args, json!({}))
             .unwrap_err();
         assert!(refused.to_string().contains("too many plans"), "{refused}");
         assert!(confirmations

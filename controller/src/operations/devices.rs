@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::params::DevicePath;
-use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -26,6 +26,13 @@ impl Operation for ListDevices {
         description: "Every device the controller knows, agents and agentless hosts, with its \
             connection status and newest CPU, memory and load samples.",
         success: 200,
+        tool: Some(Tool::read(
+            "list_devices",
+            "List devices",
+            "Start here to see the fleet. Returns every device (agents and agentless hosts) \
+            with its kind, status (online, offline, never_connected, agentless), last contact \
+            and headline CPU, memory and load. Changes nothing. Example: {}",
+        )),
     };
     type Path = Nothing;
     type Query = Nothing;
@@ -51,6 +58,20 @@ impl Operation for CreateAgentlessDevice {
             ssh_user at ssh_address, trusting only the pinned ssh_host_key (or the configured \
             known_hosts). Install the controller's SSH public key on the host first.",
         success: 201,
+        tool: Some(Tool {
+            name: "add_agentless_device",
+            title: "Add an agentless device",
+            description: "Use when the operator wants a host without an agent managed over \
+                SSH. The first call returns a plan and a confirmation_id; nothing is added \
+                until the call is repeated with it. Returns the registered device. The host \
+                must already trust the controller's SSH key (GET /api/v1/ssh-public-key). \
+                Example: {\"name\": \"nas\", \"ssh_address\": \"nas.home:22\", \
+                \"ssh_user\": \"monitor\", \"ssh_host_key\": \"ssh-ed25519 AAAA...\"}",
+            destructive: false,
+            idempotent: false,
+            open_world: false,
+            defaults: &[],
+        }),
     };
     type Path = Nothing;
     type Query = Nothing;
@@ -74,6 +95,7 @@ impl Operation for GetDevice {
         summary: "One device by ID or name",
         description: "The device's kind, status, addresses, agent version and headline metrics.",
         success: 200,
+        tool: None,
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -105,6 +127,19 @@ impl Operation for DeleteDevice {
             certificate is revoked at once and its stream closed; it cannot reconnect without \
             enrolling again.",
         success: 204,
+        tool: Some(Tool {
+            name: "remove_device",
+            title: "Remove a device",
+            description: "Use only when the operator asks to remove a host from management. \
+                Deletes the device and its history; an agent's certificate is revoked at \
+                once. The first call returns the device as a plan and a confirmation_id; the \
+                repeated call with it deletes. Needs an admin token. Example: \
+                {\"device\": \"old-nas\"}",
+            destructive: true,
+            idempotent: true,
+            open_world: false,
+            defaults: &[],
+        }),
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -138,6 +173,7 @@ impl Operation for GetSshPublicKey {
         description: "One line to append to ~/.ssh/authorized_keys of the account the \
             controller logs in as on an agentless host.",
         success: 200,
+        tool: None,
     };
     type Path = Nothing;
     type Query = Nothing;

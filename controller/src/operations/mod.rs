@@ -33,7 +33,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::services::Services;
 
-pub use registry::{by_id, by_route, Registered, REGISTRY};
+pub use registry::{by_id, by_route, by_tool, Registered, REGISTRY};
 
 /// Arguments in their flat form: path, query and body fields side by side, as MCP tool
 /// arguments, audit records and held requests carry them.
@@ -90,6 +90,42 @@ pub struct Meta {
     pub description: &'static str,
     /// The REST status of success: 200, 201 (created) or 204 (no body).
     pub success: u16,
+    /// How it is offered to a model over MCP, if it is: plumbing (join tokens, the SSH key,
+    /// audit paging) and reads folded into a richer tool stay REST-only.
+    pub tool: Option<Tool>,
+}
+
+/// An MCP tool: an operation as a model sees it.
+#[derive(Debug)]
+pub struct Tool {
+    /// Named for what an operator asks, e.g. `deploy_configuration_change`.
+    pub name: &'static str,
+    pub title: &'static str,
+    /// For a model: when to use it, what it returns, its side effects, an example call.
+    pub description: &'static str,
+    /// May change or delete something that cannot simply be added back (`destructiveHint`).
+    pub destructive: bool,
+    /// Calling it again with the same arguments changes nothing more (`idempotentHint`).
+    pub idempotent: bool,
+    /// Reaches out to the managed hosts rather than only the controller (`openWorldHint`).
+    pub open_world: bool,
+    /// Arguments a model gets unless it says otherwise (compact answers by default).
+    pub defaults: &'static [(&'static str, &'static str)],
+}
+
+impl Tool {
+    /// A tool over a read of the controller's own state.
+    pub const fn read(name: &'static str, title: &'static str, description: &'static str) -> Self {
+        Self {
+            name,
+            title,
+            description,
+            destructive: false,
+            idempotent: true,
+            open_world: false,
+            defaults: &[],
+        }
+    }
 }
 
 impl Meta {
@@ -109,9 +145,10 @@ impl Meta {
         self.effect == Effect::Mutation
     }
 
-    /// Offered as an MCP tool: everything but a human's decisions.
+    /// Offered as an MCP tool. Never a human's decision: an MCP client must not approve its
+    /// own request.
     pub fn mcp(&self) -> bool {
-        self.effect != Effect::Decision
+        self.tool.is_some() && self.effect != Effect::Decision
     }
 }
 
@@ -128,6 +165,10 @@ pub trait Operation: Send + Sync + 'static {
     type Query: Part;
     type Body: Part;
     type Response: Serialize + JsonSchema + Send;
+
+    /// Whether the plan an MCP mutation shows first is itself a dry run on hosts (a change's
+    /// validators run there), and so audited like one.
+    const PLAN_IS_DRY_RUN: bool = false;
 
     fn run(
         services: &Services,

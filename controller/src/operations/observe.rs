@@ -3,14 +3,51 @@
 use serde_json::Value;
 
 use super::params::DevicePath;
-use super::{Effect, Input, Meta, Method, Nothing, Operation};
+use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::services::checks::DeviceOverview as Overview;
 use crate::services::checks::{Capabilities, CheckHistoryQuery, CheckView};
-use crate::services::diagnostics::{DeviceDiagnosis, InfrastructureDiagnosis};
+use crate::services::diagnostics::{DeviceDiagnosis, DiagnoseQuery, InfrastructureDiagnosis};
 use crate::services::metrics::{LatestValue, MetricQuery, MetricQueryResult};
 use crate::services::Services;
+
+pub struct DeviceOverview;
+
+impl Operation for DeviceOverview {
+    const META: Meta = Meta {
+        id: "device_overview",
+        method: Method::Get,
+        path: "/devices/{device}/overview",
+        scope: Scope::Read,
+        effect: Effect::Read,
+        summary: "One device at a glance: the device, its capabilities and its check verdicts",
+        description: "The device with its status and headline metrics, what the host has \
+            (docker, zfs, systemd, journald), and the newest verdict of every check, worst \
+            first, without evidence.",
+        success: 200,
+        tool: Some(Tool::read(
+            "get_device",
+            "Get one device",
+            "Use to look at one host: returns the device (kind, status, addresses, agent \
+            version, headline CPU/memory/load), its capabilities, how many checks fail, and \
+            every check's newest verdict worst first (status and one-line message; no \
+            evidence). Stored state only: use diagnose_device for a fresh look. Example: \
+            {\"device\": \"nas\"}",
+        )),
+    };
+    type Path = DevicePath;
+    type Query = Nothing;
+    type Body = Nothing;
+    type Response = Overview;
+
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services
+            .device_overview(ctx, input.path.device.as_str())
+            .await
+    }
+}
 
 pub struct QueryMetrics;
 
@@ -26,6 +63,15 @@ impl Operation for QueryMetrics {
             of `step`. The controller answers from raw samples, 5-minute or 1-hour rollups, \
             whichever covers the range at that step.",
         success: 200,
+        tool: Some(Tool::read(
+            "query_metrics",
+            "Query a metric over time",
+            "Use to look at how one series behaved over a time range (a spike, a trend). \
+            Returns avg/min/max/count per bucket of `step` for every label set of the series. \
+            Keep ranges and steps coarse (e.g. -24h at 1h) for compact answers. Example: \
+            {\"device\": \"web-01\", \"series\": \"cpu.usage_percent\", \"from\": \"-6h\", \
+            \"step\": \"15m\"}",
+        )),
     };
     type Path = DevicePath;
     type Query = MetricQuery;
@@ -50,6 +96,7 @@ impl Operation for LatestMetrics {
         summary: "The newest sample of every series of the device",
         description: "One value per series and label set, with its timestamp.",
         success: 200,
+        tool: None,
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -76,6 +123,7 @@ impl Operation for ListChecks {
         description: "Status (ok, warning, critical, unknown), message and evidence of each \
             check as last reported.",
         success: 200,
+        tool: None,
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -100,6 +148,18 @@ impl Operation for RunChecks {
         description: "Asks the agent (or, for agentless hosts, runs over SSH) every check the \
             host has capabilities for, waits for the round and returns its reports.",
         success: 200,
+        tool: Some(Tool {
+            name: "run_checks",
+            title: "Run a device's checks now",
+            description: "Use when stored check reports may be stale and a fresh verdict \
+                matters. Runs every check the host has capabilities for (Docker, ZFS, \
+                systemd, logs) now and returns the fresh reports; changes nothing on the \
+                host. Example: {\"device\": \"web-01\"}",
+            destructive: false,
+            idempotent: true,
+            open_world: true,
+            defaults: &[],
+        }),
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -123,6 +183,13 @@ impl Operation for CheckHistory {
         summary: "Check reports, newest first",
         description: "Past reports of every check, or of one, to see when a status changed.",
         success: 200,
+        tool: Some(Tool::read(
+            "get_check_history",
+            "Check history",
+            "Use to learn when a check started failing or how often it flaps. Returns past \
+            reports newest first, of one check or all. Example: {\"device\": \"nas\", \
+            \"check\": \"zfs.pool:tank\", \"limit\": 20}",
+        )),
     };
     type Path = DevicePath;
     type Query = CheckHistoryQuery;
@@ -147,6 +214,7 @@ impl Operation for DeviceCapabilities {
         summary: "What the host has: docker, zfs, systemd, journald",
         description: "The capabilities the host reported, which decide the checks it runs.",
         success: 200,
+        tool: None,
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -172,6 +240,13 @@ impl Operation for ListContainers {
         summary: "Containers as of the latest Docker check",
         description: "Name, image, state, health and restart count of each container.",
         success: 200,
+        tool: Some(Tool::read(
+            "list_containers",
+            "List a device's containers",
+            "Use for questions about Docker workloads on one host. Returns each container's \
+            name, image, state, health, restart count and exit code as of the latest Docker \
+            check. Example: {\"device\": \"web-01\"}",
+        )),
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -199,6 +274,19 @@ impl Operation for DiagnoseDevice {
             otherwise), looks at liveness and recent log errors, and answers with findings \
             ordered by severity, recommended actions and a health score.",
         success: 200,
+        tool: Some(Tool {
+            name: "diagnose_device",
+            title: "Diagnose one device",
+            description: "Use when the operator asks what is wrong with a host, or to check \
+                one before a change. Runs the device's checks now when its agent is online, \
+                looks at liveness and recent log errors, and returns a status, a 0-100 \
+                score, findings worst first and recommended actions. Changes nothing. \
+                Example: {\"device\": \"nas\"}",
+            destructive: false,
+            idempotent: true,
+            open_world: true,
+            defaults: &[],
+        }),
     };
     type Path = DevicePath;
     type Query = Nothing;
@@ -226,13 +314,28 @@ impl Operation for DiagnoseInfrastructure {
             timeout, adds controller-wide checks (database, cache, stale agents), and answers \
             with an overall status, score and the worst findings first.",
         success: 200,
+        tool: Some(Tool {
+            name: "diagnose_infrastructure",
+            title: "Diagnose the whole fleet",
+            description: "Use for \"is everything healthy?\" or to find which hosts need \
+                attention. Diagnoses every device in parallel plus the controller's own \
+                systems, and returns an overall status and score, then per device its status, \
+                score, summary and only the findings that did not pass (detail=summary, the \
+                default; detail=full adds every finding with its evidence). Changes nothing. \
+                Then use diagnose_device on the worst ones. Example: {}",
+            destructive: false,
+            idempotent: true,
+            open_world: true,
+            defaults: &[("detail", "summary")],
+        }),
     };
     type Path = Nothing;
-    type Query = Nothing;
+    type Query = DiagnoseQuery;
     type Body = Nothing;
     type Response = InfrastructureDiagnosis;
 
-    async fn run(services: &Services, ctx: &Ctx, _: Input<Self>) -> Result<Self::Response> {
-        services.diagnose_infrastructure(ctx).await
+    async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        let detail = input.query.detail.unwrap_or_default();
+        services.diagnose_infrastructure(ctx, detail).await
     }
 }

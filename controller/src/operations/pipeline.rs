@@ -43,8 +43,9 @@ impl Surface {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum How {
     Rest,
-    /// MCP mutations run only with the confirmation ID of their plan.
+    /// Through the MCP tool `tool`: mutations run only with the confirmation ID of their plan.
     Mcp {
+        tool: &'static str,
         confirmation: Option<String>,
     },
     /// A held request a human approved: it is neither confirmed nor held again.
@@ -137,7 +138,7 @@ async fn steps<O: Operation>(
         }
     };
     let arguments = input.to_arguments();
-    if let How::Mcp { confirmation } = &how {
+    if let How::Mcp { tool, confirmation } = &how {
         match (meta.mutating(), confirmation) {
             (false, None) => {}
             (false, Some(_)) => {
@@ -146,10 +147,17 @@ async fn steps<O: Operation>(
                 ))
             }
             (true, None) => {
-                let plan = O::preview(services, ctx, &input).await?;
+                let plan = O::preview(services, ctx, &input).await;
+                if O::PLAN_IS_DRY_RUN {
+                    let outcome = match &plan {
+                        Ok(_) => AuditOutcome::planned(),
+                        Err(error) => AuditOutcome::error(error),
+                    };
+                    audit(arguments.clone(), outcome).await;
+                }
                 let planned = services
                     .confirmations
-                    .plan(ctx, meta.id, &arguments, plan)?;
+                    .plan(ctx, tool, meta.id, &arguments, plan?)?;
                 return Ok(Outcome::Planned(planned));
             }
             (true, Some(id)) => services

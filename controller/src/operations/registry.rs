@@ -30,6 +30,9 @@ pub trait Registered: Sync {
     /// Schema: the MCP tool's input.
     fn arguments_schema(&self) -> Value;
 
+    /// The JSON Schema of its response, as encoded.
+    fn response_schema(&self) -> Value;
+
     /// Runs it from flat arguments through the pipeline.
     fn call<'a>(
         &'a self,
@@ -64,6 +67,10 @@ impl<O: Operation> Registered for Entry<O> {
         crate::rest::openapi::arguments_schema::<O>()
     }
 
+    fn response_schema(&self) -> Value {
+        crate::rest::openapi::output::<O::Response>()
+    }
+
     fn call<'a>(
         &'a self,
         services: &'a Services,
@@ -83,6 +90,7 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<devices::CreateAgentlessDevice>::NEW,
     &Entry::<devices::GetDevice>::NEW,
     &Entry::<devices::DeleteDevice>::NEW,
+    &Entry::<observe::DeviceOverview>::NEW,
     &Entry::<observe::QueryMetrics>::NEW,
     &Entry::<observe::LatestMetrics>::NEW,
     &Entry::<observe::ListChecks>::NEW,
@@ -112,6 +120,14 @@ pub fn by_id(id: &str) -> Option<&'static dyn Registered> {
     REGISTRY.iter().copied().find(|entry| entry.meta().id == id)
 }
 
+/// The operation offered to models as MCP tool `name`.
+pub fn by_tool(name: &str) -> Option<(&'static dyn Registered, &'static super::Tool)> {
+    REGISTRY.iter().copied().find_map(|entry| {
+        let tool = entry.meta().tool.as_ref()?;
+        (tool.name == name).then_some((entry, tool))
+    })
+}
+
 /// The operation served at `route` (an axum route template, with or without the `/api/v1`
 /// prefix) for `method`.
 pub fn by_route(method: &str, route: &str) -> Option<&'static dyn Registered> {
@@ -133,6 +149,14 @@ mod tests {
             .iter()
             .map(|e| format!("{} {}", e.meta().method.as_str(), e.meta().path))
             .collect();
+        let mut tools: Vec<&str> = REGISTRY
+            .iter()
+            .filter_map(|e| e.meta().tool.as_ref().map(|t| t.name))
+            .collect();
+        let offered = tools.len();
+        tools.sort_unstable();
+        tools.dedup();
+        assert_eq!(tools.len(), offered, "tool names are unique");
         ids.sort_unstable();
         ids.dedup();
         routes.sort_unstable();

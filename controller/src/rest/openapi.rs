@@ -54,7 +54,7 @@ fn input<T: JsonSchema>() -> Value {
 }
 
 /// A response's schema (as the server encodes it).
-fn output<T: JsonSchema>() -> Value {
+pub fn output<T: JsonSchema>() -> Value {
     schema::<T>(Contract::Serialize)
 }
 
@@ -220,6 +220,12 @@ pub fn arguments_schema<O: Operation>() -> Value {
             if is_path || part_required.contains(&name) {
                 needed.push(name.clone());
             }
+            // Path and query parameters are absent rather than null.
+            let property = if is_path || !part_required.contains(&name) {
+                without_null(property)
+            } else {
+                property
+            };
             all.insert(name, property);
         }
     }

@@ -19,7 +19,7 @@ use crate::store::{AuditFilter, AuditRow};
 /// How a mutation ended.
 #[derive(Clone, Debug)]
 pub struct AuditOutcome {
-    /// `ok`, `error` or `pending_approval`.
+    /// `ok`, `error`, `planned` (a dry run shown as an MCP plan) or `pending_approval`.
     pub outcome: &'static str,
     /// The HTTP status of the outcome (also for MCP, so both read alike).
     pub status: u16,
@@ -43,6 +43,15 @@ impl AuditOutcome {
         Self {
             outcome: "ok",
             status,
+            detail: None,
+        }
+    }
+
+    /// An MCP mutation's plan that was itself a dry run on hosts; nothing was applied.
+    pub fn planned() -> Self {
+        Self {
+            outcome: "planned",
+            status: 200,
             detail: None,
         }
     }

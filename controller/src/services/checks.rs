@@ -34,6 +34,37 @@ pub struct CheckView {
     pub evidence: serde_json::Value,
 }
 
+/// A check's newest verdict, without its evidence.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct CheckVerdict {
+    pub check: String,
+    /// `ok`, `warning`, `critical` or `unknown`.
+    pub status: String,
+    pub message: String,
+    pub checked_at: String,
+}
+
+/// See [`Services::device_overview`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct DeviceOverview {
+    pub device: super::devices::DeviceView,
+    pub capabilities: Vec<String>,
+    /// How many checks are not `ok`.
+    pub failing_checks: usize,
+    /// Worst first.
+    pub checks: Vec<CheckVerdict>,
+}
+
+/// Orders statuses by how much attention they need.
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "ok" => 0,
+        "unknown" => 1,
+        "warning" => 2,
+        _ => 3,
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckHistoryQuery {
@@ -123,6 +154,33 @@ impl Services {
         // Nobody waiting is fine.
         let _ = self.check_rounds.send(device_id.to_string());
         Ok(())
+    }
+
+    /// One device as a model or a person wants it at a glance: the device with its headline
+    /// metrics, its capabilities, and the newest verdict of every check (worst first, without
+    /// evidence; `list_checks` has it).
+    pub async fn device_overview(&self, ctx: &Ctx, device: &str) -> Result<DeviceOverview> {
+        let view = self.get_device(ctx, device).await?;
+        let capabilities = self.device_capabilities(ctx, &view.id).await?;
+        let mut checks: Vec<CheckVerdict> = self
+            .list_checks(ctx, &view.id)
+            .await?
+            .into_iter()
+            .map(|check| CheckVerdict {
+                check: check.check,
+                status: check.status,
+                message: check.message,
+                checked_at: check.checked_at,
+            })
+            .collect();
+        checks.sort_by_key(|verdict| std::cmp::Reverse(status_rank(&verdict.status)));
+        let failing = checks.iter().filter(|c| status_rank(&c.status) > 0).count();
+        Ok(DeviceOverview {
+            device: view,
+            capabilities: capabilities.capabilities,
+            failing_checks: failing,
+            checks,
+        })
     }
 
     /// The newest report of every check of the device.

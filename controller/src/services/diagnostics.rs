@@ -34,6 +34,8 @@ pub struct Finding {
     pub status: String,
     pub passed: bool,
     pub message: String,
+    /// Absent in summaries.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub evidence: serde_json::Value,
 }
 
@@ -51,6 +53,49 @@ pub struct DeviceDiagnosis {
     pub findings: Vec<Finding>,
     pub recommendations: Vec<String>,
     pub diagnosed_at: String,
+}
+
+impl DeviceDiagnosis {
+    /// Only what needs attention: findings that did not pass, without their evidence.
+    fn compact(mut self) -> Self {
+        self.findings = compact(self.findings);
+        self.capabilities.clear();
+        self
+    }
+}
+
+fn compact(findings: Vec<Finding>) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .filter(|finding| !finding.passed)
+        .map(|finding| Finding {
+            evidence: serde_json::Value::Null,
+            ..finding
+        })
+        .collect()
+}
+
+/// How much of a fleet diagnosis to return.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// Per device its status, score, summary and only the findings that did not pass,
+    /// without evidence: fits a model's context for a large fleet.
+    Summary,
+    /// Every finding with its evidence.
+    #[default]
+    Full,
+}
+
+/// `POST /diagnose` parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnoseQuery {
+    /// `full` (default) or `summary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Detail>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -264,7 +309,11 @@ impl Services {
 
     /// Diagnoses every device (bounded concurrency, per-device timeout) and the controller's
     /// own systems. A slow or failing device is reported, never fatal.
-    pub async fn diagnose_infrastructure(&self, ctx: &Ctx) -> Result<InfrastructureDiagnosis> {
+    pub async fn diagnose_infrastructure(
+        &self,
+        ctx: &Ctx,
+        detail: Detail,
+    ) -> Result<InfrastructureDiagnosis> {
         ctx.principal.require(Scope::Operate)?;
         let rows = self.store.list_devices().await?;
         let devices: Vec<DeviceDiagnosis> = stream::iter(rows.clone())
@@ -318,6 +367,13 @@ impl Services {
         let unhealthy = devices.iter().filter(|d| d.status != "ok").count();
         let mut devices = devices;
         devices.sort_by(|a, b| a.name.cmp(&b.name));
+        let (system, devices) = match detail {
+            Detail::Full => (system, devices),
+            Detail::Summary => (
+                compact(system),
+                devices.into_iter().map(DeviceDiagnosis::compact).collect(),
+            ),
+        };
         Ok(InfrastructureDiagnosis {
             summary: format!(
                 "{} devices, {unhealthy} need attention; score {score}",

@@ -145,7 +145,7 @@ async fn writes_through_either_surface_invalidate_what_the_other_reads() {
         assert_eq!(controller.get_json("/devices").await.1, json!([]));
         let created = call_confirmed(
             &client,
-            "create_agentless_device",
+            "add_agentless_device",
             json!({"name": "nas", "ssh_address": "127.0.0.1:22", "ssh_user": "monitor", "ssh_host_key": HOST_KEY}),
         )
         .await;
@@ -228,7 +228,7 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
     let deployed: Value = deploy.json().await.unwrap();
     assert_ne!(deployed["state"], "committed", "{deployed}");
     let client = connect(&controller, &controller.admin_token).await;
-    let deleted = call_confirmed(&client, "delete_device", json!({"device": "nas"})).await;
+    let deleted = call_confirmed(&client, "remove_device", json!({"device": "nas"})).await;
     assert_eq!(deleted.is_error, Some(false), "{deleted:?}");
     // Reads are not audited.
     controller.get_json("/devices").await;
@@ -277,8 +277,9 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
     assert_eq!(get(&controller, &reader, "/audit").await.status(), 403);
     let (status, bad) = controller.get_json("/audit?limit=0").await;
     assert_eq!(status, 400, "{bad}");
-    let over_mcp = call(&client, "list_audit", json!({"operation": "delete_device"})).await;
-    assert_eq!(structured(&over_mcp)["items"].as_array().unwrap().len(), 1);
+    // The MCP tool remove_device is recorded under its operation, delete_device.
+    let (_, deleted) = controller.get_json("/audit?operation=delete_device").await;
+    assert_eq!(deleted.as_array().unwrap().len(), 1, "{deleted}");
     client.cancel().await.unwrap();
     controller.shutdown().await;
 }
@@ -293,7 +294,7 @@ async fn mcp_changes_wait_for_a_human_when_approval_is_required() {
     let client = connect(&controller, &operator).await;
     let device = json!({"name": "nas", "ssh_address": "127.0.0.1:22", "ssh_user": "monitor", "ssh_host_key": HOST_KEY});
 
-    let held = call_confirmed(&client, "create_agentless_device", device.clone()).await;
+    let held = call_confirmed(&client, "add_agentless_device", device.clone()).await;
     assert_eq!(held.is_error, Some(false), "{held:?}");
     let held = structured(&held).clone();
     assert_eq!(held["state"], "pending", "{held}");
@@ -303,7 +304,7 @@ async fn mcp_changes_wait_for_a_human_when_approval_is_required() {
 
     // Approving is REST-only, admin-only, and never by the requester itself.
     let tools = client.list_all_tools().await.unwrap();
-    assert!(!tools.iter().any(|t| t.name == "approve_request"));
+    assert!(!tools.iter().any(|t| t.name.contains("approve")));
     let http = controller.http();
     let approve = |token: &str| {
         http.post(controller.api_url(&format!("/approvals/{id}/approve")))
@@ -323,13 +324,13 @@ async fn mcp_changes_wait_for_a_human_when_approval_is_required() {
     );
 
     // A request beyond the caller's scope is refused outright, never held.
-    let delete = call(&client, "delete_device", json!({"device": "nas"})).await;
+    let delete = call(&client, "remove_device", json!({"device": "nas"})).await;
     assert_eq!(structured(&delete)["status"], 403);
 
     // A rejected request never runs.
     let mut other = device.clone();
     other["name"] = json!("nas-2");
-    let held = call_confirmed(&client, "create_agentless_device", other).await;
+    let held = call_confirmed(&client, "add_agentless_device", other).await;
     let held_id = structured(&held)["id"].as_str().unwrap().to_string();
     let (status, rejected) = controller
         .post_json(&format!("/approvals/{held_id}/reject"))

@@ -42,10 +42,17 @@ async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_reade
     let requester = controller.api_token("llm-admin", Scope::Admin).await;
     let approver = controller.api_token("second-admin", Scope::Admin).await;
     let reader = controller.api_token("reader", Scope::Read).await;
-    let client = connect(&controller, &requester).await;
-
-    let held = call_confirmed(&client, "create_enrollment_token", json!({})).await;
-    let id = structured(&held)["id"].as_str().unwrap().to_string();
+    let held = controller
+        .http()
+        .post(controller.api_url("/enrollment-tokens"))
+        .bearer_auth(&requester)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 202, "held for approval");
+    let held: Value = held.json().await.unwrap();
+    let id = held["id"].as_str().unwrap().to_string();
     let response = controller
         .http()
         .post(controller.api_url(&format!("/approvals/{id}/approve")))
@@ -70,7 +77,6 @@ async fn an_approved_join_token_is_shown_once_to_its_approver_and_never_to_reade
     // What is kept cannot enroll anything either: the stored result holds no token.
     let (_, stored) = get_as(&controller, &approver, &format!("/approvals/{id}")).await;
     assert_eq!(stored["result"]["ok"]["token"], "[redacted]", "{stored}");
-    client.cancel().await.unwrap();
     controller.shutdown().await;
 }
 
@@ -143,7 +149,7 @@ async fn file_contents_diffs_and_validator_output_need_operate() {
     let client = connect(&controller, &held).await;
     let mut next = request.clone();
     next["change"]["files"][0]["content"] = json!("password=third-secret\n");
-    let held = call_confirmed(&client, "deploy_change", next).await;
+    let held = call_confirmed(&client, "deploy_configuration_change", next).await;
     let held_id = structured(&held)["id"].as_str().unwrap().to_string();
     let (_, for_reader) = get_as(&controller, &reader, &format!("/approvals/{held_id}")).await;
     let text = for_reader.to_string();
@@ -665,11 +671,11 @@ async fn approval_holds_on_every_surface_and_needs_another_person() {
     // Over MCP the confirmed call is held just the same.
     let client = connect(&controller, &llm).await;
     // An operate token cannot delete at all: refused outright, never held.
-    let deleted = call(&client, "delete_device", json!({"device": "nas"})).await;
+    let deleted = call(&client, "remove_device", json!({"device": "nas"})).await;
     assert_eq!(structured(&deleted)["status"], 403);
     let mut other = device.clone();
     other["name"] = json!("nas-2");
-    let held = call_confirmed(&client, "create_agentless_device", other).await;
+    let held = call_confirmed(&client, "add_agentless_device", other).await;
     assert_eq!(structured(&held)["state"], "pending", "{held:?}");
     assert_eq!(controller.get_json("/devices/nas-2").await.0, 404);
 
@@ -772,21 +778,29 @@ async fn an_instruction_planted_in_a_host_log_arrives_as_bounded_data() {
 
     let client = connect(&controller, &controller.admin_token).await;
     let tools = client.list_all_tools().await.unwrap();
-    let list_checks = tools.iter().find(|t| t.name == "list_checks").unwrap();
+    let history = tools
+        .iter()
+        .find(|t| t.name == "get_check_history")
+        .unwrap();
     assert!(
-        list_checks
+        history
             .description
             .as_deref()
             .unwrap_or_default()
             .contains("untrusted data"),
-        "{list_checks:?}"
+        "{history:?}"
     );
     assert!(tools.iter().all(|t| t
         .description
         .as_deref()
         .unwrap_or_default()
         .contains("never as instructions")));
-    let answer = call(&client, "list_checks", json!({"device": device_id})).await;
+    let answer = call(
+        &client,
+        "get_check_history",
+        json!({"device": device_id, "check": check, "limit": 1}),
+    )
+    .await;
     let report = structured(&answer)["items"]
         .as_array()
         .unwrap()
