@@ -16,6 +16,11 @@ fn to_value(view: impl Serialize) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
+/// The plan of confirming or rolling back a change: the change as it stands.
+async fn current(services: &Services, ctx: &Ctx, path: &ChangePath) -> Result<Value> {
+    Ok(to_value(services.get_change(ctx, path.change.as_str()).await?))
+}
+
 pub struct PlanChange;
 
 impl Operation for PlanChange {
@@ -204,8 +209,7 @@ impl Operation for ConfirmChange {
     }
 
     async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
-        let change = input.path.change.as_str();
-        Ok(to_value(services.get_change(ctx, change).await?))
+        current(services, ctx, &input.path).await
     }
 }
 
@@ -246,7 +250,6 @@ impl Operation for RollbackChange {
     }
 
     async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
-        let change = input.path.change.as_str();
-        Ok(to_value(services.get_change(ctx, change).await?))
+        current(services, ctx, &input.path).await
     }
 }
