@@ -6,7 +6,7 @@
 //! - [`quickstart`]: `up`, the one-machine setup with an in-process agent.
 //! - Surfaces (thin adapters): [`gateway`] (gRPC for agents), [`rest`] (axum), [`mcp`]
 //!   (MCP tools over streamable HTTP, nested in the same router).
-//! - [`operations`]: the table of every operation, shared by the surfaces.
+//! - [`operations`]: every operation as a type, one registry, one execution pipeline.
 //! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
 //!   streams), [`telemetry`] (the controller's own metrics).
@@ -14,11 +14,13 @@
 //!   (per-principal token buckets), [`performance`] (operation timings), [`connections`]
 //!   (connection caps, timeouts, failed-authentication budgets per peer).
 //! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
-//!   [`error`] (one error type with a kind), [`domain`] (domain enums), [`recovery`] (which failures to retry, how),
+//!   [`error`] (one error type with a kind), [`domain`] (domain enums), [`clock`] (the
+//!   injected wall clock), [`recovery`] (which failures to retry, how),
 //!   [`maintenance`] (rollups and retention).
 
 pub mod auth;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod ctx;

@@ -140,6 +140,7 @@ async fn open_after_database(
         timings: Arc::default(),
         check_rounds: tokio::sync::broadcast::channel(256).0,
         confirmations: Arc::default(),
+        clock: Arc::new(crate::clock::SystemClock),
     })
 }
 

@@ -13,6 +13,7 @@ use infrastructor_proto::v1::{
 use tokio::sync::oneshot;
 
 use super::SessionRegistry;
+use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Default)]
@@ -46,13 +47,13 @@ impl AgentDriver {
     /// `request_id` is the operation's correlation ID, so the agent's logs carry it too.
     pub async fn send(
         &self,
+        ctx: &Ctx,
         device_id: &str,
-        request_id: &str,
         kind: command::Kind,
         timeout: Duration,
     ) -> Result<String> {
         Ok(self
-            .send_for_result(device_id, request_id, kind, timeout)
+            .send_for_result(device_id, &ctx.request_id, kind, ctx.bounded(timeout))
             .await?
             .message)
     }
@@ -60,13 +61,14 @@ impl AgentDriver {
     /// [`send`](Self::send) for commands that answer with a JSON payload, decoded as `T`.
     pub async fn send_for_payload<T: serde::de::DeserializeOwned>(
         &self,
+        ctx: &Ctx,
         device_id: &str,
-        request_id: &str,
         kind: command::Kind,
         timeout: Duration,
     ) -> Result<T> {
+        let timeout = ctx.bounded(timeout);
         let result = self
-            .send_for_result(device_id, request_id, kind, timeout)
+            .send_for_result(device_id, &ctx.request_id, kind, timeout)
             .await?;
         serde_json::from_str(&result.payload_json).map_err(|e| {
             Error::Unavailable(format!("device {device_id} sent an unreadable result: {e}"))

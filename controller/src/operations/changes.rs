@@ -18,7 +18,9 @@ fn to_value(view: impl Serialize) -> Value {
 
 /// The plan of confirming or rolling back a change: the change as it stands.
 async fn current(services: &Services, ctx: &Ctx, path: &ChangePath) -> Result<Value> {
-    Ok(to_value(services.get_change(ctx, path.change.as_str()).await?))
+    Ok(to_value(
+        services.get_change(ctx, path.change.as_str()).await?,
+    ))
 }
 
 pub struct PlanChange;

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests of expiry run under paused time.
+use tokio::time::Instant;
 
 use rmcp::model::JsonObject;
 use serde_json::{json, Value};
@@ -157,6 +160,23 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_confirmation_expires_after_five_minutes() {
+        let confirmations = Confirmations::default();
+        let args = JsonObject::new();
+        let me = caller("me");
+        let plan =
+            |c: &Confirmations| confirmation_id(&c.plan(&me, "t", "t", &args, json!({})).unwrap());
+        let (late, in_time) = (plan(&confirmations), plan(&confirmations));
+        tokio::time::advance(LIFETIME - Duration::from_secs(1)).await;
+        assert!(confirmations.redeem(&me, &in_time, "t", &args).is_ok());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let expired = confirmations.redeem(&me, &late, "t", &args).unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        // Gone once seen expired: a retry says so too, and never runs.
+        assert!(confirmations.redeem(&me, &late, "t", &args).is_err());
     }
 
     #[test]

@@ -181,11 +181,86 @@ async fn steps<O: Operation>(
         audit(arguments, outcome).await;
         return held.map(|approval| Outcome::Held(Box::new(approval)));
     }
-    let result = O::run(services, ctx, input).await;
+    let result = match tokio::time::timeout_at(ctx.deadline, O::run(services, ctx, input)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Unavailable(format!(
+            "{} did not finish before its deadline",
+            meta.id
+        ))),
+    };
     let outcome = match (&result, &how) {
         (Ok(_), How::Rest) => AuditOutcome::ok_with_status(meta.success),
         _ => AuditOutcome::of(&result),
     };
     audit(arguments, outcome).await;
     result.map(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::{Principal, Scope};
+    use crate::operations::{Effect, Meta, Method, Nothing};
+
+    /// An operation that would take an hour.
+    struct Slow;
+
+    impl Operation for Slow {
+        const META: Meta = Meta {
+            id: "slow",
+            method: Method::Get,
+            path: "/slow",
+            scope: Scope::Read,
+            effect: Effect::Read,
+            summary: "takes an hour",
+            description: "takes an hour",
+            success: 200,
+            tool: None,
+        };
+        type Path = Nothing;
+        type Query = Nothing;
+        type Body = Nothing;
+        type Response = Nothing;
+
+        async fn run(_: &Services, _: &Ctx, _: Input<Self>) -> Result<Nothing> {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Nothing {})
+        }
+    }
+
+    #[tokio::test]
+    async fn an_operation_past_its_deadline_is_stopped_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::ControllerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let services = crate::server::open_services(&config).await.unwrap();
+        // Paused once the database is open (its pool's own timeouts run on real time).
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        let ctx = Ctx::new(Principal::token("t", "t", Scope::Read, "t"), "r")
+            .with_deadline(started + Duration::from_secs(5));
+        let decode = async {
+            (
+                Input::<Slow>::from_arguments(Arguments::new()),
+                Arguments::new(),
+            )
+        };
+        let error = execute::<Slow>(&services, &ctx, How::Rest, decode)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("deadline"), "{error}");
+        assert_eq!(error.kind(), crate::error::ErrorKind::Unavailable);
+        // Stopped at the deadline, not after the hour.
+        let stopped = started.elapsed();
+        assert!(
+            stopped >= Duration::from_secs(5) && stopped < Duration::from_secs(6),
+            "{stopped:?}"
+        );
+        tokio::time::resume();
+        services.store.close().await;
+    }
 }

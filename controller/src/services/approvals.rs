@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::redact::{redact, Clearance};
-use super::{now_ms, rfc3339, Services};
+use super::{rfc3339, Services};
 use crate::auth::{Principal, Scope};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -142,7 +142,7 @@ impl Services {
         arguments: &Arguments,
         plan: Value,
     ) -> Result<Approval> {
-        let now = now_ms();
+        let now = self.now_ms();
         let row = ApprovalRow {
             id: uuid::Uuid::new_v4().to_string(),
             created_at_ms: now,
@@ -178,7 +178,7 @@ impl Services {
             return Err(Error::invalid("limit must be 1..=1000"));
         }
         // Expiry is decided on read, so "pending" in the table may already be expired.
-        let now = now_ms();
+        let now = self.now_ms();
         let mut approvals = Vec::new();
         for row in self
             .store
@@ -196,7 +196,7 @@ impl Services {
     pub async fn get_approval(&self, ctx: &Ctx, id: &str) -> Result<Approval> {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_approval(id).await?;
-        Approval::from_row(row, now_ms(), Clearance::of(ctx.principal.scope))
+        Approval::from_row(row, self.now_ms(), Clearance::of(ctx.principal.scope))
     }
 
     /// Runs the held request with the requester's principal and scope, under this request's
@@ -262,7 +262,7 @@ impl Services {
                 "a request must be decided by another person than the one that made it".into(),
             ));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let current = ApprovalState::of(&row.state, row.expires_at_ms, now)?;
         if current != ApprovalState::Pending {
             return Err(Error::Conflict(format!(
@@ -287,5 +287,63 @@ impl Services {
             .approval(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no approval {id:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[tokio::test]
+    async fn a_held_request_expires_after_a_day_and_can_no_longer_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::ControllerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let mut services = crate::server::open_services(&config).await.unwrap();
+        let clock = Arc::new(ManualClock::starting_now());
+        services.clock = clock.clone();
+        let requester = Ctx::new(Principal::token("r", "llm", Scope::Admin, "llm"), "r1");
+        let admin = Ctx::new(Principal::token("a", "ops", Scope::Admin, "ops"), "a1");
+        let arguments = Arguments::from_iter([("expires_in".into(), "1h".into())]);
+        let held = services
+            .hold_for_approval(
+                &requester,
+                Surface::Rest,
+                "create_enrollment_token",
+                &arguments,
+                Value::Null,
+            )
+            .await
+            .unwrap();
+        clock.advance(APPROVAL_TTL - Duration::from_secs(1));
+        assert_eq!(
+            services.get_approval(&admin, &held.id).await.unwrap().state,
+            ApprovalState::Pending
+        );
+        clock.advance(Duration::from_secs(2));
+        let expired = services.get_approval(&admin, &held.id).await.unwrap();
+        assert_eq!(expired.state, ApprovalState::Expired);
+        assert!(expired.approve_with.is_none());
+        let refused = services
+            .approve_request(&admin, &held.id)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("expired"), "{refused}");
+        let listed = services
+            .list_approvals(&admin, Some(ApprovalState::Expired), None)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(services
+            .list_approvals(&admin, Some(ApprovalState::Pending), None)
+            .await
+            .unwrap()
+            .is_empty());
+        services.store.close().await;
     }
 }

@@ -701,7 +701,7 @@ impl Services {
                     change_set_json,
                 });
                 self.agents
-                    .send_for_payload(device_id, &ctx.request_id, kind, PREPARE_TIMEOUT)
+                    .send_for_payload(ctx, device_id, kind, PREPARE_TIMEOUT)
                     .await
             }
             Target::Ssh { engine, .. } => engine.prepare(id, set).await.map_err(engine_error),
@@ -725,7 +725,7 @@ impl Services {
                 });
                 let timeout = options.health_timeout + COMMIT_SLACK;
                 self.agents
-                    .send_for_payload(device_id, &ctx.request_id, kind, timeout)
+                    .send_for_payload(ctx, device_id, kind, timeout)
                     .await
             }
             Target::Ssh { engine, .. } => engine.commit(id, options).await.map_err(engine_error),
@@ -752,7 +752,7 @@ impl Services {
                     }),
                 };
                 self.agents
-                    .send_for_payload(device_id, &ctx.request_id, kind, STEP_TIMEOUT)
+                    .send_for_payload(ctx, device_id, kind, STEP_TIMEOUT)
                     .await
             }
             Target::Ssh { engine, .. } => match step {

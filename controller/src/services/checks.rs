@@ -249,14 +249,14 @@ impl Services {
         let requested_at = now_ms();
         self.agents
             .send(
+                ctx,
                 &row.id,
-                &ctx.request_id,
                 RunChecksKind::RunChecks(RunChecks {}),
                 COMMAND_TIMEOUT,
             )
             .await?;
         // The agent answers at once and streams the reports when the round is done.
-        let arrived = tokio::time::timeout(ROUND_TIMEOUT, async {
+        let arrived = tokio::time::timeout(ctx.bounded(ROUND_TIMEOUT), async {
             loop {
                 match rounds.recv().await {
                     Ok(device_id) if device_id == row.id => return Ok(()),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, rfc3339, validate, Services};
+use super::{rfc3339, validate, Services};
 use crate::auth::{self, Scope, JOIN_TOKEN_PREFIX};
 use crate::ctx::Ctx;
 use crate::domain::DeviceKind;
@@ -63,7 +63,7 @@ impl Services {
             return Err(Error::invalid("expires_in must be between 1m and 30d"));
         }
         let token = auth::generate_token(JOIN_TOKEN_PREFIX);
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = now + ttl.as_millis() as i64;
         self.store
             .insert_join_token(
@@ -107,7 +107,11 @@ impl Services {
         // The token is checked before the CSR is even parsed: without a live token, an
         // enrollment costs one indexed read and no signature.
         let token_hash = auth::hash_token(join_token);
-        if let Err(refused) = self.store.check_join_token(&token_hash, now_ms()).await? {
+        if let Err(refused) = self
+            .store
+            .check_join_token(&token_hash, self.now_ms())
+            .await?
+        {
             tracing::warn!(%request_id, reason = %refused, "enrollment refused");
             return Err(Error::Unauthorized(refused.to_string()));
         }
@@ -117,7 +121,7 @@ impl Services {
             .sign_device_csr(csr_pem, &device_id, self.config.certificate_lifetime)
             .map_err(pki_error)?;
         let name = validate::device_name_from_hostname(hostname);
-        let now = now_ms();
+        let now = self.now_ms();
         let device = NewDevice {
             id: &device_id,
             name: &name,
@@ -164,7 +168,12 @@ impl Services {
             .sign_device_csr(csr_pem, device_id, self.config.certificate_lifetime)
             .map_err(pki_error)?;
         self.store
-            .record_issued_certificate(&issued.serial, device_id, now_ms(), issued.not_after_ms)
+            .record_issued_certificate(
+                &issued.serial,
+                device_id,
+                self.now_ms(),
+                issued.not_after_ms,
+            )
             .await?;
         tracing::info!(%device_id, "certificate renewed");
         Ok((issued.pem, issued.not_after_ms))
@@ -197,7 +206,7 @@ impl Services {
         }
         if presented.used_at_ms.is_none() {
             self.store
-                .mark_certificate_used(&presented.serial, now_ms())
+                .mark_certificate_used(&presented.serial, self.now_ms())
                 .await?;
         }
         Ok(())

@@ -70,6 +70,8 @@ pub struct Services {
     pub check_rounds: tokio::sync::broadcast::Sender<String>,
     /// MCP mutations' plans awaiting their confirmation call.
     pub confirmations: Arc<crate::operations::confirm::Confirmations>,
+    /// Wall time for expiries (held requests, tokens); tests move it instead of sleeping.
+    pub clock: Arc<dyn crate::clock::Clock>,
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,
@@ -101,6 +103,11 @@ pub struct Readiness {
 }
 
 impl Services {
+    /// Unix milliseconds by the injected clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Records one operation's timing for the performance summary and `/metrics`. A failure
     /// is a server-side error (5xx); client errors are the caller's, not the operation's.
     /// Labels come from closed sets (see [`crate::telemetry`]).

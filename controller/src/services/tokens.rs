@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{now_ms, rfc3339, Services};
+use super::{rfc3339, Services};
 use crate::auth::{self, Principal, Scope, API_TOKEN_PREFIX};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -71,7 +71,7 @@ impl Services {
         check_label("owner", &owner)?;
         let token = auth::generate_token(API_TOKEN_PREFIX);
         let id = uuid::Uuid::new_v4().to_string();
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at_ms = request.expires_in.map(|d| now + d.as_millis() as i64);
         let scope = request.scope;
         self.store
@@ -122,7 +122,7 @@ impl Services {
         }
         let row = self
             .store
-            .find_api_token(&auth::hash_token(bearer), now_ms())
+            .find_api_token(&auth::hash_token(bearer), self.now_ms())
             .await?
             .ok_or_else(unauthorized)?;
         let scope = Scope::parse(&row.scope)

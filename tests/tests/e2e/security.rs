@@ -561,10 +561,14 @@ async fn revocation_is_complete_for_waiting_streams_old_certificates_and_foreign
     let agents = controller.services.agents.clone();
     let a_id = a.meta.device_id.clone();
     let asked = tokio::spawn(async move {
+        let ctx = infrastructor_controller::ctx::Ctx::new(
+            infrastructor_controller::auth::Principal::system("test"),
+            "forgery-test",
+        );
         agents
             .send(
+                &ctx,
                 &a_id,
-                "forgery-test",
                 command::Kind::RunChecks(RunChecks {}),
                 std::time::Duration::from_secs(10),
             )
