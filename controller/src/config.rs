@@ -1,12 +1,16 @@
-//! The controller's configuration: defaults < TOML file < `INFRASTRUCTOR_*` environment <
-//! flags, validated once at start and passed down typed. `Display` prints a redacted copy.
+//! The controller's configuration: one declaration of every setting with its default
+//! ([`ControllerConfig`]), layered by figment — TOML file < `INFRASTRUCTOR_*` environment <
+//! flags < `--set` — and validated once at start, then passed down typed. Durations are
+//! humantime strings (`90d`, `5m`). `Display` prints a redacted copy.
 
-use infrastructor_agent::change::ChangePolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use infrastructor_agent::change::ChangePolicy;
+use serde::{Deserialize, Serialize};
 
 use crate::connections::ConnectionLimits;
 use crate::ratelimit::RateLimit;
@@ -25,108 +29,127 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Flags (each also read from its `INFRASTRUCTOR_*` variable by clap).
+/// Where the configuration comes from, and the flags. Every setting — nested ones included —
+/// can also be given as `INFRASTRUCTOR_<KEY>` (nested keys joined by `__`, e.g.
+/// `INFRASTRUCTOR_RATE_LIMIT__PER_SECOND`) or as `--set key.path=value`.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ConfigArgs {
     /// TOML configuration file.
     #[arg(long, env = "INFRASTRUCTOR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory for the SQLite database, the CA and other state [default: ./.infrastructor].
-    #[arg(long, env = "INFRASTRUCTOR_DATA_DIR")]
+    /// Data directory (SQLite database, CA, keys).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// postgres://… to use PostgreSQL; default is SQLite in the data directory.
-    #[arg(long, env = "INFRASTRUCTOR_DATABASE_URL", hide_env_values = true)]
+    /// PostgreSQL URL; prefer `--database-url-file` or the environment, which `ps` does not show.
+    #[arg(long)]
     pub database_url: Option<String>,
-    /// File holding the database URL (keeps the password out of the environment).
+    /// A file holding the PostgreSQL URL.
     #[arg(long, env = "INFRASTRUCTOR_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
-    /// REST API listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "INFRASTRUCTOR_HTTP_LISTEN")]
+    /// REST and MCP listen address.
+    #[arg(long)]
     pub http_listen: Option<SocketAddr>,
-    /// Agent gateway (gRPC, mTLS) listen address [default: 127.0.0.1:8443].
-    #[arg(long, env = "INFRASTRUCTOR_GRPC_LISTEN")]
+    /// Agent gateway (gRPC, mTLS) listen address.
+    #[arg(long)]
     pub grpc_listen: Option<SocketAddr>,
-    /// Gateway URL agents should dial, e.g. https://ctl.example:8443 [default: from --grpc-listen].
-    #[arg(long, env = "INFRASTRUCTOR_ADVERTISE_URL")]
+    /// The https:// URL agents dial, when it is not the gateway's own address.
+    #[arg(long)]
     pub advertise_url: Option<String>,
-    /// OpenSSH known_hosts file consulted when an agentless device is registered without a key.
-    #[arg(long, env = "INFRASTRUCTOR_SSH_KNOWN_HOSTS")]
+    /// known_hosts file for agentless hosts registered without a pinned key.
+    #[arg(long)]
     pub ssh_known_hosts: Option<PathBuf>,
-    /// redis://… for the shared cache and rate limits; default is in process.
-    #[arg(long, env = "INFRASTRUCTOR_REDIS_URL", hide_env_values = true)]
+    /// Redis URL for the shared cache and rate limits.
+    #[arg(long)]
     pub redis_url: Option<String>,
+    /// Any setting by its key path, e.g. `--set rate_limit.per_second=50` or
+    /// `--set retention.raw=14d`; repeatable, applied last.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    http_listen: Option<SocketAddr>,
-    grpc_listen: Option<SocketAddr>,
-    advertise_url: Option<String>,
-    ssh_known_hosts: Option<PathBuf>,
-    #[serde(default)]
-    server_names: Vec<String>,
-    certificate_lifetime: Option<String>,
-    join_token_ttl: Option<String>,
-    maintenance_interval: Option<String>,
-    #[serde(default)]
-    retention: FileRetention,
-    agentless_changes: Option<ChangePolicy>,
-    #[serde(default)]
-    mcp_allowed_origins: Vec<String>,
-    #[serde(alias = "mcp_require_approval")]
-    require_approval: Option<bool>,
-    redis_url: Option<String>,
-    redis_key_prefix: Option<String>,
-    rate_limit: Option<RateLimit>,
-    connections: Option<ConnectionLimits>,
+impl ConfigArgs {
+    /// The flags that were given, as settings.
+    fn flags(&self) -> Result<Vec<(String, figment::value::Value)>, ConfigError> {
+        let mut flags = Vec::new();
+        let mut flag = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push((key.to_string(), figment::value::Value::from(value)));
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        flag("data_dir", path(&self.data_dir));
+        flag("database_url", self.database_url.clone());
+        flag("http_listen", self.http_listen.map(|a| a.to_string()));
+        flag("grpc_listen", self.grpc_listen.map(|a| a.to_string()));
+        flag("advertise_url", self.advertise_url.clone());
+        flag("ssh_known_hosts", path(&self.ssh_known_hosts));
+        flag("redis_url", self.redis_url.clone());
+        for set in &self.set {
+            let Some((key, value)) = set.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "--set {set:?}: expected KEY=VALUE, e.g. rate_limit.per_second=50"
+                )));
+            };
+            // Parsed like an environment value: numbers, booleans, [arrays], {tables}.
+            let value = value.parse().unwrap_or_else(|never| match never {});
+            flags.push((key.trim().to_string(), value));
+        }
+        Ok(flags)
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRetention {
-    raw: Option<String>,
-    rollup_5m: Option<String>,
-    rollup_1h: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How long samples are kept at each resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Retention {
+    #[serde(with = "humantime_serde")]
     pub raw: Duration,
+    #[serde(with = "humantime_serde")]
     pub rollup_5m: Duration,
+    #[serde(with = "humantime_serde")]
     pub rollup_1h: Duration,
 }
 
-#[derive(Clone, Debug)]
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw: Duration::from_secs(7 * DAY),
+            rollup_5m: Duration::from_secs(90 * DAY),
+            rollup_1h: Duration::from_secs(730 * DAY),
+        }
+    }
+}
+
+/// The effective configuration. Each setting is declared once, here, with its default; the
+/// file, the environment and the flags are layers over it (figment), in that order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     pub data_dir: PathBuf,
-    /// `None`: SQLite at `<data_dir>/infrastructor.db`.
+    /// PostgreSQL; `None` is SQLite under `data_dir`.
     pub database_url: Option<String>,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
     pub advertise_url: Option<String>,
-    /// known_hosts file for pinning agentless hosts registered without a key.
+    /// known_hosts for agentless hosts registered without a pinned key.
     pub ssh_known_hosts: Option<PathBuf>,
-    /// Extra DNS names / IPs for the gateway's server certificate.
+    /// Extra names for the gateway's server certificate.
     pub server_names: Vec<String>,
+    #[serde(with = "humantime_serde")]
     pub certificate_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
     pub join_token_ttl: Duration,
+    #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
     pub retention: Retention,
-    /// Roots and validators for configuration changes on agentless hosts (over SSH); hosts
-    /// with an agent use the agent's own `[changes]` policy.
+    /// What agentless hosts allow configuration changes to touch.
     pub agentless_changes: ChangePolicy,
-    /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; requests with any
-    /// other `Origin` header are refused.
+    /// Browser origins allowed to reach `/mcp`.
     pub mcp_allowed_origins: Vec<String>,
-    /// Every token's mutations, on every surface, wait for another person's approval
-    /// ("four eyes"). Tokens can also be marked one by one (`requires_approval`).
+    /// Every principal's mutations wait for another person's approval.
+    #[serde(alias = "mcp_require_approval")]
     pub require_approval: bool,
-    /// `None`: cache and rate-limit buckets in process (one controller).
     pub redis_url: Option<String>,
-    /// Redis keys start with `<prefix>:`; fleets sharing one Redis need different prefixes.
     pub redis_key_prefix: String,
     /// Requests per principal, on every surface.
     pub rate_limit: RateLimit,
@@ -135,6 +158,9 @@ pub struct ControllerConfig {
 }
 
 const DAY: u64 = 86_400;
+const ENV_PREFIX: &str = "INFRASTRUCTOR_";
+/// Settings' earlier names, still read (the file's are serde aliases).
+const ALIASES: [(&str, &str); 1] = [("mcp_require_approval", "require_approval")];
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -149,11 +175,7 @@ impl Default for ControllerConfig {
             certificate_lifetime: Duration::from_secs(DAY),
             join_token_ttl: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(60),
-            retention: Retention {
-                raw: Duration::from_secs(7 * DAY),
-                rollup_5m: Duration::from_secs(90 * DAY),
-                rollup_1h: Duration::from_secs(730 * DAY),
-            },
+            retention: Retention::default(),
             agentless_changes: ChangePolicy::default(),
             mcp_allowed_origins: Vec::new(),
             require_approval: false,
@@ -165,142 +187,92 @@ impl Default for ControllerConfig {
     }
 }
 
-/// "line 3 (`http_listen = \"nope\"`): invalid socket address syntax" — one line naming the place.
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    match error.span() {
-        Some(span) => {
-            let line_number = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
-            format!("line {line_number} (`{line}`): {}", error.message())
-        }
-        None => error.message().to_string(),
+/// The top-level setting names, from the one declaration above: only `INFRASTRUCTOR_*`
+/// variables naming one of them are configuration (others, like `INFRASTRUCTOR_LOG`, are not).
+fn setting_names() -> Vec<String> {
+    match serde_json::to_value(ControllerConfig::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
-fn duration(
-    path: &Path,
-    field: &str,
-    text: Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match text {
-        None => Ok(default),
-        Some(text) => humantime::parse_duration(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: format!("{field} = {text:?}: {e}"),
-        }),
-    }
+/// "retention.raw (line 2: `raw = \"forever\"`): unknown time unit" — naming the setting and
+/// the line, for errors the file's own parse finds.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or_default().trim();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let setting = match table {
+        Some(table) if !key.is_empty() && !line.starts_with('[') => format!("{table}.{key}: "),
+        _ => String::new(),
+    };
+    format!(
+        "{setting}line {line_number} (`{line}`): {}",
+        error.message()
+    )
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl ControllerConfig {
-    /// Builds the effective configuration from the layers and validates it.
+    /// Builds the effective configuration — defaults < TOML file < database URL file <
+    /// `INFRASTRUCTOR_*` environment < flags < `--set` — and validates it.
     pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+        let mut layers = Figment::from(Serialized::defaults(Self::default()));
         if let Some(path) = &args.config {
-            config.apply_file(path)?;
-        }
-        if let Some(dir) = &args.data_dir {
-            config.data_dir = dir.clone();
+            let text = read(path)?;
+            // Parsed on its own first, so a mistake is reported with its line.
+            toml::from_str::<Self>(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: describe_toml_error(&text, &e),
+            })?;
+            layers = layers.merge(Toml::string(&text));
         }
         if let Some(path) = &args.database_url_file {
-            let url = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            config.database_url = Some(url.trim().to_string());
+            let url = read(path)?.trim().to_string();
+            layers = layers.merge(Serialized::global("database_url", url));
         }
-        if let Some(url) = &args.database_url {
-            config.database_url = Some(url.clone());
+        let names = setting_names();
+        let environment = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter_map(move |key| {
+                let key = ALIASES
+                    .iter()
+                    .find(|(old, _)| key.as_str().eq_ignore_ascii_case(old))
+                    .map_or(key.as_str(), |(_, new)| new);
+                let top = key.split('.').next().unwrap_or_default();
+                names
+                    .iter()
+                    .any(|name| name.eq_ignore_ascii_case(top))
+                    .then(|| key.to_string().into())
+            });
+        layers = layers.merge(environment);
+        for (key, value) in args.flags()? {
+            layers = layers.merge(Serialized::global(&key, value));
         }
-        if let Some(addr) = args.http_listen {
-            config.http_listen = addr;
-        }
-        if let Some(addr) = args.grpc_listen {
-            config.grpc_listen = addr;
-        }
-        if let Some(url) = &args.advertise_url {
-            config.advertise_url = Some(url.clone());
-        }
-        if let Some(path) = &args.ssh_known_hosts {
-            config.ssh_known_hosts = Some(path.clone());
-        }
-        if let Some(url) = &args.redis_url {
-            config.redis_url = Some(url.clone());
-        }
+        let config: Self = layers
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config
+            .agentless_changes
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[agentless_changes]: {e}")))?;
         config.validate()?;
         Ok(config)
-    }
-
-    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: describe_toml_error(&text, &e),
-        })?;
-        if let Some(dir) = file.data_dir {
-            self.data_dir = dir;
-        }
-        self.database_url = file.database_url.or(self.database_url.take());
-        self.http_listen = file.http_listen.unwrap_or(self.http_listen);
-        self.grpc_listen = file.grpc_listen.unwrap_or(self.grpc_listen);
-        self.advertise_url = file.advertise_url.or(self.advertise_url.take());
-        self.ssh_known_hosts = file.ssh_known_hosts.or(self.ssh_known_hosts.take());
-        self.server_names.extend(file.server_names);
-        self.mcp_allowed_origins.extend(file.mcp_allowed_origins);
-        self.require_approval = file.require_approval.unwrap_or(self.require_approval);
-        self.redis_url = file.redis_url.or(self.redis_url.take());
-        if let Some(prefix) = file.redis_key_prefix {
-            self.redis_key_prefix = prefix;
-        }
-        self.rate_limit = file.rate_limit.unwrap_or(self.rate_limit);
-        self.connections = file.connections.unwrap_or(self.connections);
-        if let Some(policy) = file.agentless_changes {
-            policy.validate().map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("[agentless_changes]: {e}"),
-            })?;
-            self.agentless_changes = policy;
-        }
-        self.certificate_lifetime = duration(
-            path,
-            "certificate_lifetime",
-            file.certificate_lifetime,
-            self.certificate_lifetime,
-        )?;
-        self.join_token_ttl = duration(
-            path,
-            "join_token_ttl",
-            file.join_token_ttl,
-            self.join_token_ttl,
-        )?;
-        self.maintenance_interval = duration(
-            path,
-            "maintenance_interval",
-            file.maintenance_interval,
-            self.maintenance_interval,
-        )?;
-        self.retention.raw = duration(
-            path,
-            "retention.raw",
-            file.retention.raw,
-            self.retention.raw,
-        )?;
-        self.retention.rollup_5m = duration(
-            path,
-            "retention.rollup_5m",
-            file.retention.rollup_5m,
-            self.retention.rollup_5m,
-        )?;
-        self.retention.rollup_1h = duration(
-            path,
-            "retention.rollup_1h",
-            file.retention.rollup_1h,
-            self.retention.rollup_1h,
-        )?;
-        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -469,6 +441,83 @@ mod tests {
         assert_eq!(config.http_listen.port(), 9100, "flag/env beats file");
         assert_eq!(config.retention.raw, Duration::from_secs(2 * DAY));
         assert_eq!(config.retention.rollup_5m, Duration::from_secs(90 * DAY));
+    }
+
+    #[test]
+    // figment's own error type is what its test jail returns.
+    #[allow(clippy::result_large_err)]
+    fn every_setting_comes_from_file_environment_or_flag_in_that_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "controller.toml",
+                "require_approval = false\nmaintenance_interval = \"2m\"\n\
+                 [rate_limit]\nper_second = 5.0\n[retention]\nraw = \"2d\"\n",
+            )?;
+            // Nested settings by environment, joined with `__`; the old name still works.
+            jail.set_env("INFRASTRUCTOR_RATE_LIMIT__BURST", "7");
+            jail.set_env("INFRASTRUCTOR_MCP_REQUIRE_APPROVAL", "true");
+            jail.set_env("INFRASTRUCTOR_CONNECTIONS__HTTP_MAX", "64");
+            jail.set_env("INFRASTRUCTOR_RETENTION__RAW", "3d");
+            // Not settings: ignored rather than refused.
+            jail.set_env("INFRASTRUCTOR_LOG", "debug");
+            let args = ConfigArgs {
+                config: Some("controller.toml".into()),
+                set: vec!["retention.raw=4d".into(), "rate_limit.per_second=9".into()],
+                ..Default::default()
+            };
+            let config = ControllerConfig::load(&args).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.maintenance_interval,
+                Duration::from_secs(120),
+                "file"
+            );
+            assert_eq!(config.rate_limit.burst, 7, "environment, nested");
+            assert_eq!(config.connections.http_max, 64);
+            assert!(config.require_approval, "environment beats file; alias");
+            assert_eq!(
+                config.retention.raw,
+                Duration::from_secs(4 * DAY),
+                "--set beats env"
+            );
+            assert_eq!(config.rate_limit.per_second, 9.0, "--set beats file");
+            assert_eq!(
+                config.retention.rollup_5m,
+                Duration::from_secs(90 * DAY),
+                "default"
+            );
+
+            jail.set_env("INFRASTRUCTOR_HTTP_LISTEN", "127.0.0.1:9200");
+            let from_env =
+                ControllerConfig::load(&ConfigArgs::default()).map_err(|e| e.to_string())?;
+            assert_eq!(from_env.http_listen.port(), 9200);
+            let flag = ConfigArgs {
+                http_listen: Some("127.0.0.1:9300".parse().unwrap()),
+                ..Default::default()
+            };
+            let from_flag = ControllerConfig::load(&flag).map_err(|e| e.to_string())?;
+            assert_eq!(from_flag.http_listen.port(), 9300, "flag beats environment");
+
+            jail.set_env("INFRASTRUCTOR_RATE_LIMIT__PER_SECONDS", "1");
+            let typo = ControllerConfig::load(&ConfigArgs::default()).unwrap_err();
+            assert!(typo.to_string().contains("per_seconds"), "{typo}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_set_flag_must_be_a_key_and_a_value() {
+        let error = ControllerConfig::load(&ConfigArgs {
+            set: vec!["rate_limit.per_second".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("KEY=VALUE"), "{error}");
+        let error = ControllerConfig::load(&ConfigArgs {
+            set: vec!["retention.raw=soon".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("raw"), "{error}");
     }
 
     #[test]

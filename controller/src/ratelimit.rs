@@ -13,8 +13,8 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use redis::aio::ConnectionManager;
 
 /// Limits per principal.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RateLimit {
     /// Sustained requests per second.
     pub per_second: f64,

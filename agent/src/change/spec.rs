@@ -160,7 +160,7 @@ impl<'de> Deserialize<'de> for FileMode {
 }
 
 /// What a host allows: the roots changes may write under and the validators they may run.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePolicy {
     /// Directories under which files may be changed. Empty: configuration changes disabled.
