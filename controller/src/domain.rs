@@ -35,6 +35,86 @@ impl TryFrom<String> for DeviceKind {
     }
 }
 
+/// A host check's verdict.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn passed(self) -> bool {
+        self == Self::Ok
+    }
+
+    /// From the protocol; a report without a status says nothing and is dropped.
+    pub fn from_proto(status: infrastructor_proto::v1::CheckStatus) -> Option<Self> {
+        use infrastructor_proto::v1::CheckStatus as Proto;
+        match status {
+            Proto::Ok => Some(Self::Ok),
+            Proto::Warning => Some(Self::Warning),
+            Proto::Critical => Some(Self::Critical),
+            Proto::Unspecified => None,
+        }
+    }
+}
+
+impl TryFrom<String> for CheckStatus {
+    type Error = String;
+
+    /// As stored in `check_reports.status`.
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        match stored.as_str() {
+            "ok" => Ok(Self::Ok),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!("unknown check status {other:?}")),
+        }
+    }
+}
+
+/// A device's (or the fleet's) health in a diagnosis: its worst check verdict, or
+/// `unreachable` when nothing could be learned.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Warning,
+    Critical,
+    Unreachable,
+}
+
+impl Health {
+    /// The health a set of verdicts amounts to: the worst of them (`ok` for none).
+    pub fn worst(statuses: impl IntoIterator<Item = Health>) -> Self {
+        statuses.into_iter().max().unwrap_or(Self::Ok)
+    }
+}
+
+impl From<CheckStatus> for Health {
+    fn from(status: CheckStatus) -> Self {
+        match status {
+            CheckStatus::Ok => Self::Ok,
+            CheckStatus::Warning => Self::Warning,
+            CheckStatus::Critical => Self::Critical,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +125,20 @@ mod tests {
             assert_eq!(DeviceKind::try_from(kind.as_str().to_string()), Ok(kind));
         }
         assert!(DeviceKind::try_from("router".to_string()).is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_and_order_by_severity() {
+        for status in [CheckStatus::Ok, CheckStatus::Warning, CheckStatus::Critical] {
+            assert_eq!(
+                CheckStatus::try_from(status.as_str().to_string()),
+                Ok(status)
+            );
+        }
+        assert!(CheckStatus::try_from("fine".to_string()).is_err());
+        let statuses = [CheckStatus::Warning, CheckStatus::Ok].map(Health::from);
+        assert_eq!(Health::worst(statuses), Health::Warning);
+        assert_eq!(Health::worst([]), Health::Ok);
+        assert!(Health::Unreachable > Health::Critical);
     }
 }

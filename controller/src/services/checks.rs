@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use infrastructor_proto::v1::command::Kind as RunChecksKind;
-use infrastructor_proto::v1::{CheckReports, CheckStatus, RunChecks};
+use infrastructor_proto::v1::{CheckReports, CheckStatus as ProtoStatus, RunChecks};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
-use crate::domain::DeviceKind;
+use crate::domain::{CheckStatus, DeviceKind};
 use crate::error::{Error, Result};
 use crate::store::CheckRow;
 
@@ -28,7 +28,7 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckView {
     pub check: String,
-    pub status: String,
+    pub status: CheckStatus,
     pub message: String,
     pub checked_at: String,
     pub evidence: serde_json::Value,
@@ -38,8 +38,7 @@ pub struct CheckView {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckVerdict {
     pub check: String,
-    /// `ok`, `warning`, `critical` or `unknown`.
-    pub status: String,
+    pub status: CheckStatus,
     pub message: String,
     pub checked_at: String,
 }
@@ -53,16 +52,6 @@ pub struct DeviceOverview {
     pub failing_checks: usize,
     /// Worst first.
     pub checks: Vec<CheckVerdict>,
-}
-
-/// Orders statuses by how much attention they need.
-fn status_rank(status: &str) -> u8 {
-    match status {
-        "ok" => 0,
-        "unknown" => 1,
-        "warning" => 2,
-        _ => 3,
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -115,12 +104,7 @@ impl Services {
             .take(MAX_REPORTS_PER_ROUND)
             .filter(|r| valid_check_name(&r.check))
             .filter_map(|r| {
-                let status = match CheckStatus::try_from(r.status).ok()? {
-                    CheckStatus::Ok => "ok",
-                    CheckStatus::Warning => "warning",
-                    CheckStatus::Critical => "critical",
-                    CheckStatus::Unspecified => return None,
-                };
+                let status = CheckStatus::from_proto(ProtoStatus::try_from(r.status).ok()?)?;
                 let evidence = serde_json::from_str::<serde_json::Value>(&r.evidence_json)
                     .ok()
                     .filter(|_| r.evidence_json.len() <= MAX_EVIDENCE_BYTES)
@@ -130,7 +114,7 @@ impl Services {
                     );
                 Some(CheckRow {
                     check_name: r.check.clone(),
-                    status: status.to_string(),
+                    status,
                     message: untrusted::clean(&r.message, MAX_MESSAGE_CHARS, Lines::Single),
                     evidence,
                     // The agent's clock is only trusted within a day of ours.
@@ -173,8 +157,8 @@ impl Services {
                 checked_at: check.checked_at,
             })
             .collect();
-        checks.sort_by_key(|verdict| std::cmp::Reverse(status_rank(&verdict.status)));
-        let failing = checks.iter().filter(|c| status_rank(&c.status) > 0).count();
+        checks.sort_by_key(|verdict| std::cmp::Reverse(verdict.status));
+        let failing = checks.iter().filter(|c| !c.status.passed()).count();
         Ok(DeviceOverview {
             device: view,
             capabilities: capabilities.capabilities,

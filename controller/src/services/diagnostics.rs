@@ -19,7 +19,7 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
-use crate::domain::DeviceKind;
+use crate::domain::{CheckStatus, DeviceKind, Health};
 use crate::error::Result;
 use crate::store::DeviceRow;
 
@@ -30,8 +30,7 @@ const STALE_METRICS_MS: i64 = 5 * 60 * 1000;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Finding {
     pub check: String,
-    /// `ok`, `warning` or `critical`.
-    pub status: String,
+    pub status: CheckStatus,
     pub passed: bool,
     pub message: String,
     /// Absent in summaries.
@@ -43,8 +42,8 @@ pub struct Finding {
 pub struct DeviceDiagnosis {
     pub device_id: String,
     pub name: String,
-    /// `ok`, `warning`, `critical`, or `unreachable` when nothing could be learned.
-    pub status: String,
+    /// The worst finding, or `unreachable` when nothing could be learned.
+    pub status: Health,
     pub score: u8,
     pub summary: String,
     pub capabilities: Vec<String>,
@@ -100,7 +99,7 @@ pub struct DiagnoseQuery {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct InfrastructureDiagnosis {
-    pub status: String,
+    pub status: Health,
     pub score: u8,
     pub summary: String,
     pub system: Vec<Finding>,
@@ -109,20 +108,11 @@ pub struct InfrastructureDiagnosis {
     pub diagnosed_at: String,
 }
 
-fn severity(status: &str) -> u8 {
-    match status {
-        "ok" => 0,
-        "warning" => 1,
-        "critical" => 2,
-        _ => 3,
-    }
-}
-
-fn finding(check: &str, status: &str, message: String) -> Finding {
+fn finding(check: &str, status: CheckStatus, message: String) -> Finding {
     Finding {
         check: check.to_string(),
-        status: status.to_string(),
-        passed: status == "ok",
+        status,
+        passed: status.passed(),
         message,
         evidence: serde_json::Value::Null,
     }
@@ -164,7 +154,7 @@ fn recommendation(finding: &Finding) -> Option<String> {
 
 fn from_check(view: CheckView) -> Finding {
     Finding {
-        passed: view.status == "ok",
+        passed: view.status.passed(),
         check: view.check,
         status: view.status,
         message: view.message,
@@ -173,23 +163,19 @@ fn from_check(view: CheckView) -> Finding {
 }
 
 /// Score and status from the findings; see the module documentation.
-fn score(findings: &[Finding]) -> (u8, String) {
+fn score(findings: &[Finding]) -> (u8, Health) {
     let mut score: i32 = 100;
     for f in findings {
-        score -= match (f.check.as_str(), f.status.as_str()) {
-            ("agent.link" | "ssh.link", "critical") => 50,
-            ("metrics.freshness", "warning") => 15,
-            (_, "critical") => 25,
-            (_, "warning") => 10,
-            _ => 0,
+        score -= match (f.check.as_str(), f.status) {
+            ("agent.link" | "ssh.link", CheckStatus::Critical) => 50,
+            ("metrics.freshness", CheckStatus::Warning) => 15,
+            (_, CheckStatus::Critical) => 25,
+            (_, CheckStatus::Warning) => 10,
+            (_, CheckStatus::Ok) => 0,
         };
     }
-    let worst = findings
-        .iter()
-        .map(|f| f.status.as_str())
-        .max_by_key(|s| severity(s))
-        .unwrap_or("ok");
-    (score.clamp(0, 100) as u8, worst.to_string())
+    let worst = Health::worst(findings.iter().map(|f| Health::from(f.status)));
+    (score.clamp(0, 100) as u8, worst)
 }
 
 impl Services {
@@ -203,13 +189,17 @@ impl Services {
                     fresh = true;
                     findings.push(finding(
                         "ssh.link",
-                        "ok",
+                        CheckStatus::Ok,
                         "reached over SSH with the pinned host key".into(),
                     ));
                     checks
                 }
                 Err(error) => {
-                    findings.push(finding("ssh.link", "critical", error.public_message()));
+                    findings.push(finding(
+                        "ssh.link",
+                        CheckStatus::Critical,
+                        error.public_message(),
+                    ));
                     self.list_checks(ctx, &row.id).await?
                 }
             }
@@ -222,7 +212,7 @@ impl Services {
                 Err(error) => {
                     findings.push(finding(
                         "agent.checks",
-                        "warning",
+                        CheckStatus::Warning,
                         format!("fresh checks failed: {}", error.public_message()),
                     ));
                     self.list_checks(ctx, &row.id).await?
@@ -232,7 +222,7 @@ impl Services {
             let seen = row.last_seen_ms.map_or("never".to_string(), rfc3339);
             findings.push(finding(
                 "agent.link",
-                "critical",
+                CheckStatus::Critical,
                 format!("agent offline (last seen {seen})"),
             ));
             self.list_checks(ctx, &row.id).await?
@@ -249,16 +239,20 @@ impl Services {
             findings.push(if stale {
                 finding(
                     "metrics.freshness",
-                    "warning",
+                    CheckStatus::Warning,
                     "no metrics in the last 5 minutes".into(),
                 )
             } else {
-                finding("metrics.freshness", "ok", "metrics are current".into())
+                finding(
+                    "metrics.freshness",
+                    CheckStatus::Ok,
+                    "metrics are current".into(),
+                )
             });
         }
         let (score, mut status) = score(&findings);
         if row.kind == DeviceKind::Agent && !online && findings.len() == 1 {
-            status = "unreachable".into();
+            status = Health::Unreachable;
         }
         let failed = findings.iter().filter(|f| !f.passed).count();
         let capabilities = self
@@ -350,21 +344,20 @@ impl Services {
         };
         let penalty: f64 = system
             .iter()
-            .map(|f| match f.status.as_str() {
-                "critical" => 20.0,
-                "warning" => 5.0,
-                _ => 0.0,
+            .map(|f| match f.status {
+                CheckStatus::Critical => 20.0,
+                CheckStatus::Warning => 5.0,
+                CheckStatus::Ok => 0.0,
             })
             .sum();
         let score = (mean - penalty).clamp(0.0, 100.0).round() as u8;
-        let status = devices
-            .iter()
-            .map(|d| d.status.as_str())
-            .chain(system.iter().map(|f| f.status.as_str()))
-            .max_by_key(|s| severity(s))
-            .unwrap_or("ok")
-            .to_string();
-        let unhealthy = devices.iter().filter(|d| d.status != "ok").count();
+        let status = Health::worst(
+            devices
+                .iter()
+                .map(|d| d.status)
+                .chain(system.iter().map(|f| Health::from(f.status))),
+        );
+        let unhealthy = devices.iter().filter(|d| d.status != Health::Ok).count();
         let mut devices = devices;
         devices.sort_by(|a, b| a.name.cmp(&b.name));
         let (system, devices) = match detail {
@@ -397,12 +390,12 @@ impl Services {
         system.push(match self.store.ping().await {
             Ok(()) => finding(
                 "system.database",
-                "ok",
+                CheckStatus::Ok,
                 format!("database answered in {} ms", started.elapsed().as_millis()),
             ),
             Err(error) => finding(
                 "system.database",
-                "critical",
+                CheckStatus::Critical,
                 format!("database unreachable: {}", error.kind_label()),
             ),
         });
@@ -410,7 +403,7 @@ impl Services {
         system.push(match self.cache.ping().await {
             Ok(()) => finding(
                 "system.cache",
-                "ok",
+                CheckStatus::Ok,
                 format!(
                     "{} cache: {} hits, {} misses, {:.2} ms mean lookup",
                     stats.backend, stats.hits, stats.misses, stats.mean_lookup_ms
@@ -420,7 +413,7 @@ impl Services {
             // but does not stop it.
             Err(error) => finding(
                 "system.cache",
-                "warning",
+                CheckStatus::Warning,
                 format!(
                     "{} cache unavailable ({error}); reads go to the database",
                     stats.backend
@@ -430,7 +423,7 @@ impl Services {
         let pool = self.ssh.prune();
         system.push(finding(
             "system.ssh_pool",
-            "ok",
+            CheckStatus::Ok,
             format!(
                 "SSH pool: {} idle connections to {} hosts (dead ones pruned)",
                 pool.idle_connections, pool.hosts
@@ -448,13 +441,13 @@ impl Services {
         system.push(if offline.is_empty() {
             finding(
                 "system.agent_links",
-                "ok",
+                CheckStatus::Ok,
                 format!("all {} agents connected", agents.len()),
             )
         } else {
             finding(
                 "system.agent_links",
-                "warning",
+                CheckStatus::Warning,
                 format!(
                     "{} of {} agents offline: {}",
                     offline.len(),
@@ -471,12 +464,12 @@ fn unreachable_device(row: &DeviceRow, reason: String) -> DeviceDiagnosis {
     DeviceDiagnosis {
         device_id: row.id.clone(),
         name: row.name.clone(),
-        status: "unreachable".into(),
+        status: Health::Unreachable,
         score: 0,
         summary: format!("{}: {reason}", row.name),
         capabilities: Vec::new(),
         fresh: false,
-        findings: vec![finding("agent.link", "critical", reason)],
+        findings: vec![finding("agent.link", CheckStatus::Critical, reason)],
         recommendations: vec![
             "check the host and its agent; the diagnosis could not reach it".into(),
         ],
@@ -490,25 +483,27 @@ mod tests {
 
     #[test]
     fn score_follows_the_documented_formula() {
-        assert_eq!(score(&[]), (100, "ok".into()));
+        assert_eq!(score(&[]), (100, Health::Ok));
         let findings = [
-            finding("docker.containers", "critical", String::new()),
-            finding("logs:journal", "warning", String::new()),
-            finding("systemd.units", "ok", String::new()),
+            finding("docker.containers", CheckStatus::Critical, String::new()),
+            finding("logs:journal", CheckStatus::Warning, String::new()),
+            finding("systemd.units", CheckStatus::Ok, String::new()),
         ];
-        assert_eq!(score(&findings), (65, "critical".into()));
+        assert_eq!(score(&findings), (65, Health::Critical));
         let offline = [
-            finding("agent.link", "critical", String::new()),
-            finding("zfs.pool:tank", "critical", String::new()),
-            finding("a", "critical", String::new()),
-            finding("b", "critical", String::new()),
+            finding("agent.link", CheckStatus::Critical, String::new()),
+            finding("zfs.pool:tank", CheckStatus::Critical, String::new()),
+            finding("a", CheckStatus::Critical, String::new()),
+            finding("b", CheckStatus::Critical, String::new()),
         ];
         assert_eq!(score(&offline).0, 0, "floored at zero");
-        assert!(
-            recommendation(&finding("zfs.pool:tank", "critical", String::new()))
-                .unwrap()
-                .contains("zpool status -v tank")
-        );
-        assert!(recommendation(&finding("x", "ok", String::new())).is_none());
+        assert!(recommendation(&finding(
+            "zfs.pool:tank",
+            CheckStatus::Critical,
+            String::new()
+        ))
+        .unwrap()
+        .contains("zpool status -v tank"));
+        assert!(recommendation(&finding("x", CheckStatus::Ok, String::new())).is_none());
     }
 }

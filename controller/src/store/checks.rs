@@ -1,11 +1,13 @@
 //! Check reports (history per device and check) and detected capabilities.
 
 use super::{on_pool, read, Store, StoreResult};
+use crate::domain::CheckStatus;
 
 #[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, PartialEq)]
 pub struct CheckRow {
     pub check_name: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: CheckStatus,
     pub message: String,
     pub evidence: String,
     pub checked_at_ms: i64,
@@ -37,7 +39,7 @@ impl Store {
                 )
                 .bind(device_id)
                 .bind(&report.check_name)
-                .bind(&report.status)
+                .bind(report.status.as_str())
                 .bind(&report.message)
                 .bind(&report.evidence)
                 .bind(report.checked_at_ms)

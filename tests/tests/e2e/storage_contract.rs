@@ -519,11 +519,12 @@ contract!(
 );
 
 contract!(check_reports_keep_history_and_latest_per_check, |store| {
+    use infrastructor_controller::domain::CheckStatus;
     use infrastructor_controller::store::CheckRow;
     store.insert_device(&device("d1", "one")).await.unwrap();
     let row = |name: &str, status: &str, at: i64| CheckRow {
         check_name: name.into(),
-        status: status.into(),
+        status: CheckStatus::try_from(status.to_string()).unwrap(),
         message: format!("{name} {status}"),
         evidence: "{}".into(),
         checked_at_ms: at,
