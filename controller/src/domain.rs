@@ -115,6 +115,91 @@ impl From<CheckStatus> for Health {
     }
 }
 
+/// Where a configuration change is in its life. Plans end `planned` or `invalid`; a
+/// deployment goes `preparing` → `committing` → `committed` (or `awaiting_confirmation` →
+/// `committed`), or ends `aborted` (a prepare failed: nothing changed) or `rolled_back`;
+/// `rollback_failed` is retried by a later rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeState {
+    Preparing,
+    Planned,
+    Invalid,
+    Aborted,
+    Committing,
+    AwaitingConfirmation,
+    Committed,
+    RolledBack,
+    RollbackFailed,
+}
+
+impl ChangeState {
+    pub const ALL: [Self; 9] = [
+        Self::Preparing,
+        Self::Planned,
+        Self::Invalid,
+        Self::Aborted,
+        Self::Committing,
+        Self::AwaitingConfirmation,
+        Self::Committed,
+        Self::RolledBack,
+        Self::RollbackFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::Planned => "planned",
+            Self::Invalid => "invalid",
+            Self::Aborted => "aborted",
+            Self::Committing => "committing",
+            Self::AwaitingConfirmation => "awaiting_confirmation",
+            Self::Committed => "committed",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
+
+    /// The states a change may move to `self` from: the store updates a change only from one
+    /// of them, so two decisions racing (a confirmation and a rollback) cannot both apply.
+    pub fn predecessors(self) -> &'static [Self] {
+        use ChangeState::*;
+        match self {
+            Preparing => &[],
+            Planned | Invalid | Aborted | Committing => &[Preparing],
+            AwaitingConfirmation => &[Committing],
+            Committed => &[Committing, AwaitingConfirmation],
+            RolledBack | RollbackFailed => {
+                &[Committing, AwaitingConfirmation, Committed, RollbackFailed]
+            }
+        }
+    }
+
+    pub fn may_become(self, next: Self) -> bool {
+        next.predecessors().contains(&self)
+    }
+
+    /// Applied on some device, so a rollback has something to undo.
+    pub fn is_applied(self) -> bool {
+        matches!(
+            self,
+            Self::Committed | Self::AwaitingConfirmation | Self::RollbackFailed
+        )
+    }
+}
+
+impl TryFrom<String> for ChangeState {
+    type Error = String;
+
+    /// As stored in `change_transactions.state`.
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == stored)
+            .ok_or_else(|| format!("unknown change state {stored:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +210,33 @@ mod tests {
             assert_eq!(DeviceKind::try_from(kind.as_str().to_string()), Ok(kind));
         }
         assert!(DeviceKind::try_from("router".to_string()).is_err());
+    }
+
+    #[test]
+    fn change_states_move_only_forward() {
+        use ChangeState::*;
+        for state in ChangeState::ALL {
+            assert_eq!(ChangeState::try_from(state.as_str().to_string()), Ok(state));
+        }
+        assert!(Preparing.may_become(Committing) && Committing.may_become(AwaitingConfirmation));
+        assert!(AwaitingConfirmation.may_become(Committed));
+        assert!(
+            RollbackFailed.may_become(RolledBack),
+            "a rollback is retried"
+        );
+        for terminal in [Planned, Invalid, Aborted, RolledBack] {
+            assert!(
+                ChangeState::ALL
+                    .iter()
+                    .all(|next| !terminal.may_become(*next)),
+                "{terminal:?} is final"
+            );
+        }
+        assert!(!Committed.may_become(AwaitingConfirmation));
+        assert!(
+            !Preparing.may_become(Committed),
+            "never committed without committing"
+        );
     }
 
     #[test]

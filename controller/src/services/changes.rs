@@ -26,7 +26,7 @@ use super::untrusted::{self, Lines};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
-use crate::domain::DeviceKind;
+use crate::domain::{ChangeState, DeviceKind};
 use crate::error::{Error, Result};
 use crate::fleet::ssh_changes::SshChangeHost;
 use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
@@ -110,9 +110,7 @@ pub struct ChangeView {
     pub id: String,
     /// `plan` or `deploy`.
     pub kind: String,
-    /// plan: `planned` | `invalid`; deploy: `preparing`, `committing`, `awaiting_confirmation`,
-    /// `committed`, `aborted` (nothing changed), `rolled_back`, `rollback_failed`.
-    pub state: String,
+    pub state: ChangeState,
     pub requested_by: String,
     pub request_id: String,
     pub created_at: String,
@@ -140,7 +138,7 @@ pub struct TargetView {
 pub struct ChangeSummary {
     pub id: String,
     pub kind: String,
-    pub state: String,
+    pub state: ChangeState,
     pub requested_by: String,
     pub created_at: String,
     pub error: Option<String>,
@@ -186,10 +184,12 @@ impl Services {
             .prepare_all(ctx, &id, &targets, &request.change)
             .await?;
         self.abort_all(ctx, &id, &targets, "planned").await;
-        let state = if ready { "planned" } else { "invalid" };
-        self.store
-            .set_change_state(&id, state, None, now_ms())
-            .await?;
+        let state = if ready {
+            ChangeState::Planned
+        } else {
+            ChangeState::Invalid
+        };
+        self.move_change(&id, state, None).await?;
         self.change_view(ctx, &id).await
     }
 
@@ -206,14 +206,11 @@ impl Services {
         {
             self.abort_all(ctx, &id, &targets, "aborted").await;
             let error = self.failed_targets_summary(&id).await?;
-            self.store
-                .set_change_state(&id, "aborted", Some(&error), now_ms())
+            self.move_change(&id, ChangeState::Aborted, Some(&error))
                 .await?;
             return self.change_view(ctx, &id).await;
         }
-        self.store
-            .set_change_state(&id, "committing", None, now_ms())
-            .await?;
+        self.move_change(&id, ChangeState::Committing, None).await?;
         let batch = request.options.max_parallel.unwrap_or(targets.len());
         let options = request.options.commit_options();
         let mut applied: Vec<Target> = Vec::new();
@@ -259,16 +256,14 @@ impl Services {
             self.roll_back_targets(ctx, &id, &applied, "another target failed")
                 .await;
             self.abort_all(ctx, &id, &targets, "aborted").await;
-            self.store
-                .set_change_state(&id, "rolled_back", Some(&failure), now_ms())
+            self.move_change(&id, ChangeState::RolledBack, Some(&failure))
                 .await?;
             return self.change_view(ctx, &id).await;
         }
         if request.options.auto_confirm {
             self.confirm_targets(ctx, &id, &targets).await?;
         } else {
-            self.store
-                .set_change_state(&id, "awaiting_confirmation", None, now_ms())
+            self.move_change(&id, ChangeState::AwaitingConfirmation, None)
                 .await?;
         }
         self.change_view(ctx, &id).await
@@ -278,10 +273,10 @@ impl Services {
     pub async fn confirm_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
         ctx.principal.require(Scope::Operate)?;
         let (row, _) = self.require_change(id).await?;
-        if row.state != "awaiting_confirmation" {
+        if row.state != ChangeState::AwaitingConfirmation {
             return Err(Error::Conflict(format!(
                 "change {id} is {}; only a change awaiting confirmation can be confirmed",
-                row.state
+                row.state.as_str()
             )));
         }
         let targets = self.targets_of(id).await?;
@@ -293,13 +288,10 @@ impl Services {
     pub async fn rollback_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
         ctx.principal.require(Scope::Operate)?;
         let (row, rows) = self.require_change(id).await?;
-        if !matches!(
-            row.state.as_str(),
-            "committed" | "awaiting_confirmation" | "rollback_failed"
-        ) {
+        if !row.state.is_applied() {
             return Err(Error::Conflict(format!(
                 "change {id} is {}; only an applied change can be rolled back",
-                row.state
+                row.state.as_str()
             )));
         }
         let applied: Vec<String> = rows
@@ -317,14 +309,12 @@ impl Services {
             .roll_back_targets(ctx, id, &targets, "rollback requested")
             .await;
         let state = if failed.is_empty() {
-            "rolled_back"
+            ChangeState::RolledBack
         } else {
-            "rollback_failed"
+            ChangeState::RollbackFailed
         };
         let error = (!failed.is_empty()).then(|| failed.join("; "));
-        self.store
-            .set_change_state(id, state, error.as_deref(), now_ms())
-            .await?;
+        self.move_change(id, state, error.as_deref()).await?;
         self.change_view(ctx, id).await
     }
 
@@ -391,14 +381,10 @@ impl Services {
                 return Ok::<_, crate::store::StoreError>(());
             };
             let all_rolled_back = targets.iter().all(|t| t.state == "rolled_back");
-            if row.state == "awaiting_confirmation" && all_rolled_back {
+            if row.state == ChangeState::AwaitingConfirmation && all_rolled_back {
+                let reason = Some("not confirmed by the deadline");
                 self.store
-                    .set_change_state(
-                        &row.id,
-                        "rolled_back",
-                        Some("not confirmed by the deadline"),
-                        now_ms(),
-                    )
+                    .set_change_state(&row.id, ChangeState::RolledBack, reason, now_ms())
                     .await?;
             }
             Ok(())
@@ -469,7 +455,7 @@ impl Services {
         let row = ChangeRow {
             id: id.clone(),
             kind: kind.to_string(),
-            state: "preparing".to_string(),
+            state: ChangeState::Preparing,
             requested_by: ctx.principal.name.clone(),
             request_id: ctx.request_id.clone(),
             change_set: serde_json::to_string(&request.change)
@@ -617,18 +603,13 @@ impl Services {
             }
         }
         match failure {
-            None => {
-                self.store
-                    .set_change_state(id, "committed", None, now_ms())
-                    .await?
-            }
+            None => self.move_change(id, ChangeState::Committed, None).await?,
             Some(failure) => {
                 // All or nothing: a target that cannot be confirmed rolls back by its
                 // deadline, so the others follow now.
                 self.roll_back_targets(ctx, id, targets, "another target could not be confirmed")
                     .await;
-                self.store
-                    .set_change_state(id, "rolled_back", Some(&failure), now_ms())
+                self.move_change(id, ChangeState::RolledBack, Some(&failure))
                     .await?;
             }
         }
@@ -818,6 +799,23 @@ impl Services {
             })
             .collect::<Vec<_>>()
             .join("; "))
+    }
+
+    /// Moves change `id` to `state` along [`ChangeState::predecessors`]. A change someone
+    /// else moved first (an agent's deadline rollback, a concurrent decision) keeps its state.
+    async fn move_change(&self, id: &str, state: ChangeState, error: Option<&str>) -> Result<()> {
+        if !self
+            .store
+            .set_change_state(id, state, error, now_ms())
+            .await?
+        {
+            tracing::warn!(
+                change_id = id,
+                to = state.as_str(),
+                "change was moved concurrently; kept"
+            );
+        }
+        Ok(())
     }
 
     async fn require_change(&self, id: &str) -> Result<(ChangeRow, Vec<ChangeTargetRow>)> {

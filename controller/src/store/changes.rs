@@ -2,12 +2,14 @@
 //! device's part in them (state, diffs, health outcomes).
 
 use super::{on_pool, read, Store, StoreResult};
+use crate::domain::ChangeState;
 
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq)]
 pub struct ChangeRow {
     pub id: String,
     pub kind: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ChangeState,
     pub requested_by: String,
     pub request_id: String,
     pub change_set: String,
@@ -48,7 +50,7 @@ impl Store {
             )
             .bind(&change.id)
             .bind(&change.kind)
-            .bind(&change.state)
+            .bind(change.state.as_str())
             .bind(&change.requested_by)
             .bind(&change.request_id)
             .bind(&change.change_set)
@@ -74,25 +76,37 @@ impl Store {
         })
     }
 
+    /// Moves a change to `state` if it is in one of the states that may precede it; `false`
+    /// when it is not (someone else moved it first).
     pub async fn set_change_state(
         &self,
         id: &str,
-        state: &str,
+        state: ChangeState,
         error: Option<&str>,
         now_ms: i64,
-    ) -> StoreResult<()> {
-        on_pool!(&self.writer, |p| sqlx::query(
+    ) -> StoreResult<bool> {
+        let from = state.predecessors();
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 5)).collect();
+        let sql = format!(
             "UPDATE change_transactions SET state = $2, error = COALESCE($3, error), \
-             updated_at_ms = $4 WHERE id = $1"
-        )
-        .bind(id)
-        .bind(state)
-        .bind(error)
-        .bind(now_ms)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
-        Ok(())
+             updated_at_ms = $4 WHERE id = $1 AND state IN ({})",
+            placeholders.join(", ")
+        );
+        let moved = on_pool!(&self.writer, |p| {
+            let mut query = sqlx::query(&sql)
+                .bind(id)
+                .bind(state.as_str())
+                .bind(error)
+                .bind(now_ms);
+            for predecessor in from {
+                query = query.bind(predecessor.as_str());
+            }
+            query.execute(p).await.map(|done| done.rows_affected() > 0)
+        })?;
+        Ok(moved)
     }
 
     pub async fn update_change_target(

@@ -585,13 +585,14 @@ contract!(check_reports_keep_history_and_latest_per_check, |store| {
 });
 
 contract!(change_transactions_and_their_targets, |store| {
+    use infrastructor_controller::domain::ChangeState;
     use infrastructor_controller::store::{ChangeRow, TargetUpdate};
     store.insert_device(&device("d1", "web-1")).await.unwrap();
     store.insert_device(&device("d2", "web-2")).await.unwrap();
     let change = |id: &str, at: i64| ChangeRow {
         id: id.into(),
         kind: "deploy".into(),
-        state: "preparing".into(),
+        state: ChangeState::Preparing,
         requested_by: "alice".into(),
         request_id: "req-1".into(),
         change_set: "{}".into(),
@@ -630,21 +631,43 @@ contract!(change_transactions_and_their_targets, |store| {
         .update_change_target("c1", "d1", aborted, T0 + 6)
         .await
         .unwrap();
-    store
-        .set_change_state("c1", "aborted", Some("d2: refused"), T0 + 7)
+    assert!(store
+        .set_change_state("c1", ChangeState::Aborted, Some("d2: refused"), T0 + 7)
         .await
-        .unwrap();
-    store
-        .set_change_state("c1", "aborted", None, T0 + 8)
+        .unwrap());
+    // States move only forward: an aborted change is final, and a refused move changes
+    // nothing (its error and time stay).
+    for later in [
+        ChangeState::Aborted,
+        ChangeState::Committed,
+        ChangeState::RolledBack,
+    ] {
+        assert!(!store
+            .set_change_state("c1", later, None, T0 + 8)
+            .await
+            .unwrap());
+    }
+    // A move without an error keeps the stored one.
+    assert!(store
+        .set_change_state("c2", ChangeState::Committing, Some("slow"), T0 + 7)
         .await
-        .unwrap();
+        .unwrap());
+    assert!(store
+        .set_change_state("c2", ChangeState::Committed, None, T0 + 9)
+        .await
+        .unwrap());
+    let (c2, _) = store.change("c2").await.unwrap().unwrap();
+    assert_eq!(
+        (c2.state, c2.error.as_deref()),
+        (ChangeState::Committed, Some("slow"))
+    );
 
     let (row, targets) = store.change("c1").await.unwrap().unwrap();
     assert_eq!(
         (row.state.as_str(), row.error.as_deref()),
         ("aborted", Some("d2: refused"))
     );
-    assert_eq!(row.updated_at_ms, T0 + 8);
+    assert_eq!(row.updated_at_ms, T0 + 7);
     assert_eq!(targets.len(), 2);
     assert_eq!(targets[0].device_id, "d1");
     assert_eq!(targets[0].state, "aborted");
