@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
 
@@ -72,47 +74,109 @@ impl AgentConfig {
     }
 }
 
-/// The `agent.toml` file; every field optional, unknown fields rejected.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentFile {
-    pub state_dir: Option<PathBuf>,
+/// Every agent setting, declared once with its default, as `agent.toml` spells it; layered
+/// by figment: defaults < TOML file < `INFRASTRUCTOR_AGENT_*` environment (nested keys joined
+/// by `__`, e.g. `INFRASTRUCTOR_AGENT_CHANGES__VALIDATOR_USER`) < flags < `--set`. Unknown keys
+/// are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    pub state_dir: PathBuf,
     pub controller_url: Option<String>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub interval: Option<Duration>,
-    pub spool_max_bytes: Option<u64>,
-    #[serde(default, with = "humantime_serde_opt")]
-    pub heartbeat_interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub spool_max_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// How often host checks run ("0s" disables them).
-    #[serde(default, with = "humantime_serde_opt")]
-    pub check_interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
     /// systemd units whose state is always reported.
-    #[serde(default)]
     pub watched_units: Vec<String>,
-    pub journal_lines: Option<u32>,
+    pub journal_lines: u32,
     /// Units whose journal is scanned on its own.
-    #[serde(default)]
     pub journal_units: Vec<String>,
     /// Allowlisted log files (absolute paths) scanned with the patterns.
-    #[serde(default)]
     pub log_files: Vec<PathBuf>,
     /// Named regular expressions for log scanning; replaces the defaults when given.
-    #[serde(default)]
     pub log_patterns: std::collections::BTreeMap<String, String>,
     /// `[changes]`: allowlisted roots and validators for configuration changes.
-    #[serde(default)]
     pub changes: crate::change::ChangePolicy,
 }
 
-impl AgentFile {
-    /// Applies the file's check settings, validating unit names and patterns.
+impl Default for AgentSettings {
+    fn default() -> Self {
+        let config = AgentConfig::new(PathBuf::from("/var/lib/infrastructor-agent"));
+        Self {
+            state_dir: config.state_dir,
+            controller_url: None,
+            interval: config.interval,
+            spool_max_bytes: config.spool_max_bytes,
+            heartbeat_interval: config.heartbeat_interval,
+            check_interval: config.checks.interval,
+            watched_units: Vec::new(),
+            journal_lines: config.checks.journal_lines,
+            journal_units: Vec::new(),
+            log_files: Vec::new(),
+            log_patterns: Default::default(),
+            changes: config.changes,
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "INFRASTRUCTOR_AGENT_";
+/// Read besides the prefixed names: the controller's URL, as the enroll command sets it.
+const CONTROLLER_URL_ENV: &str = "INFRASTRUCTOR_CONTROLLER_URL";
+
+impl AgentSettings {
+    /// The layers: `file` (if any), the environment, then `flags` (key path → value, applied
+    /// in order; values parse like TOML scalars).
+    pub fn load(file: Option<&std::path::Path>, flags: &[(String, String)]) -> Result<Self> {
+        let mut layers = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AgentError::io(format!("reading config {}", path.display()), e))?;
+            toml::from_str::<Self>(&text)
+                .map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
+            layers = layers.merge(Toml::string(&text));
+        }
+        let names = setting_names();
+        let environment = Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            names.iter().any(|name| name.eq_ignore_ascii_case(top))
+        });
+        layers = layers
+            .merge(
+                Env::raw()
+                    .only(&[CONTROLLER_URL_ENV])
+                    .map(|_| "controller_url".into()),
+            )
+            .merge(environment);
+        for (key, value) in flags {
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            layers = layers.merge(Serialized::global(key, value));
+        }
+        layers
+            .extract()
+            .map_err(|e| AgentError::Config(e.to_string()))
+    }
+
+    /// The typed configuration, with unit names, log paths and patterns checked.
+    pub fn into_config(self) -> Result<AgentConfig> {
+        let mut config = AgentConfig::new(self.state_dir.clone());
+        config.controller_url = self.controller_url.clone();
+        config.interval = self.interval;
+        config.spool_max_bytes = self.spool_max_bytes;
+        config.heartbeat_interval = self.heartbeat_interval;
+        self.apply_checks(&mut config.checks)?;
+        config.changes = self.changes;
+        Ok(config)
+    }
+
+    /// Applies the check settings, validating unit names and patterns.
     pub fn apply_checks(&self, checks: &mut crate::checks::CheckConfig) -> Result<()> {
-        if let Some(interval) = self.check_interval {
-            checks.interval = interval;
-        }
-        if let Some(lines) = self.journal_lines {
-            checks.journal_lines = lines.clamp(1, 10_000);
-        }
+        checks.interval = self.check_interval;
+        checks.journal_lines = self.journal_lines.clamp(1, 10_000);
         checks.watched_units = self
             .watched_units
             .iter()
@@ -156,24 +220,16 @@ impl AgentFile {
     }
 }
 
-impl AgentFile {
-    /// Reads and parses an `agent.toml`.
-    pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AgentError::io(format!("reading config {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
-    }
-}
-
-/// Durations in TOML are human strings: "10s", "1m30s".
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
+/// The top-level setting names, from the one declaration: only `INFRASTRUCTOR_AGENT_*`
+/// variables naming one are configuration (`INFRASTRUCTOR_AGENT_CONFIG` is the file's path).
+fn setting_names() -> Vec<String> {
+    match toml::Value::try_from(AgentSettings::default()) {
+        Ok(toml::Value::Table(fields)) => {
+            let mut names: Vec<String> = fields.keys().cloned().collect();
+            names.push("controller_url".into());
+            names
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -193,23 +249,71 @@ mod tests {
     fn the_shipped_example_config_parses_and_applies() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
-        let file = AgentFile::load(&path).unwrap();
+        let file = AgentSettings::load(Some(&path), &[]).unwrap();
         let mut checks = crate::checks::CheckConfig::default();
         file.apply_checks(&mut checks).unwrap();
         assert_eq!(checks.watched_units[0].as_str(), "nginx.service");
-        assert_eq!(file.interval, Some(Duration::from_secs(10)));
+        assert_eq!(file.interval, Duration::from_secs(10));
         assert_eq!(file.changes.roots[0].as_str(), "/etc/nginx");
         file.changes.validate().unwrap();
     }
 
     #[test]
+    // figment's own error type is what its test jail returns.
+    #[allow(clippy::result_large_err)]
+    fn settings_come_from_file_environment_and_flags_in_that_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "agent.toml",
+                "interval = \"20s\"\nspool_max_bytes = 1048576\n[changes]\nroots = [\"/etc/app\"]\n",
+            )?;
+            jail.set_env("INFRASTRUCTOR_AGENT_SPOOL_MAX_BYTES", "2097152");
+            jail.set_env("INFRASTRUCTOR_AGENT_CHANGES__VALIDATOR_USER", "root");
+            jail.set_env(
+                "INFRASTRUCTOR_CONTROLLER_URL",
+                "https://controller.example:8443",
+            );
+            jail.set_env("INFRASTRUCTOR_AGENT_CONFIG", "agent.toml");
+            let flags = [("check_interval".to_string(), "5m".to_string())];
+            let settings = AgentSettings::load(Some("agent.toml".as_ref()), &flags)
+                .map_err(|e| e.to_string())?;
+            assert_eq!(settings.interval, Duration::from_secs(20), "file");
+            assert_eq!(
+                settings.spool_max_bytes,
+                2 * 1024 * 1024,
+                "environment beats file"
+            );
+            assert_eq!(
+                settings.changes.validator_user, "root",
+                "nested, by environment"
+            );
+            assert_eq!(settings.changes.roots[0].as_str(), "/etc/app");
+            assert_eq!(
+                settings.controller_url.as_deref(),
+                Some("https://controller.example:8443")
+            );
+            assert_eq!(settings.check_interval, Duration::from_secs(300), "flag");
+            let flags = [("spool_max_bytes".to_string(), "4194304".to_string())];
+            let settings = AgentSettings::load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.spool_max_bytes,
+                4 * 1024 * 1024,
+                "flag beats environment"
+            );
+            let config = settings.into_config().map_err(|e| e.to_string())?;
+            assert_eq!(config.checks.interval, Duration::from_secs(60), "default");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_check_settings_are_clear_errors() {
-        let file: AgentFile = toml::from_str("watched_units = [\"x;reboot\"]").unwrap();
+        let file: AgentSettings = toml::from_str("watched_units = [\"x;reboot\"]").unwrap();
         let error = file
             .apply_checks(&mut crate::checks::CheckConfig::default())
             .unwrap_err();
         assert!(error.to_string().contains("invalid unit name"), "{error}");
-        let file: AgentFile = toml::from_str("[log_patterns]\nbroken = \"(\"").unwrap();
+        let file: AgentSettings = toml::from_str("[log_patterns]\nbroken = \"(\"").unwrap();
         let error = file
             .apply_checks(&mut crate::checks::CheckConfig::default())
             .unwrap_err();
@@ -218,7 +322,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            toml::from_str::<AgentFile>("intervall = \"1s\"").is_err(),
+            toml::from_str::<AgentSettings>("intervall = \"1s\"").is_err(),
             "unknown keys are rejected"
         );
     }

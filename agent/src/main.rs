@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use infrastructor_agent::change::{ChangeEngine, ChangeSet, CommitOptions, LocalHost, TxnState};
-use infrastructor_agent::config::AgentFile;
+use infrastructor_agent::config::AgentSettings;
 use infrastructor_agent::enroll::{enroll, EnrollOptions};
 use infrastructor_agent::metrics::HostMetrics;
 use infrastructor_agent::{Agent, AgentConfig};
@@ -68,14 +68,19 @@ enum ChangeAction {
     Recover,
 }
 
+/// Every setting also comes from `INFRASTRUCTOR_AGENT_<KEY>` (nested keys joined by `__`) or
+/// `--set key.path=value`.
 #[derive(Args)]
 struct Common {
     /// TOML config file (see deploy/agent.example.toml).
     #[arg(long, env = "INFRASTRUCTOR_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the identity and the spool [default: /var/lib/infrastructor-agent].
-    #[arg(long, env = "INFRASTRUCTOR_AGENT_STATE_DIR")]
+    #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Any setting by its key path, e.g. `--set check_interval=5m`; repeatable, applied last.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -101,46 +106,38 @@ struct RunArgs {
     #[command(flatten)]
     common: Common,
     /// Override the controller URL recorded at enrollment.
-    #[arg(long, env = "INFRASTRUCTOR_CONTROLLER_URL")]
+    #[arg(long)]
     controller: Option<String>,
     /// Collection interval, e.g. 10s [default: 10s].
-    #[arg(long, env = "INFRASTRUCTOR_AGENT_INTERVAL", value_parser = humantime::parse_duration)]
-    interval: Option<Duration>,
+    #[arg(long)]
+    interval: Option<String>,
     /// Bound of the on-disk spool in bytes [default: 67108864].
-    #[arg(long, env = "INFRASTRUCTOR_AGENT_SPOOL_MAX_BYTES")]
+    #[arg(long)]
     spool_max_bytes: Option<u64>,
 }
 
-fn effective_config(common: &Common) -> anyhow::Result<(AgentConfig, AgentFile)> {
-    let file = match &common.config {
-        Some(path) => AgentFile::load(path)?,
-        None => AgentFile::default(),
-    };
-    let state_dir = common
-        .state_dir
-        .clone()
-        .or_else(|| file.state_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("/var/lib/infrastructor-agent"));
-    let mut config = AgentConfig::new(state_dir);
-    config.controller_url = file.controller_url.clone();
-    if let Some(interval) = file.interval {
-        config.interval = interval;
+/// The settings from their layers; `flags` are the subcommand's own, applied before `--set`.
+fn effective_config(
+    common: &Common,
+    mut flags: Vec<(String, String)>,
+) -> anyhow::Result<AgentConfig> {
+    if let Some(dir) = &common.state_dir {
+        flags.insert(0, ("state_dir".into(), dir.display().to_string()));
     }
-    if let Some(bytes) = file.spool_max_bytes {
-        config.spool_max_bytes = bytes;
+    for set in &common.set {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {set:?}: expected KEY=VALUE"))?;
+        flags.push((key.trim().to_string(), value.to_string()));
     }
-    if let Some(heartbeat) = file.heartbeat_interval {
-        config.heartbeat_interval = heartbeat;
-    }
-    file.apply_checks(&mut config.checks)?;
-    config.changes = file.changes.clone();
-    Ok((config, file))
+    let settings = AgentSettings::load(common.config.as_deref(), &flags)?;
+    Ok(settings.into_config()?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Enroll(args) => {
-            let (config, _) = effective_config(&args.common)?;
+            let config = effective_config(&args.common, Vec::new())?;
             let identity = enroll(EnrollOptions {
                 state_dir: &config.state_dir,
                 controller_url: &args.controller,
@@ -154,16 +151,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let (mut config, _) = effective_config(&args.common)?;
-            if args.controller.is_some() {
-                config.controller_url = args.controller;
-            }
-            if let Some(interval) = args.interval {
-                config.interval = interval;
-            }
-            if let Some(bytes) = args.spool_max_bytes {
-                config.spool_max_bytes = bytes;
-            }
+            let flags = [
+                ("controller_url", args.controller),
+                ("interval", args.interval),
+                (
+                    "spool_max_bytes",
+                    args.spool_max_bytes.map(|b| b.to_string()),
+                ),
+            ];
+            let flags = flags
+                .into_iter()
+                .filter_map(|(key, value)| Some((key.to_string(), value?)))
+                .collect();
+            let config = effective_config(&args.common, flags)?;
             let agent = Agent::new(config)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(infrastructor_agent::process::cancel_on_signal(
@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Change(args) => {
-            let (config, _) = effective_config(&args.common)?;
+            let config = effective_config(&args.common, Vec::new())?;
             change(config, args.action).await
         }
     }
