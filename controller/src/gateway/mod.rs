@@ -23,9 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::domain::CheckStatus;
 use crate::error::{Error, ErrorKind};
 use crate::fleet::SessionInfo;
 use crate::pki::{client_certificate, ClientCertificate};
+use crate::services::changes::TxnEvent;
+use crate::services::checks::{ReportedCheck, ReportedRound};
 use crate::services::untrusted::{self, Lines};
 use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
@@ -370,15 +373,21 @@ impl Session {
             }
             agent_message::Body::CheckReports(round) => {
                 self.services
-                    .record_check_reports(&self.device_id, &round)
+                    .record_check_reports(&self.device_id, &reported_round(round))
                     .await?;
                 Ok(None)
             }
             agent_message::Body::Heartbeat(_) => Ok(None),
             agent_message::Body::ChangeEvent(event) => {
-                self.services
-                    .record_change_event(&self.device_id, &event)
-                    .await;
+                match host_event(event) {
+                    Some(event) => {
+                        self.services
+                            .record_change_event(&self.device_id, &event)
+                            .await
+                    }
+                    None => tracing::warn!(device_id = %self.device_id,
+                        "change event with an unknown state; ignored"),
+                }
                 Ok(None)
             }
             agent_message::Body::CommandResult(result) => {
@@ -389,4 +398,37 @@ impl Session {
             agent_message::Body::Hello(_) => Err(Error::invalid("hello may only be sent once")),
         }
     }
+}
+
+/// An agent's check round as the services take it; reports without a status say nothing and
+/// are dropped here.
+fn reported_round(round: infrastructor_proto::v1::CheckReports) -> ReportedRound {
+    use infrastructor_proto::v1::CheckStatus as Proto;
+    ReportedRound {
+        capabilities: round.capabilities,
+        reports: round
+            .reports
+            .into_iter()
+            .filter_map(|report| {
+                let status = CheckStatus::from_proto(Proto::try_from(report.status).ok()?)?;
+                Some(ReportedCheck {
+                    check: report.check,
+                    status,
+                    message: report.message,
+                    evidence_json: report.evidence_json,
+                    checked_at_ms: report.checked_at_unix_ms,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// An agent's change event with its state checked against the engine's states.
+fn host_event(event: infrastructor_proto::v1::ChangeEvent) -> Option<TxnEvent> {
+    let state = serde_json::from_value(serde_json::Value::from(event.state)).ok()?;
+    Some(TxnEvent {
+        txn_id: event.txn_id,
+        state,
+        reason: event.reason,
+    })
 }

@@ -16,8 +16,7 @@ use infrastructor_agent::change::{
     TxnState, ValidatorOutcome,
 };
 use infrastructor_proto::v1::{
-    command::Kind, AbortChange, ChangeEvent, CommitChange, ConfirmChange, PrepareChange,
-    RollbackChange,
+    command::Kind, AbortChange, CommitChange, ConfirmChange, PrepareChange, RollbackChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +101,16 @@ impl DeployOptions {
             health_timeout: Duration::from_secs(u64::from(self.health_timeout_seconds)),
         }
     }
+}
+
+/// A host changed a transaction on its own (rolled back at the confirmation deadline, or while
+/// recovering after a restart).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnEvent {
+    pub txn_id: String,
+    pub state: TxnState,
+    /// Untrusted text from the host.
+    pub reason: String,
 }
 
 /// A change transaction with every device's part in it.
@@ -356,15 +365,9 @@ impl Services {
 
     /// An agent rolled a transaction back by itself (deadline passed, or recovered after a
     /// restart): record it against the change.
-    pub async fn record_change_event(&self, device_id: &str, event: &ChangeEvent) {
-        // The agent's words are untrusted: the state must be one of the engine's, the reason
-        // is cleaned and bounded.
-        let Ok(state) =
-            serde_json::from_value::<TxnState>(serde_json::Value::from(event.state.as_str()))
-        else {
-            tracing::warn!(device_id, "change event with an unknown state; ignored");
-            return;
-        };
+    pub async fn record_change_event(&self, device_id: &str, event: &TxnEvent) {
+        // The agent's words are untrusted: the reason is cleaned and bounded.
+        let state = event.state;
         let reason = untrusted::clean(&event.reason, untrusted::MAX_LINE_CHARS, Lines::Single);
         let txn_id = event.txn_id.as_str();
         tracing::warn!(device_id, txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
@@ -420,9 +423,9 @@ impl Services {
             match engine.expire().await {
                 Ok(expired) => {
                     for report in expired {
-                        let event = ChangeEvent {
+                        let event = TxnEvent {
                             txn_id: report.txn_id,
-                            state: report.state.as_str().to_string(),
+                            state: report.state,
                             reason: report.reason.unwrap_or_default(),
                         };
                         self.record_change_event(&device_id, &event).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use infrastructor_proto::v1::command::Kind as RunChecksKind;
-use infrastructor_proto::v1::{CheckReports, CheckStatus as ProtoStatus, RunChecks};
+use infrastructor_proto::v1::RunChecks;
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, Services};
@@ -32,6 +32,49 @@ pub struct CheckView {
     pub message: String,
     pub checked_at: String,
     pub evidence: serde_json::Value,
+}
+
+/// One round of check reports as a host sent it, still untrusted: the gateway converts an
+/// agent's message into it, the SSH driver a round run over SSH.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedRound {
+    pub capabilities: Vec<String>,
+    pub reports: Vec<ReportedCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedCheck {
+    pub check: String,
+    pub status: CheckStatus,
+    pub message: String,
+    /// JSON as sent; bounded and cleaned when recorded.
+    pub evidence_json: String,
+    pub checked_at_ms: i64,
+}
+
+impl ReportedRound {
+    /// A round the controller ran itself (over SSH), at `now`.
+    pub fn from_host(round: &infrastructor_agent::checks::Round, now: i64) -> Self {
+        use infrastructor_agent::hostops::CheckStatus as Host;
+        Self {
+            capabilities: round.capabilities.clone(),
+            reports: round
+                .reports
+                .iter()
+                .map(|report| ReportedCheck {
+                    check: report.check.clone(),
+                    status: match report.status {
+                        Host::Ok => CheckStatus::Ok,
+                        Host::Warning => CheckStatus::Warning,
+                        Host::Critical => CheckStatus::Critical,
+                    },
+                    message: report.message.clone(),
+                    evidence_json: report.evidence.to_string(),
+                    checked_at_ms: now,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A check's newest verdict, without its evidence.
@@ -96,15 +139,15 @@ use super::untrusted::{self, Lines};
 impl Services {
     /// Stores a round of check reports from an agent. Reports with an invalid name or status
     /// are dropped; messages and evidence are bounded; unknown capabilities are ignored.
-    pub async fn record_check_reports(&self, device_id: &str, round: &CheckReports) -> Result<()> {
+    pub async fn record_check_reports(&self, device_id: &str, round: &ReportedRound) -> Result<()> {
         let now = now_ms();
         let rows: Vec<CheckRow> = round
             .reports
             .iter()
             .take(MAX_REPORTS_PER_ROUND)
             .filter(|r| valid_check_name(&r.check))
-            .filter_map(|r| {
-                let status = CheckStatus::from_proto(ProtoStatus::try_from(r.status).ok()?)?;
+            .map(|r| {
+                let status = r.status;
                 let evidence = serde_json::from_str::<serde_json::Value>(&r.evidence_json)
                     .ok()
                     .filter(|_| r.evidence_json.len() <= MAX_EVIDENCE_BYTES)
@@ -112,18 +155,18 @@ impl Services {
                         || "null".to_string(),
                         |evidence| untrusted::clean_value(&evidence).to_string(),
                     );
-                Some(CheckRow {
+                CheckRow {
                     check_name: r.check.clone(),
                     status,
                     message: untrusted::clean(&r.message, MAX_MESSAGE_CHARS, Lines::Single),
                     evidence,
                     // The agent's clock is only trusted within a day of ours.
-                    checked_at_ms: if (r.checked_at_unix_ms - now).abs() < 86_400_000 {
-                        r.checked_at_unix_ms
+                    checked_at_ms: if (r.checked_at_ms - now).abs() < 86_400_000 {
+                        r.checked_at_ms
                     } else {
                         now
                     },
-                })
+                }
             })
             .collect();
         let capabilities: Vec<&str> = KNOWN_CAPABILITIES
@@ -312,7 +355,7 @@ impl Services {
                 infrastructor_agent::checks::docker_checks(&engine, &mut round).await;
             }
         }
-        self.record_check_reports(&row.id, &infrastructor_agent::checks::to_message(&round))
+        self.record_check_reports(&row.id, &ReportedRound::from_host(&round, now_ms()))
             .await?;
         tracing::info!(request_id = %ctx.request_id,
             device_id = %row.id,

@@ -97,7 +97,8 @@ async fn agent_check_reports_reach_rest_with_history() {
 #[tokio::test]
 async fn hostile_check_reports_are_filtered_and_bounded() {
     let (dir, controller) = TestController::start_sqlite().await;
-    let device_id = controller.enroll(&path(&dir, "agent")).await.meta.device_id;
+    let identity = controller.enroll(&path(&dir, "agent")).await;
+    let device_id = identity.meta.device_id.clone();
     let report =
         |check: &str, status: CheckStatus, message: String, evidence: String| CheckReport {
             check: check.into(),
@@ -130,16 +131,21 @@ async fn hostile_check_reports_are_filtered_and_bounded() {
             ),
         ],
     };
-    let services = controller.services.clone();
-    let id = device_id.clone();
-    controller
-        .run(async move { services.record_check_reports(&id, &round).await })
-        .await
-        .unwrap();
-
-    let (_, checks) = controller
-        .get_json(&format!("/devices/{device_id}/checks"))
-        .await;
+    // Sent as a hostile agent would: over its own mutual-TLS stream, through the gateway.
+    let (outbound, _inbound) = controller.raw_agent(&identity, "hostile").await;
+    let message = infrastructor_proto::v1::AgentMessage {
+        body: Some(infrastructor_proto::v1::agent_message::Body::CheckReports(
+            round,
+        )),
+    };
+    outbound.send(message).await.unwrap();
+    let checks = eventually(Duration::from_secs(10), "the round recorded", || async {
+        let (_, checks) = controller
+            .get_json(&format!("/devices/{device_id}/checks"))
+            .await;
+        (!checks.as_array()?.is_empty()).then_some(checks)
+    })
+    .await;
     let names: Vec<&str> = checks
         .as_array()
         .unwrap()
