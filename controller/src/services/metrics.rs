@@ -22,7 +22,11 @@ const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 
 /// What a series selector must look like: a series name, optionally with up to 16 label
 /// matchers. The schemas state it and [`parse_selector`] enforces it, so both agree.
-pub const SERIES_SELECTOR: &str = r#"^[a-z][a-z0-9._]{0,127}(\{[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?(,[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?){0,15}\})?$"#;
+pub const SERIES_SELECTOR: &str = concat!(
+    r"^[a-z][a-z0-9._]{0,127}",
+    r#"(\{[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?"#,
+    r#"(,[a-z_][a-z0-9_]{0,63}="?[A-Za-z0-9 ._/:@+-]{0,256}"?){0,15}\})?$"#,
+);
 
 /// `GET /devices/{id}/metrics` parameters, as strings from the caller.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -89,11 +89,11 @@ impl Store {
         if from.is_empty() {
             return Ok(false);
         }
-        let placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 5)).collect();
+        let params: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 5)).collect();
         let sql = format!(
             "UPDATE change_transactions SET state = $2, error = COALESCE($3, error), \
              updated_at_ms = $4 WHERE id = $1 AND state IN ({})",
-            placeholders.join(", ")
+            params.join(", ")
         );
         let moved = on_pool!(&self.writer, |p| {
             let mut query = sqlx::query(&sql)

@@ -12,6 +12,10 @@ use rmcp::model::{
 };
 use serde_json::{json, Value};
 
+/// The pinned host key of the example devices.
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
 /// The tools offered to a model, by name: purpose-built, not one per route.
 const CATALOGUE: [&str; 18] = [
     "add_agentless_device",
@@ -170,7 +174,7 @@ async fn a_mutating_tool_needs_a_confirmation_bound_to_its_plan_and_caller() {
     let client = connect(&controller, &controller.admin_token).await;
     let arguments = json!({
         "name": "nas", "ssh_address": "127.0.0.1:22", "ssh_user": "monitor",
-        "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+        "ssh_host_key": HOST_KEY
     });
     let plan = call(&client, "add_agentless_device", arguments.clone()).await;
     let plan = structured(&plan).clone();
@@ -294,7 +298,7 @@ async fn resources_and_prompts_serve_the_common_workflows() {
         .post_body(
             "/devices",
             &json!({"name": "nas", "ssh_address": "127.0.0.1:1", "ssh_user": "monitor",
-                "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}),
+                "ssh_host_key": HOST_KEY}),
         )
         .await;
     assert_eq!(created.0, 201, "{}", created.1);
@@ -399,7 +403,7 @@ async fn a_fifty_device_fleet_diagnosis_fits_a_models_context() {
                 "/devices",
                 &json!({"name": format!("host-{n:02}"), "ssh_address": "127.0.0.1:1",
                     "ssh_user": "monitor",
-                    "ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}),
+                    "ssh_host_key": HOST_KEY}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
