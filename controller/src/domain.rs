@@ -200,6 +200,96 @@ impl TryFrom<String> for ChangeState {
     }
 }
 
+/// Where one device's part of a change is: the agent's or the SSH engine's transaction
+/// state (`prepared` … `rolled_back`), or the controller's own view around it — `pending`
+/// before the device answered, `planned` after a dry run, `failed` when a step's outcome is
+/// unknown or failed, `rollback_failed` when its rollback did not complete.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    #[default]
+    Pending,
+    Prepared,
+    Planned,
+    Aborted,
+    Failed,
+    Committing,
+    AwaitingConfirmation,
+    Committed,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+}
+
+impl TargetState {
+    pub const ALL: [Self; 11] = [
+        Self::Pending,
+        Self::Prepared,
+        Self::Planned,
+        Self::Aborted,
+        Self::Failed,
+        Self::Committing,
+        Self::AwaitingConfirmation,
+        Self::Committed,
+        Self::RollingBack,
+        Self::RolledBack,
+        Self::RollbackFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Prepared => "prepared",
+            Self::Planned => "planned",
+            Self::Aborted => "aborted",
+            Self::Failed => "failed",
+            Self::Committing => "committing",
+            Self::AwaitingConfirmation => "awaiting_confirmation",
+            Self::Committed => "committed",
+            Self::RollingBack => "rolling_back",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
+
+    /// Possibly applied on the device, so a rollback must cover it.
+    pub fn may_be_applied(self) -> bool {
+        matches!(
+            self,
+            Self::Committed | Self::AwaitingConfirmation | Self::Failed
+        )
+    }
+}
+
+impl From<infrastructor_agent::change::TxnState> for TargetState {
+    fn from(state: infrastructor_agent::change::TxnState) -> Self {
+        use infrastructor_agent::change::TxnState as Txn;
+        match state {
+            Txn::Prepared => Self::Prepared,
+            Txn::Committing => Self::Committing,
+            Txn::AwaitingConfirmation => Self::AwaitingConfirmation,
+            Txn::Committed => Self::Committed,
+            Txn::RollingBack => Self::RollingBack,
+            Txn::RolledBack => Self::RolledBack,
+            Txn::Aborted => Self::Aborted,
+        }
+    }
+}
+
+impl TryFrom<String> for TargetState {
+    type Error = String;
+
+    /// As stored in `change_targets.state`.
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == stored)
+            .ok_or_else(|| format!("unknown target state {stored:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +327,21 @@ mod tests {
             !Preparing.may_become(Committed),
             "never committed without committing"
         );
+    }
+
+    #[test]
+    fn target_states_round_trip_and_keep_the_engines_names() {
+        use infrastructor_agent::change::TxnState;
+        for state in TargetState::ALL {
+            assert_eq!(TargetState::try_from(state.as_str().to_string()), Ok(state));
+        }
+        for txn in [
+            TxnState::Prepared,
+            TxnState::AwaitingConfirmation,
+            TxnState::RolledBack,
+        ] {
+            assert_eq!(TargetState::from(txn).as_str(), txn.as_str());
+        }
     }
 
     #[test]

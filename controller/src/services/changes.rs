@@ -25,7 +25,7 @@ use super::untrusted::{self, Lines};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
-use crate::domain::{ChangeState, DeviceKind};
+use crate::domain::{ChangeState, DeviceKind, TargetState};
 use crate::error::{Error, Result};
 use crate::fleet::ssh_changes::SshChangeHost;
 use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
@@ -133,8 +133,7 @@ pub struct ChangeView {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct TargetView {
     pub device_id: String,
-    /// pending, prepared, aborted, failed, awaiting_confirmation, committed, rolled_back.
-    pub state: String,
+    pub state: TargetState,
     pub error: Option<String>,
     pub files: Vec<FileDiff>,
     pub validators: Vec<ValidatorOutcome>,
@@ -192,7 +191,8 @@ impl Services {
         let ready = self
             .prepare_all(ctx, &id, &targets, &request.change)
             .await?;
-        self.abort_all(ctx, &id, &targets, "planned").await;
+        self.abort_all(ctx, &id, &targets, TargetState::Planned)
+            .await;
         let state = if ready {
             ChangeState::Planned
         } else {
@@ -213,7 +213,8 @@ impl Services {
             .prepare_all(ctx, &id, &targets, &request.change)
             .await?
         {
-            self.abort_all(ctx, &id, &targets, "aborted").await;
+            self.abort_all(ctx, &id, &targets, TargetState::Aborted)
+                .await;
             let error = self.failed_targets_summary(&id).await?;
             self.move_change(&id, ChangeState::Aborted, Some(&error))
                 .await?;
@@ -246,7 +247,7 @@ impl Services {
                     Err(error) => {
                         // Unknown outcome (e.g. the link dropped): treat it as applied, so the
                         // rollback below covers it.
-                        self.record_target(&id, target.device_id(), "failed", &error)
+                        self.record_target(&id, target.device_id(), TargetState::Failed, &error)
                             .await?;
                         applied.push(target.clone());
                         failure = Some(format!(
@@ -264,7 +265,8 @@ impl Services {
         if let Some(failure) = failure {
             self.roll_back_targets(ctx, &id, &applied, "another target failed")
                 .await;
-            self.abort_all(ctx, &id, &targets, "aborted").await;
+            self.abort_all(ctx, &id, &targets, TargetState::Aborted)
+                .await;
             self.move_change(&id, ChangeState::RolledBack, Some(&failure))
                 .await?;
             return self.change_view(ctx, &id).await;
@@ -305,12 +307,7 @@ impl Services {
         }
         let applied: Vec<String> = rows
             .iter()
-            .filter(|t| {
-                matches!(
-                    t.state.as_str(),
-                    "committed" | "awaiting_confirmation" | "failed"
-                )
-            })
+            .filter(|t| t.state.may_be_applied())
             .map(|t| t.device_id.clone())
             .collect();
         let targets = self.resolve_targets(&applied).await?;
@@ -372,7 +369,7 @@ impl Services {
         let txn_id = event.txn_id.as_str();
         tracing::warn!(device_id, txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
         let update = TargetUpdate {
-            state: state.as_str(),
+            state: state.into(),
             error: Some(&reason),
             ..Default::default()
         };
@@ -383,7 +380,7 @@ impl Services {
             let Some((row, targets)) = self.store.change(&event.txn_id).await? else {
                 return Ok::<_, crate::store::StoreError>(());
             };
-            let all_rolled_back = targets.iter().all(|t| t.state == "rolled_back");
+            let all_rolled_back = targets.iter().all(|t| t.state == TargetState::RolledBack);
             if row.state == ChangeState::AwaitingConfirmation && all_rolled_back {
                 let reason = Some("not confirmed by the deadline");
                 self.store
@@ -525,7 +522,7 @@ impl Services {
                             .map_err(|e| Error::Internal(e.to_string()))?;
                         ready &= report.state == TxnState::Prepared;
                         let update = TargetUpdate {
-                            state: report.state.as_str(),
+                            state: report.state.into(),
                             prepare_report: Some(&json),
                             error: report.reason.as_deref(),
                             ..Default::default()
@@ -536,7 +533,7 @@ impl Services {
                     }
                     Err(error) => {
                         ready = false;
-                        self.record_target(id, target.device_id(), "failed", &error)
+                        self.record_target(id, target.device_id(), TargetState::Failed, &error)
                             .await?;
                     }
                 }
@@ -547,7 +544,7 @@ impl Services {
 
     /// Drops the transaction wherever it is still only prepared; those targets end as
     /// `done_state` (`planned` after a dry run, `aborted` otherwise).
-    async fn abort_all(&self, ctx: &Ctx, id: &str, targets: &[Target], done_state: &str) {
+    async fn abort_all(&self, ctx: &Ctx, id: &str, targets: &[Target], done_state: TargetState) {
         let Ok(Some((_, rows))) = self.store.change(id).await else {
             return;
         };
@@ -555,7 +552,7 @@ impl Services {
             .iter()
             .filter(|t| {
                 rows.iter()
-                    .any(|r| r.device_id == t.device_id() && r.state == "prepared")
+                    .any(|r| r.device_id == t.device_id() && r.state == TargetState::Prepared)
             })
             .collect();
         let results = join_all(
@@ -568,7 +565,7 @@ impl Services {
             let state = if result.is_ok() {
                 done_state
             } else {
-                "prepared"
+                TargetState::Prepared
             };
             let error = result.as_ref().err().map(|e| e.public_message());
             let update = TargetUpdate {
@@ -600,7 +597,7 @@ impl Services {
                         target.device_id(),
                         error.public_message()
                     ));
-                    self.record_target(id, target.device_id(), "failed", &error)
+                    self.record_target(id, target.device_id(), TargetState::Failed, &error)
                         .await?;
                 }
             }
@@ -646,7 +643,7 @@ impl Services {
                 Err(Error::Conflict(message)) if message.contains("nothing was applied") => {
                     let _ = self.target_step(ctx, target, id, Step::Abort).await;
                     let update = TargetUpdate {
-                        state: "aborted",
+                        state: TargetState::Aborted,
                         ..Default::default()
                     };
                     let _ = self
@@ -661,7 +658,7 @@ impl Services {
                         error.public_message()
                     ));
                     let _ = self
-                        .record_target(id, target.device_id(), "rollback_failed", &error)
+                        .record_target(id, target.device_id(), TargetState::RollbackFailed, &error)
                         .await;
                 }
             }
@@ -758,7 +755,7 @@ impl Services {
     ) -> Result<()> {
         let json = serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
         let update = TargetUpdate {
-            state: report.state.as_str(),
+            state: report.state.into(),
             commit_report: Some(&json),
             error,
             ..Default::default()
@@ -773,7 +770,7 @@ impl Services {
         &self,
         id: &str,
         device_id: &str,
-        state: &str,
+        state: TargetState,
         error: &Error,
     ) -> Result<()> {
         let message = error.public_message();
@@ -792,7 +789,9 @@ impl Services {
         let (_, rows) = self.require_change(id).await?;
         Ok(rows
             .iter()
-            .filter(|t| matches!(t.state.as_str(), "failed" | "aborted") && t.error.is_some())
+            .filter(|t| {
+                matches!(t.state, TargetState::Failed | TargetState::Aborted) && t.error.is_some()
+            })
             .map(|t| {
                 format!(
                     "{}: {}",

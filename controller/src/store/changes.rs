@@ -2,7 +2,7 @@
 //! device's part in them (state, diffs, health outcomes).
 
 use super::{on_pool, read, Store, StoreResult};
-use crate::domain::ChangeState;
+use crate::domain::{ChangeState, TargetState};
 
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq)]
 pub struct ChangeRow {
@@ -22,7 +22,8 @@ pub struct ChangeRow {
 #[derive(Clone, Debug, sqlx::FromRow, PartialEq)]
 pub struct ChangeTargetRow {
     pub device_id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: TargetState,
     pub prepare_report: Option<String>,
     pub commit_report: Option<String>,
     pub error: Option<String>,
@@ -32,7 +33,7 @@ pub struct ChangeTargetRow {
 /// A change to one target's row; `None` fields keep their value.
 #[derive(Clone, Debug, Default)]
 pub struct TargetUpdate<'a> {
-    pub state: &'a str,
+    pub state: TargetState,
     pub prepare_report: Option<&'a str>,
     pub commit_report: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -125,7 +126,7 @@ impl Store {
         )
         .bind(id)
         .bind(device_id)
-        .bind(update.state)
+        .bind(update.state.as_str())
         .bind(update.prepare_report)
         .bind(update.commit_report)
         .bind(update.error)

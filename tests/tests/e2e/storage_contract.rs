@@ -585,7 +585,7 @@ contract!(check_reports_keep_history_and_latest_per_check, |store| {
 });
 
 contract!(change_transactions_and_their_targets, |store| {
-    use infrastructor_controller::domain::ChangeState;
+    use infrastructor_controller::domain::{ChangeState, TargetState};
     use infrastructor_controller::store::{ChangeRow, TargetUpdate};
     store.insert_device(&device("d1", "web-1")).await.unwrap();
     store.insert_device(&device("d2", "web-2")).await.unwrap();
@@ -613,7 +613,7 @@ contract!(change_transactions_and_their_targets, |store| {
     );
 
     let prepared = TargetUpdate {
-        state: "prepared",
+        state: TargetState::Prepared,
         prepare_report: Some("{\"files\":[]}"),
         ..Default::default()
     };
@@ -623,7 +623,7 @@ contract!(change_transactions_and_their_targets, |store| {
         .unwrap();
     // A later update without a report keeps the stored one.
     let aborted = TargetUpdate {
-        state: "aborted",
+        state: TargetState::Aborted,
         error: Some("validator failed"),
         ..Default::default()
     };
@@ -670,10 +670,10 @@ contract!(change_transactions_and_their_targets, |store| {
     assert_eq!(row.updated_at_ms, T0 + 7);
     assert_eq!(targets.len(), 2);
     assert_eq!(targets[0].device_id, "d1");
-    assert_eq!(targets[0].state, "aborted");
+    assert_eq!(targets[0].state, TargetState::Aborted);
     assert_eq!(targets[0].prepare_report.as_deref(), Some("{\"files\":[]}"));
     assert_eq!(targets[0].error.as_deref(), Some("validator failed"));
-    assert_eq!(targets[1].state, "pending");
+    assert_eq!(targets[1].state, TargetState::Pending);
     assert!(store.change("nope").await.unwrap().is_none());
 
     let all: Vec<String> = store
