@@ -139,30 +139,16 @@ async fn steps<O: Operation>(
     };
     let arguments = input.to_arguments();
     if let How::Mcp { tool, confirmation } = &how {
-        match (meta.mutating(), confirmation) {
-            (false, None) => {}
-            (false, Some(_)) => {
-                return Err(Error::invalid(
-                    "unknown argument \"confirmation_id\": this tool changes nothing",
-                ))
-            }
-            (true, None) => {
-                let plan = O::preview(services, ctx, &input).await;
-                if O::PLAN_IS_DRY_RUN {
-                    let outcome = match &plan {
-                        Ok(_) => AuditOutcome::planned(),
-                        Err(error) => AuditOutcome::error(error),
-                    };
-                    audit(arguments.clone(), outcome).await;
-                }
-                let planned = services
-                    .confirmations
-                    .plan(ctx, tool, meta.id, &arguments, plan?)?;
-                return Ok(Outcome::Planned(planned));
-            }
-            (true, Some(id)) => services
-                .confirmations
-                .redeem(ctx, id, meta.id, &arguments)?,
+        let first_call = confirm::<O>(
+            services,
+            ctx,
+            tool,
+            confirmation.as_deref(),
+            &input,
+            &arguments,
+        );
+        if let Some(plan) = first_call.await? {
+            return Ok(Outcome::Planned(plan));
         }
     }
     let may_hold = meta.holdable() && !matches!(how, How::Approved { .. });
@@ -194,6 +180,45 @@ async fn steps<O: Operation>(
     };
     audit(arguments, outcome).await;
     result.map(Outcome::Done)
+}
+
+/// MCP's plan → confirm. A mutation's first call answers with its plan (`Some`); a call with
+/// the plan's confirmation ID, or a call that changes nothing, goes on (`None`).
+async fn confirm<O: Operation>(
+    services: &Services,
+    ctx: &Ctx,
+    tool: &str,
+    confirmation: Option<&str>,
+    input: &Input<O>,
+    arguments: &Arguments,
+) -> Result<Option<Value>> {
+    let meta = &O::META;
+    match (meta.mutating(), confirmation) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(Error::invalid(
+            "unknown argument \"confirmation_id\": this tool changes nothing",
+        )),
+        (true, Some(id)) => {
+            services.confirmations.redeem(ctx, id, meta.id, arguments)?;
+            Ok(None)
+        }
+        (true, None) => {
+            let plan = O::preview(services, ctx, input).await;
+            if O::PLAN_IS_DRY_RUN {
+                let outcome = match &plan {
+                    Ok(_) => AuditOutcome::planned(),
+                    Err(error) => AuditOutcome::error(error),
+                };
+                let sent = Value::Object(arguments.clone());
+                let surface = Surface::Mcp.as_str();
+                services.audit(ctx, surface, meta.id, &sent, outcome).await;
+            }
+            let planned = services
+                .confirmations
+                .plan(ctx, tool, meta.id, arguments, plan?)?;
+            Ok(Some(planned))
+        }
+    }
 }
 
 #[cfg(test)]
