@@ -34,18 +34,28 @@ fn route(uri: &str) -> Result<(&'static str, Arguments)> {
     }
 }
 
-/// Reads `uri` as JSON text.
-pub async fn read(services: &Services, ctx: &Ctx, uri: &str) -> Result<ReadResourceResult> {
-    let (operation, arguments) = route(uri)?;
+/// Runs read operation `operation` through the pipeline.
+async fn run(
+    services: &Services,
+    ctx: &Ctx,
+    operation: &str,
+    arguments: Arguments,
+) -> Result<serde_json::Value> {
     let entry = by_id(operation).ok_or_else(|| Error::Internal(format!("no {operation}")))?;
     let how = How::Mcp {
         tool: "resources/read",
         confirmation: None,
     };
-    let value = match entry.call(services, ctx, how, arguments).await? {
-        Outcome::Done(value) => value,
-        _ => return Err(Error::Internal(format!("{operation} is not a read"))),
-    };
+    match entry.call(services, ctx, how, arguments).await? {
+        Outcome::Done(value) => Ok(value),
+        _ => Err(Error::Internal(format!("{operation} is not a read"))),
+    }
+}
+
+/// Reads `uri` as JSON text.
+pub async fn read(services: &Services, ctx: &Ctx, uri: &str) -> Result<ReadResourceResult> {
+    let (operation, arguments) = route(uri)?;
+    let value = run(services, ctx, operation, arguments).await?;
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
     let contents = ResourceContents::text(text, uri).with_mime_type(JSON);
     Ok(ReadResourceResult::new(vec![contents]))
@@ -58,15 +68,20 @@ pub async fn list(services: &Services, ctx: &Ctx) -> Result<ListResourcesResult>
         .with_description("Every device with its kind, status and headline metrics")
         .with_mime_type(JSON);
     let mut resources = vec![inventory];
-    let devices = services.list_devices(ctx).await?;
-    for device in devices.iter().take(LISTED_DEVICES) {
+    let devices = run(services, ctx, "list_devices", Arguments::new()).await?;
+    let names = devices
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|device| device["name"].as_str());
+    for name in names.take(LISTED_DEVICES) {
         // Names are validated when devices are created; a stored name that would not make a
         // clean URI is left out rather than listed.
-        if DeviceRef::try_from(device.name.clone()).is_err() {
+        if DeviceRef::try_from(name.to_string()).is_err() {
             continue;
         }
-        let resource = Resource::new(format!("{SCHEME}devices/{}", device.name), &device.name)
-            .with_title(format!("Device {}", device.name))
+        let resource = Resource::new(format!("{SCHEME}devices/{name}"), name)
+            .with_title(format!("Device {name}"))
             .with_description("The device, its capabilities and check verdicts")
             .with_mime_type(JSON);
         resources.push(resource);

@@ -43,7 +43,8 @@ fn describe(entry: &dyn Registered) -> Option<Tool> {
     let meta = entry.meta();
     let offered = meta.tool.as_ref()?;
     let annotations = ToolAnnotations::with_title(offered.title)
-        .read_only(meta.effect == Effect::Read)
+        // Running checks reaches out to hosts (openWorld) but changes nothing on them.
+        .read_only(matches!(meta.effect, Effect::Read | Effect::Probe))
         .destructive(offered.destructive)
         .idempotent(offered.idempotent)
         .open_world(offered.open_world);

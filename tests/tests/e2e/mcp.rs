@@ -94,6 +94,16 @@ async fn tools_are_built_for_a_model_and_answer_like_rest() {
         ),
         (Some(false), Some(true), Some(true))
     );
+    // A diagnosis reaches out to hosts but changes nothing on them.
+    let diagnose = tool("diagnose_device").annotations.as_ref().unwrap();
+    assert_eq!(
+        (
+            diagnose.read_only_hint,
+            diagnose.destructive_hint,
+            diagnose.open_world_hint
+        ),
+        (Some(true), Some(false), Some(true))
+    );
     assert_eq!(
         tool("list_devices")
             .annotations
