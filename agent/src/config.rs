@@ -27,10 +27,10 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     pub hostname: String,
     /// Host checks; an interval of zero disables them.
-    pub checks: crate::checks::CheckConfig,
+    pub checks: infrastructor_hostops::checks::CheckConfig,
     /// Where configuration changes may write and which validators they may run; no roots
     /// disables configuration changes.
-    pub changes: crate::change::ChangePolicy,
+    pub changes: infrastructor_hostops::change::ChangePolicy,
 }
 
 impl AgentConfig {
@@ -44,8 +44,8 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             hostname: hostname(),
-            checks: crate::checks::CheckConfig::default(),
-            changes: crate::change::ChangePolicy::default(),
+            checks: infrastructor_hostops::checks::CheckConfig::default(),
+            changes: infrastructor_hostops::change::ChangePolicy::default(),
         }
     }
 
@@ -101,7 +101,7 @@ pub struct AgentSettings {
     /// Named regular expressions for log scanning; replaces the defaults when given.
     pub log_patterns: std::collections::BTreeMap<String, String>,
     /// `[changes]`: allowlisted roots and validators for configuration changes.
-    pub changes: crate::change::ChangePolicy,
+    pub changes: infrastructor_hostops::change::ChangePolicy,
 }
 
 impl Default for AgentSettings {
@@ -174,14 +174,17 @@ impl AgentSettings {
     }
 
     /// Applies the check settings, validating unit names and patterns.
-    pub fn apply_checks(&self, checks: &mut crate::checks::CheckConfig) -> Result<()> {
+    pub fn apply_checks(
+        &self,
+        checks: &mut infrastructor_hostops::checks::CheckConfig,
+    ) -> Result<()> {
         checks.interval = self.check_interval;
         checks.journal_lines = self.journal_lines.clamp(1, 10_000);
         checks.watched_units = self
             .watched_units
             .iter()
             .map(|u| {
-                crate::hostops::names::UnitName::new(u)
+                infrastructor_hostops::names::UnitName::new(u)
                     .map_err(|e| AgentError::Config(e.to_string()))
             })
             .collect::<Result<_>>()?;
@@ -189,7 +192,7 @@ impl AgentSettings {
             .journal_units
             .iter()
             .map(|u| {
-                crate::hostops::names::UnitName::new(u)
+                infrastructor_hostops::names::UnitName::new(u)
                     .map_err(|e| AgentError::Config(e.to_string()))
             })
             .collect::<Result<_>>()?;
@@ -211,7 +214,7 @@ impl AgentSettings {
                 .log_patterns
                 .iter()
                 .map(|(name, regex)| {
-                    crate::hostops::journal::Pattern::new(name, regex)
+                    infrastructor_hostops::journal::Pattern::new(name, regex)
                         .map_err(|e| AgentError::Config(format!("log pattern {name:?}: {e}")))
                 })
                 .collect::<Result<_>>()?;
@@ -233,13 +236,7 @@ fn setting_names() -> Vec<String> {
     }
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
+pub use infrastructor_hostops::hostname;
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +247,7 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
         let file = AgentSettings::load(Some(&path), &[]).unwrap();
-        let mut checks = crate::checks::CheckConfig::default();
+        let mut checks = infrastructor_hostops::checks::CheckConfig::default();
         file.apply_checks(&mut checks).unwrap();
         assert_eq!(checks.watched_units[0].as_str(), "nginx.service");
         assert_eq!(file.interval, Duration::from_secs(10));
@@ -310,12 +307,12 @@ mod tests {
     fn bad_check_settings_are_clear_errors() {
         let file: AgentSettings = toml::from_str("watched_units = [\"x;reboot\"]").unwrap();
         let error = file
-            .apply_checks(&mut crate::checks::CheckConfig::default())
+            .apply_checks(&mut infrastructor_hostops::checks::CheckConfig::default())
             .unwrap_err();
         assert!(error.to_string().contains("invalid unit name"), "{error}");
         let file: AgentSettings = toml::from_str("[log_patterns]\nbroken = \"(\"").unwrap();
         let error = file
-            .apply_checks(&mut crate::checks::CheckConfig::default())
+            .apply_checks(&mut infrastructor_hostops::checks::CheckConfig::default())
             .unwrap_err();
         assert!(
             error.to_string().contains("log pattern \"broken\""),

@@ -4,17 +4,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use infrastructor_proto::v1::{agent_message, AgentMessage};
+use infrastructor_hostops::checks::Round;
+use infrastructor_hostops::CheckStatus;
+use infrastructor_proto::v1::{self as proto, agent_message, AgentMessage};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::change::{ChangeEngine, LocalHost};
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::identity::Identity;
 use crate::metrics::{now_ms, MetricSource};
 use crate::spool::{Spool, SpoolState};
 use crate::{enroll, link};
+use infrastructor_hostops::change::{ChangeEngine, LocalHost};
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {
@@ -205,7 +207,7 @@ async fn run_checks(shared: &Shared, shutdown: &CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         wait = interval;
-        let round = crate::checks::run_round(&shared.config.checks).await;
+        let round = infrastructor_hostops::checks::run_round(&shared.config.checks).await;
         if !round.samples.is_empty() {
             if let Err(error) = shared.spool.lock().await.append(round.samples.clone()) {
                 tracing::error!(%error, "cannot spool check metrics");
@@ -213,15 +215,48 @@ async fn run_checks(shared: &Shared, shutdown: &CancellationToken) {
             shared.new_batch.notify_one();
         }
         let message = AgentMessage {
-            body: Some(agent_message::Body::CheckReports(
-                crate::checks::to_message(&round),
-            )),
+            body: Some(agent_message::Body::CheckReports(check_reports_message(
+                &round,
+            ))),
         };
         if shared.outbox_sender.try_send(message).is_err() {
             tracing::warn!(
                 "check reports not queued: the controller has not taken the previous ones"
             );
         }
+    }
+}
+
+/// Evidence larger than this is cut: a report is a summary, not a dump.
+const MAX_EVIDENCE_BYTES: usize = 64 * 1024;
+
+/// Protocol form of a round's reports.
+fn check_reports_message(round: &Round) -> proto::CheckReports {
+    let checked_at = now_ms();
+    proto::CheckReports {
+        capabilities: round.capabilities.clone(),
+        reports: round
+            .reports
+            .iter()
+            .map(|report| {
+                let mut evidence = report.evidence.to_string();
+                if evidence.len() > MAX_EVIDENCE_BYTES {
+                    evidence = serde_json::json!({ "truncated": true, "bytes": evidence.len() })
+                        .to_string();
+                }
+                proto::CheckReport {
+                    check: report.check.clone(),
+                    status: match report.status {
+                        CheckStatus::Ok => proto::CheckStatus::Ok,
+                        CheckStatus::Warning => proto::CheckStatus::Warning,
+                        CheckStatus::Critical => proto::CheckStatus::Critical,
+                    } as i32,
+                    message: report.message.clone(),
+                    evidence_json: evidence,
+                    checked_at_unix_ms: checked_at,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -252,7 +287,10 @@ async fn run_change_deadlines(shared: &Shared, shutdown: &CancellationToken) {
     }
 }
 
-fn report_change_events(shared: &Shared, reports: Vec<crate::change::CommitReport>) {
+fn report_change_events(
+    shared: &Shared,
+    reports: Vec<infrastructor_hostops::change::CommitReport>,
+) {
     let outbox = shared.outbox_sender.clone();
     // Reporting must never hold up the next rollback, so it waits for room on its own.
     tokio::spawn(async move {
@@ -262,7 +300,7 @@ fn report_change_events(shared: &Shared, reports: Vec<crate::change::CommitRepor
 
 async fn send_change_events(
     outbox: mpsc::Sender<AgentMessage>,
-    reports: Vec<crate::change::CommitReport>,
+    reports: Vec<infrastructor_hostops::change::CommitReport>,
 ) {
     for report in reports {
         let event = infrastructor_proto::v1::ChangeEvent {

@@ -31,7 +31,7 @@ pub enum AgentError {
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("configuration change: {0}")]
-    Change(#[from] crate::change::ChangeError),
+    Change(#[from] infrastructor_hostops::change::ChangeError),
 }
 
 impl AgentError {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AgentError, Result};
-use crate::fsutil::{create_private_dir, write_atomic};
+use infrastructor_hostops::fsutil::{create_private_dir, write_atomic};
 
 /// Files under `<state_dir>/identity/`.
 const KEY_FILE: &str = "key.pem";
@@ -34,11 +34,11 @@ pub struct IdentityMeta {
 }
 
 /// The agent's state directory, created 0700, tightened if others could read it, refused if
-/// someone else owns it (see [`crate::fsutil::ensure_private_dir`]).
+/// someone else owns it (see [`infrastructor_hostops::fsutil::ensure_private_dir`]).
 pub fn private_state_dir(state_dir: &Path) -> Result<()> {
-    let found = crate::fsutil::ensure_private_dir(state_dir)
+    let found = infrastructor_hostops::fsutil::ensure_private_dir(state_dir)
         .map_err(|e| AgentError::io(format!("state directory {}", state_dir.display()), e))?;
-    if let crate::fsutil::PrivateDir::Tightened { was } = found {
+    if let infrastructor_hostops::fsutil::PrivateDir::Tightened { was } = found {
         let was = format!("{was:04o}");
         tracing::warn!(path = %state_dir.display(), was, "state directory was open to others; now 0700");
     }

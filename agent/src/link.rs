@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost, TxnState};
 use crate::daemon::Shared;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::tls;
+use infrastructor_hostops::change::{
+    ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost, TxnState,
+};
 use tracing::Instrument;
 
 /// Batches sent but not yet acknowledged, at most.

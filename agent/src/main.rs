@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use infrastructor_agent::change::{ChangeEngine, ChangeSet, CommitOptions, LocalHost, TxnState};
 use infrastructor_agent::config::AgentSettings;
 use infrastructor_agent::enroll::{enroll, EnrollOptions};
 use infrastructor_agent::metrics::HostMetrics;
 use infrastructor_agent::{Agent, AgentConfig};
+use infrastructor_hostops::change::{ChangeEngine, ChangeSet, CommitOptions, LocalHost, TxnState};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -166,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = effective_config(&args.common, flags)?;
             let agent = Agent::new(config)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
+            tokio::spawn(infrastructor_hostops::process::cancel_on_signal(
                 shutdown.clone(),
             ));
             agent.run(Box::new(HostMetrics::new()), shutdown).await?;
@@ -256,6 +256,6 @@ fn print(value: &impl serde::Serialize) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    infrastructor_agent::process::init_logging();
-    infrastructor_agent::process::exit_code(run(Cli::parse()).await)
+    infrastructor_hostops::process::init_logging();
+    infrastructor_hostops::process::exit_code(run(Cli::parse()).await)
 }

@@ -4,7 +4,7 @@
 //! README lists them.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use infrastructor_proto::v1::Sample;
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
@@ -15,25 +15,7 @@ pub trait MetricSource: Send {
     fn collect(&mut self) -> Vec<Sample>;
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Builds one sample; `labels` are `(key, value)` pairs.
-pub fn sample(series: &str, labels: &[(&str, &str)], timestamp_ms: i64, value: f64) -> Sample {
-    Sample {
-        series: series.to_string(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        timestamp_ms,
-        value,
-    }
-}
+pub use infrastructor_hostops::{now_ms, sample};
 
 /// Reads the host through sysinfo, keeping its refresh state between rounds so CPU usage and
 /// network rates are measured over the collection interval.

@@ -13,7 +13,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
-use crate::fsutil::{create_private_dir, sync_dir, write_atomic};
+use infrastructor_hostops::fsutil::{create_private_dir, sync_dir, write_atomic};
 
 const STATE_FILE: &str = "state.toml";
 const BATCH_SUFFIX: &str = ".batch";

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use infrastructor_agent::change::ChangePolicy;
+use infrastructor_hostops::change::ChangePolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::connections::ConnectionLimits;
@@ -340,7 +340,7 @@ impl ControllerConfig {
     pub fn gateway_url(&self, bound: SocketAddr) -> String {
         self.advertise_url.clone().unwrap_or_else(|| {
             let host = if bound.ip().is_unspecified() {
-                infrastructor_agent::config::hostname()
+                infrastructor_hostops::hostname()
             } else {
                 bound.ip().to_string()
             };
@@ -359,7 +359,7 @@ impl ControllerConfig {
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
-            infrastructor_agent::config::hostname(),
+            infrastructor_hostops::hostname(),
         ];
         if !self.grpc_listen.ip().is_unspecified() {
             names.push(self.grpc_listen.ip().to_string());

@@ -263,9 +263,9 @@ impl TargetState {
     }
 }
 
-impl From<infrastructor_agent::change::TxnState> for TargetState {
-    fn from(state: infrastructor_agent::change::TxnState) -> Self {
-        use infrastructor_agent::change::TxnState as Txn;
+impl From<infrastructor_hostops::change::TxnState> for TargetState {
+    fn from(state: infrastructor_hostops::change::TxnState) -> Self {
+        use infrastructor_hostops::change::TxnState as Txn;
         match state {
             Txn::Prepared => Self::Prepared,
             Txn::Committing => Self::Committing,
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn target_states_round_trip_and_keep_the_engines_names() {
-        use infrastructor_agent::change::TxnState;
+        use infrastructor_hostops::change::TxnState;
         for state in TargetState::ALL {
             assert_eq!(TargetState::try_from(state.as_str().to_string()), Ok(state));
         }

@@ -29,12 +29,20 @@ enum Command {
     Serve(ConfigArgs),
     /// Quickstart: run the controller on loopback with an automatically enrolled local agent,
     /// and print the REST URL, an admin token and a curl command.
-    Up(ConfigArgs),
+    Up(UpArgs),
     /// Manage API and join tokens (works directly on the database).
     #[command(subcommand)]
     Token(TokenCommand),
     /// MCP over stdio for clients that only speak stdio: forwards to the controller's `/mcp`.
     McpStdio(McpStdioArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    agent: quickstart::LocalAgentArgs,
 }
 
 #[derive(Args)]
@@ -127,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 controller.services.pki.ca_fingerprint()
             );
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
+            tokio::spawn(infrastructor_hostops::process::cancel_on_signal(
                 shutdown.clone(),
             ));
             shutdown.cancelled().await;
@@ -135,12 +143,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => {
-            let config = ControllerConfig::load(&args)?;
+            let config = ControllerConfig::load(&args.config)?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(infrastructor_agent::process::cancel_on_signal(
+            tokio::spawn(infrastructor_hostops::process::cancel_on_signal(
                 shutdown.clone(),
             ));
-            quickstart::up(config, shutdown).await
+            quickstart::up(config, args.agent, shutdown).await
         }
         Command::Token(TokenCommand::Create(args)) => {
             let config = ControllerConfig::load(&args.config)?;
@@ -190,6 +198,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    infrastructor_agent::process::init_logging();
-    infrastructor_agent::process::exit_code(run(Cli::parse()).await)
+    infrastructor_hostops::process::init_logging();
+    infrastructor_hostops::process::exit_code(run(Cli::parse()).await)
 }

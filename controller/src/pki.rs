@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use infrastructor_agent::fsutil::{create_private_dir, write_atomic};
+use infrastructor_hostops::fsutil::{create_private_dir, write_atomic};
 
 pub const DEVICE_URI_PREFIX: &str = "spiffe://infrastructor/device/";
 
@@ -294,7 +294,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
 
         let key = KeyPair::generate().unwrap();
-        let csr = infrastructor_agent::identity::certificate_request(&key, "host-a").unwrap();
+        // The agent asks with an empty subject but a CN; the controller decides the identity.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "host-a");
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let issued = pki
             .sign_device_csr(&csr, "dev-123", Duration::from_secs(3600))
             .unwrap();

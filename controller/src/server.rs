@@ -55,13 +55,13 @@ pub enum StartError {
 /// The CLI's token commands use this directly, without listeners.
 pub async fn open_services(config: &ControllerConfig) -> Result<Services, StartError> {
     let data_dir =
-        infrastructor_agent::fsutil::ensure_private_dir(&config.data_dir).map_err(|source| {
+        infrastructor_hostops::fsutil::ensure_private_dir(&config.data_dir).map_err(|source| {
             StartError::DataDir {
                 path: config.data_dir.display().to_string(),
                 source,
             }
         })?;
-    if let infrastructor_agent::fsutil::PrivateDir::Tightened { was } = data_dir {
+    if let infrastructor_hostops::fsutil::PrivateDir::Tightened { was } = data_dir {
         let was = format!("{was:04o}");
         tracing::warn!(path = %config.data_dir.display(), was, "data directory was open to others; now 0700");
     }

@@ -17,7 +17,7 @@ pub fn docker_cli(args: &[&str]) -> Output {
 /// Connects to the engine and builds the test image; `None` (test skipped) when either is
 /// impossible here and services are not required.
 pub async fn engine_with_image() -> Option<bollard::Docker> {
-    let docker = match infrastructor_agent::hostops::docker::connect().await {
+    let docker = match infrastructor_hostops::docker::connect().await {
         Ok(docker) => docker,
         Err(error) => {
             assert!(

@@ -499,9 +499,9 @@ pub fn agent_config(state_dir: &Path, interval: Duration) -> AgentConfig {
 pub fn change_policy(
     root: &Path,
     validators: &[(&str, &[&str])],
-) -> infrastructor_agent::change::ChangePolicy {
-    infrastructor_agent::change::ChangePolicy {
-        roots: vec![infrastructor_agent::hostops::names::ManagedPath::new(
+) -> infrastructor_hostops::change::ChangePolicy {
+    infrastructor_hostops::change::ChangePolicy {
+        roots: vec![infrastructor_hostops::names::ManagedPath::new(
             root.to_str().expect("UTF-8 root"),
         )
         .expect("managed root")],
@@ -524,7 +524,7 @@ impl TestAgent {
     pub async fn connected_with_changes(
         controller: &TestController,
         state: &Path,
-        policy: infrastructor_agent::change::ChangePolicy,
+        policy: infrastructor_hostops::change::ChangePolicy,
     ) -> (Self, String) {
         let identity = controller.enroll(state).await;
         let mut config = agent_config(state, Duration::from_secs(1));

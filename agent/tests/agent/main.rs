@@ -2,5 +2,3 @@
 //! Run one suite with `cargo test -p infrastructor-agent --test agent <suite>::`.
 
 mod change_crash;
-mod change_engine;
-mod parsers;

@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infrastructor_agent::change::host::{staged_name, ProbeStream};
-use infrastructor_agent::change::journal::FileMeta;
-use infrastructor_agent::change::spec::MAX_FILE_BYTES;
-use infrastructor_agent::change::{ChangeEngine, ChangeError, ChangeHost, ChangePolicy, LiveFile};
-use infrastructor_agent::checks::CommandRunner;
-use infrastructor_agent::hostops::command::{self, CommandOutput, HostCommand, StatLine};
-use infrastructor_agent::hostops::names::ManagedPath;
+use infrastructor_hostops::change::host::{staged_name, ProbeStream};
+use infrastructor_hostops::change::journal::FileMeta;
+use infrastructor_hostops::change::spec::MAX_FILE_BYTES;
+use infrastructor_hostops::change::{
+    ChangeEngine, ChangeError, ChangeHost, ChangePolicy, LiveFile,
+};
+use infrastructor_hostops::checks::CommandRunner;
+use infrastructor_hostops::command::{self, CommandOutput, HostCommand, StatLine};
+use infrastructor_hostops::names::ManagedPath;
 
 use super::{SshDriver, SshTarget};
 

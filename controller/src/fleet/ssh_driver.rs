@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infrastructor_agent::hostops::command::{CommandOutput, HostCommand};
+use infrastructor_hostops::command::{CommandOutput, HostCommand};
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::ChannelMsg;
@@ -431,7 +431,7 @@ pub fn load_or_create_identity(dir: &std::path::Path) -> Result<(String, String)
     use russh::keys::ssh_key::private::Ed25519Keypair;
     use russh::keys::ssh_key::LineEnding;
     let io = |e: std::io::Error| SshError::BadPrivateKey(format!("{}: {e}", dir.display()));
-    infrastructor_agent::fsutil::create_private_dir(dir).map_err(io)?;
+    infrastructor_hostops::fsutil::create_private_dir(dir).map_err(io)?;
     let path = dir.join("id_ed25519");
     if !path.exists() {
         let mut seed = [0u8; 32];
@@ -440,7 +440,7 @@ pub fn load_or_create_identity(dir: &std::path::Path) -> Result<(String, String)
         let text = key
             .to_openssh(LineEnding::LF)
             .map_err(|e| SshError::BadPrivateKey(e.to_string()))?;
-        infrastructor_agent::fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(io)?;
+        infrastructor_hostops::fsutil::write_atomic(&path, text.as_bytes(), 0o600).map_err(io)?;
     }
     let private = std::fs::read_to_string(&path).map_err(io)?;
     let key =
@@ -458,7 +458,7 @@ pub struct SshRunner<'a> {
     pub target: &'a SshTarget,
 }
 
-impl infrastructor_agent::checks::CommandRunner for SshRunner<'_> {
+impl infrastructor_hostops::checks::CommandRunner for SshRunner<'_> {
     async fn run(&self, command: &HostCommand, timeout: Duration) -> Result<CommandOutput, String> {
         self.driver
             .run(self.target, command, timeout)

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use infrastructor_agent::change::health::HealthOutcome;
-use infrastructor_agent::change::{
+use infrastructor_hostops::change::health::HealthOutcome;
+use infrastructor_hostops::change::{
     ChangeEngine, ChangeError, ChangeSet, CommitOptions, CommitReport, FileDiff, PrepareReport,
     TxnState, ValidatorOutcome,
 };

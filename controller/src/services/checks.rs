@@ -54,8 +54,8 @@ pub struct ReportedCheck {
 
 impl ReportedRound {
     /// A round the controller ran itself (over SSH), at `now`.
-    pub fn from_host(round: &infrastructor_agent::checks::Round, now: i64) -> Self {
-        use infrastructor_agent::hostops::CheckStatus as Host;
+    pub fn from_host(round: &infrastructor_hostops::checks::Round, now: i64) -> Self {
+        use infrastructor_hostops::CheckStatus as Host;
         Self {
             capabilities: round.capabilities.clone(),
             reports: round
@@ -324,7 +324,7 @@ impl Services {
         self.ssh
             .run(
                 &target,
-                &infrastructor_agent::hostops::command::uname(),
+                &infrastructor_hostops::command::uname(),
                 COMMAND_TIMEOUT,
             )
             .await
@@ -333,11 +333,11 @@ impl Services {
             driver: &self.ssh,
             target: &target,
         };
-        let mut round = infrastructor_agent::checks::Round::default();
-        let config = infrastructor_agent::checks::CheckConfig::default();
+        let mut round = infrastructor_hostops::checks::Round::default();
+        let config = infrastructor_hostops::checks::CheckConfig::default();
         tokio::time::timeout(
             ROUND_TIMEOUT,
-            infrastructor_agent::checks::run_command_checks(&runner, &config, &mut round),
+            infrastructor_hostops::checks::run_command_checks(&runner, &config, &mut round),
         )
         .await
         .map_err(|_| {
@@ -352,7 +352,7 @@ impl Services {
                 .await
                 .is_ok_and(|pong| pong.is_ok())
             {
-                infrastructor_agent::checks::docker_checks(&engine, &mut round).await;
+                infrastructor_hostops::checks::docker_checks(&engine, &mut round).await;
             }
         }
         self.record_check_reports(&row.id, &ReportedRound::from_host(&round, now_ms()))

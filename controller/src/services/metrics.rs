@@ -530,8 +530,7 @@ mod tests {
 
     #[test]
     fn untrusted_samples_are_validated() {
-        let good =
-            infrastructor_agent::metrics::sample("cpu.usage_percent", &[("core", "0")], NOW, 1.0);
+        let good = infrastructor_hostops::sample("cpu.usage_percent", &[("core", "0")], NOW, 1.0);
         assert_eq!(
             validate_sample(&good, NOW).unwrap().labels,
             r#"{"core":"0"}"#

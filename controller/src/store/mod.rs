@@ -128,11 +128,11 @@ impl Store {
             location: path.display().to_string(),
             message: format!("making the database file private: {e}"),
         };
-        infrastructor_agent::fsutil::ensure_private_file(path).map_err(private)?;
+        infrastructor_hostops::fsutil::ensure_private_file(path).map_err(private)?;
         for suffix in ["-wal", "-shm"] {
             let companion = PathBuf::from(format!("{}{suffix}", path.display()));
             if companion.exists() {
-                infrastructor_agent::fsutil::ensure_private_file(&companion).map_err(private)?;
+                infrastructor_hostops::fsutil::ensure_private_file(&companion).map_err(private)?;
             }
         }
         let options = SqliteConnectOptions::new()

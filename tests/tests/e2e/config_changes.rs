@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use infrastructor_agent::change::ChangePolicy;
 use infrastructor_e2e::docker::{self, Containers};
 use infrastructor_e2e::{change_policy, eventually, TestAgent, TestController};
+use infrastructor_hostops::change::ChangePolicy;
 use serde_json::json;
 
 fn policy(root: &Path, validators: &[(&str, &[&str])]) -> ChangePolicy {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use infrastructor_agent::hostops::docker::{self, ContainerInfo};
-use infrastructor_agent::hostops::names::ContainerName;
-use infrastructor_agent::hostops::CheckStatus;
 use infrastructor_e2e::docker::{engine_with_image, run, Containers, IMAGE};
+use infrastructor_hostops::docker::{self, ContainerInfo};
+use infrastructor_hostops::names::ContainerName;
+use infrastructor_hostops::CheckStatus;
 
 fn find<'a>(containers: &'a [ContainerInfo], name: &str) -> &'a ContainerInfo {
     containers

@@ -10,9 +10,7 @@ use infrastructor_proto::v1::{CheckReport, CheckReports, CheckStatus};
 
 #[tokio::test]
 async fn agent_check_reports_reach_rest_with_history() {
-    let docker_here = infrastructor_agent::hostops::docker::connect()
-        .await
-        .is_ok();
+    let docker_here = infrastructor_hostops::docker::connect().await.is_ok();
     assert!(
         docker_here || !services_required(),
         "INFRASTRUCTOR_REQUIRE_SERVICES=1 but the Docker engine is unreachable"

@@ -14,6 +14,7 @@ mod fabric;
 mod host_checks;
 mod mcp;
 mod mtls_refusals;
+mod quickstart;
 mod rest_api;
 mod security;
 mod ssh_driver;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use infrastructor_agent::hostops::command;
 use infrastructor_controller::fleet::ssh_driver::{
     remote_command_line, SshDriver, SshError, SshTarget,
 };
 use infrastructor_e2e::sshd::{current_user, keygen, start_sshd};
+use infrastructor_hostops::command;
 
 #[tokio::test]
 async fn commands_run_over_ssh_with_a_pinned_host_key() {
@@ -76,7 +76,7 @@ async fn a_changed_host_key_is_refused() {
 
 #[test]
 fn argv_is_quoted_for_the_remote_shell() {
-    use infrastructor_agent::hostops::names::UnitName;
+    use infrastructor_hostops::names::UnitName;
     let unit = UnitName::new("nginx.service").unwrap();
     assert_eq!(
         remote_command_line(&command::journal_tail(10, Some(&unit))).unwrap(),
@@ -127,10 +127,7 @@ async fn an_agentless_device_is_checked_and_diagnosed_through_rest() {
         "a round over SSH was recorded: {capabilities}"
     );
     // Docker through the engine API tunnelled over SSH: the same check as with an agent.
-    if infrastructor_agent::hostops::docker::connect()
-        .await
-        .is_ok()
-    {
+    if infrastructor_hostops::docker::connect().await.is_ok() {
         assert!(
             capabilities["capabilities"]
                 .as_array()

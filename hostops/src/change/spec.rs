@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ChangeError;
-use crate::hostops::names::{ContainerName, ManagedPath, UnitName};
+use crate::names::{ContainerName, ManagedPath, UnitName};
 
 /// Largest file a change may write: configuration, not data.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;

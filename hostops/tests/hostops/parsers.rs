@@ -4,10 +4,10 @@
 // Test code: unwrap() is how a test says "this must hold".
 #![allow(clippy::unwrap_used)]
 
-use infrastructor_agent::hostops::journal::{self, Pattern};
-use infrastructor_agent::hostops::systemd;
-use infrastructor_agent::hostops::zfs::{self, Scan};
-use infrastructor_agent::hostops::CheckStatus;
+use infrastructor_hostops::journal::{self, Pattern};
+use infrastructor_hostops::systemd;
+use infrastructor_hostops::zfs::{self, Scan};
+use infrastructor_hostops::CheckStatus;
 use time::macros::datetime;
 
 fn fixture(name: &str) -> String {

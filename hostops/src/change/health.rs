@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::ChangeHost;
 use super::spec::{Action, HealthCheck};
-use crate::hostops::command::{self, UnitVerb};
+use crate::command::{self, UnitVerb};
 
 const ACTION_TIMEOUT: Duration = Duration::from_secs(90);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

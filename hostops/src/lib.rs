@@ -1,7 +1,13 @@
-//! Host operations shared by the agent (run locally) and the controller's SSH driver (run
-//! remotely): validated names, argv builders, output parsers and the verdicts drawn from them.
-//! No parser exists twice: both sides call these.
+//! Host operations, shared by the agent (run on its own host) and the controller (run over
+//! SSH on agentless hosts): validated names, argv builders, output parsers and the verdicts
+//! drawn from them, the checks, and the two-phase change engine. No parser exists twice: both
+//! sides call these, and neither links the other.
 //!
+//! - [`checks`]: capability detection and one round of the checks that apply, generic over
+//!   where commands run ([`checks::CommandRunner`]).
+//! - [`change`]: two-phase configuration changes, crash-safe through an on-disk journal.
+//! - [`fsutil`]: crash-safe writes that never follow a planted link; private files.
+//! - [`process`]: what every binary does at start and exit (logging, signals, exit code).
 //! - [`names`]: strict patterns for every name that can reach an argv.
 //! - [`docker`]: containers through the engine API, the container check, container metrics.
 //! - [`command`]: argv-only command descriptions (never a shell string), `--` before
@@ -10,14 +16,51 @@
 //! - [`systemd`]: `systemctl` parsers and the unit check.
 //! - [`journal`]: `journalctl -o json` parsing and pattern scanning.
 
+pub mod change;
+pub mod checks;
 pub mod command;
 pub mod docker;
+pub mod fsutil;
 pub mod journal;
 pub mod names;
+pub mod process;
 pub mod systemd;
 pub mod zfs;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use infrastructor_proto::v1::Sample;
 use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds one sample; `labels` are `(key, value)` pairs.
+pub fn sample(series: &str, labels: &[(&str, &str)], timestamp_ms: i64, value: f64) -> Sample {
+    Sample {
+        series: series.to_string(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        timestamp_ms,
+        value,
+    }
+}
+
+/// This host's name, as the kernel has it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
 
 /// Severity of a check result, ordered: `Ok < Warning < Critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -9,9 +9,9 @@ use super::journal::FileMeta;
 use super::spec::MAX_FILE_BYTES;
 use super::ChangeError;
 use crate::checks::{CommandRunner, LocalRunner};
+use crate::command::{CommandOutput, HostCommand};
 use crate::fsutil::{ManagedDir, ReadFile};
-use crate::hostops::command::{CommandOutput, HostCommand};
-use crate::hostops::names::ManagedPath;
+use crate::names::ManagedPath;
 
 /// A live file as found: absent, or a regular file (anything else is refused).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,7 +196,7 @@ impl ChangeHost for LocalHost {
     }
 
     async fn docker(&self) -> Result<bollard::Docker, ChangeError> {
-        crate::hostops::docker::connect()
+        crate::docker::connect()
             .await
             .map_err(|e| ChangeError::Failed(e.to_string()))
     }

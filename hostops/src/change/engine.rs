@@ -13,9 +13,9 @@ use super::host::{original_name, staged_name, ChangeHost, LiveFile};
 use super::journal::{check_txn_id, FileMeta, Journal, JournalFile, Journals, Original, TxnState};
 use super::spec::{ChangePolicy, ChangeSet, CommitOptions, FileChange};
 use super::{failpoint, ChangeError};
-use crate::hostops::command::{self, OwnerKind};
-use crate::hostops::names::{AccountName, ManagedPath};
-use crate::metrics::now_ms;
+use crate::command::{self, OwnerKind};
+use crate::names::{AccountName, ManagedPath};
+use crate::now_ms;
 
 const VALIDATOR_TIMEOUT: Duration = Duration::from_secs(60);
 /// A prepared transaction nobody committed is dropped after this.

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use infrastructor_agent::change::{
+use infrastructor_hostops::change::{
     ChangeEngine, ChangeError, ChangePolicy, ChangeSet, CommitOptions, LocalHost, TxnState,
 };
-use infrastructor_agent::hostops::names::ManagedPath;
+use infrastructor_hostops::names::ManagedPath;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -1,19 +1,18 @@
-//! The agent's host checks: detect what the host has, run the checks that apply, and turn
-//! the results into protocol messages. Runs on a schedule and on the controller's request.
+//! Host checks: detect what the host has and run the checks that apply. The agent runs a
+//! round on a schedule and on request; the controller runs the command-based checks and the
+//! Docker check over SSH through the same code.
 
 use std::time::Duration;
 
-use infrastructor_proto::v1::{self as proto, Sample};
+use infrastructor_proto::v1::Sample;
 
-use crate::hostops::command::{self, HostCommand};
-use crate::hostops::journal::{self, Pattern};
-use crate::hostops::names::UnitName;
-use crate::hostops::{docker, systemd, zfs, CheckReport, CheckStatus};
-use crate::metrics::{now_ms, sample};
+use crate::command::{self, HostCommand};
+use crate::journal::{self, Pattern};
+use crate::names::UnitName;
+use crate::{docker, systemd, zfs, CheckReport, CheckStatus};
+use crate::{now_ms, sample};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
-/// Evidence larger than this is cut: a report is a summary, not a dump.
-const MAX_EVIDENCE_BYTES: usize = 64 * 1024;
 
 /// What to check beyond the defaults.
 #[derive(Clone, Debug)]
@@ -251,36 +250,6 @@ async fn systemd_check(runner: &impl CommandRunner, config: &CheckConfig) -> Che
         }
     };
     systemd::check_units(&failed, &watched)
-}
-
-/// Protocol form of a round's reports.
-pub fn to_message(round: &Round) -> proto::CheckReports {
-    let checked_at = now_ms();
-    proto::CheckReports {
-        capabilities: round.capabilities.clone(),
-        reports: round
-            .reports
-            .iter()
-            .map(|report| {
-                let mut evidence = report.evidence.to_string();
-                if evidence.len() > MAX_EVIDENCE_BYTES {
-                    evidence = serde_json::json!({ "truncated": true, "bytes": evidence.len() })
-                        .to_string();
-                }
-                proto::CheckReport {
-                    check: report.check.clone(),
-                    status: match report.status {
-                        CheckStatus::Ok => proto::CheckStatus::Ok,
-                        CheckStatus::Warning => proto::CheckStatus::Warning,
-                        CheckStatus::Critical => proto::CheckStatus::Critical,
-                    } as i32,
-                    message: report.message.clone(),
-                    evidence_json: evidence,
-                    checked_at_unix_ms: checked_at,
-                }
-            })
-            .collect(),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{Action, HealthCheck};
 use super::ChangeError;
 use crate::fsutil;
-use crate::hostops::names::ManagedPath;
+use crate::names::ManagedPath;
 
 /// prepared → committing → awaiting_confirmation → committed | rolled_back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

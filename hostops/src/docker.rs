@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::names::ContainerName;
 use super::{CheckReport, CheckStatus, Finding};
-use crate::metrics::{now_ms, sample};
+use crate::{now_ms, sample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -1,0 +1,5 @@
+//! The host operations' integration suites, one module each, in one test binary (linked once).
+//! Run one suite with `cargo test -p infrastructor-hostops --test hostops <suite>::`.
+
+mod change_engine;
+mod parsers;
