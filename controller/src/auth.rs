@@ -71,6 +71,18 @@ impl Principal {
         }
     }
 
+    /// An agent's stream, reporting about its own host. It carries the lowest scope because
+    /// agents never call the API: only the gateway acts for them, and only on their device.
+    pub fn device(device_id: &str) -> Self {
+        Self {
+            id: format!("device:{device_id}"),
+            name: device_id.to_string(),
+            scope: Scope::Read,
+            owner: format!("device:{device_id}"),
+            requires_approval: false,
+        }
+    }
+
     /// A token principal with `scope`, owned by `owner`.
     pub fn token(id: &str, name: &str, scope: Scope, owner: &str) -> Self {
         Self {

@@ -45,6 +45,11 @@ impl Ctx {
         timeout.min(self.remaining())
     }
 
+    /// For what an agent's stream reports, under the stream's ID (its log lines carry it).
+    pub fn agent(device_id: &str, stream_id: &str) -> Self {
+        Self::new(Principal::device(device_id), stream_id)
+    }
+
     /// For the controller's own work (CLI, bootstrap, background jobs).
     pub fn system(what: &str) -> Self {
         Self::new(Principal::system(what), uuid::Uuid::new_v4().to_string())

@@ -290,6 +290,69 @@ impl TryFrom<String> for TargetState {
     }
 }
 
+/// One round of check reports as a host sent it, still untrusted: the gateway converts an
+/// agent's message into it, the SSH driver a round run over SSH.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedRound {
+    pub capabilities: Vec<String>,
+    pub reports: Vec<ReportedCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedCheck {
+    pub check: String,
+    pub status: CheckStatus,
+    pub message: String,
+    /// JSON as sent; bounded and cleaned when recorded.
+    pub evidence_json: String,
+    pub checked_at_ms: i64,
+}
+
+impl ReportedRound {
+    /// A round the controller ran itself (over SSH), at `now`.
+    pub fn from_host(round: &infrastructor_hostops::checks::Round, now: i64) -> Self {
+        use infrastructor_hostops::CheckStatus as Host;
+        Self {
+            capabilities: round.capabilities.clone(),
+            reports: round
+                .reports
+                .iter()
+                .map(|report| ReportedCheck {
+                    check: report.check.clone(),
+                    status: match report.status {
+                        Host::Ok => CheckStatus::Ok,
+                        Host::Warning => CheckStatus::Warning,
+                        Host::Critical => CheckStatus::Critical,
+                    },
+                    message: report.message.clone(),
+                    evidence_json: report.evidence.to_string(),
+                    checked_at_ms: now,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One metric batch as an agent sent it, still untrusted: the gateway moves the protocol's
+/// batch into it, and the services validate every sample before anything is stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedBatch {
+    /// Assigned by the agent, strictly increasing per device.
+    pub seq: u64,
+    pub samples: Vec<ReportedSample>,
+    /// Cumulative batches and samples the agent dropped because its spool was full.
+    pub spool_dropped_batches: u64,
+    pub spool_dropped_samples: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedSample {
+    pub series: String,
+    pub labels: std::collections::HashMap<String, String>,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,7 +138,6 @@ async fn open_after_database(
         limiter: Arc::new(limiter),
         auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
-        check_rounds: tokio::sync::broadcast::channel(256).0,
         confirmations: Arc::default(),
         clock: Arc::new(crate::clock::SystemClock),
     })

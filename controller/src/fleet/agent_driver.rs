@@ -10,7 +10,7 @@ use infrastructor_proto::v1::{
     command, command_result, controller_message, Cancel, Command, CommandResult, CommandSucceeded,
     ControllerMessage, ErrorKind,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::SessionRegistry;
 use crate::ctx::Ctx;
@@ -21,6 +21,9 @@ pub struct AgentDriver {
     sessions: Arc<SessionRegistry>,
     /// Commands awaiting an answer: request ID → (the device it was sent to, the waiter).
     pending: Arc<Mutex<HashMap<String, Pending>>>,
+    /// Per device, how many rounds of check reports have been recorded: an on-demand run
+    /// waits for the count to move instead of polling the database.
+    rounds: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 }
 
 struct Pending {
@@ -33,14 +36,30 @@ impl AgentDriver {
         Self {
             sessions,
             pending: Arc::default(),
+            rounds: Arc::default(),
         }
     }
 
+    /// Watches the count of the device's recorded rounds.
+    pub fn rounds(&self, device_id: &str) -> watch::Receiver<u64> {
+        let mut rounds = lock(&self.rounds);
+        rounds
+            .entry(device_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Tells whoever watches the device that a round of its reports is stored.
+    pub fn round_recorded(&self, device_id: &str) {
+        let mut rounds = lock(&self.rounds);
+        let sender = rounds
+            .entry(device_id.to_string())
+            .or_insert_with(|| watch::channel(0).0);
+        sender.send_modify(|count| *count += 1);
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        match self.pending.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.pending)
     }
 
     /// Sends `kind` to the device's agent and waits up to `timeout` for its answer.
@@ -203,6 +222,14 @@ impl AgentDriver {
             ),
             None => {}
         }
+    }
+}
+
+/// A poisoned lock still holds consistent maps: every update is a single insert or remove.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

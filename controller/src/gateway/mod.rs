@@ -23,12 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::domain::CheckStatus;
+use crate::ctx::Ctx;
+use crate::domain::{CheckStatus, ReportedBatch, ReportedCheck, ReportedRound, ReportedSample};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::SessionInfo;
 use crate::pki::{client_certificate, ClientCertificate};
 use crate::services::changes::TxnEvent;
-use crate::services::checks::{ReportedCheck, ReportedRound};
 use crate::services::untrusted::{self, Lines};
 use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
@@ -189,6 +189,8 @@ struct Session {
     shutdown: CancellationToken,
     /// Commands from the [`crate::fleet::AgentDriver`] for this agent.
     commands: mpsc::Receiver<ControllerMessage>,
+    /// Correlates what this stream reports in the controller's log.
+    stream_id: String,
 }
 
 impl Session {
@@ -232,7 +234,13 @@ impl Session {
             cancel,
             shutdown,
             commands,
+            stream_id: format!("stream-{}", uuid::Uuid::new_v4().simple()),
         })
+    }
+
+    /// The context of one message from the agent.
+    fn ctx(&self) -> Ctx {
+        Ctx::agent(&self.device_id, &self.stream_id)
     }
 
     /// The resume point. Read after the session is registered, so a device deleted while its
@@ -365,15 +373,16 @@ impl Session {
                         "batch larger than {MAX_BATCH_SAMPLES} samples"
                     )));
                 }
+                let batch = reported_batch(batch);
                 let committed = self
                     .services
-                    .enqueue_batch(&self.device_id, &batch, last_enqueued)
+                    .enqueue_batch(&self.ctx(), &self.device_id, &batch, last_enqueued)
                     .await?;
                 Ok(Some((batch.seq, Box::pin(committed))))
             }
             agent_message::Body::CheckReports(round) => {
                 self.services
-                    .record_check_reports(&self.device_id, &reported_round(round))
+                    .record_check_reports(&self.ctx(), &self.device_id, &reported_round(round))
                     .await?;
                 Ok(None)
             }
@@ -382,7 +391,7 @@ impl Session {
                 match host_event(event) {
                     Some(event) => {
                         self.services
-                            .record_change_event(&self.device_id, &event)
+                            .record_change_event(&self.ctx(), &self.device_id, &event)
                             .await
                     }
                     None => tracing::warn!(device_id = %self.device_id,
@@ -397,6 +406,25 @@ impl Session {
             }
             agent_message::Body::Hello(_) => Err(Error::invalid("hello may only be sent once")),
         }
+    }
+}
+
+/// An agent's metric batch as the services take it (the strings are moved, not copied).
+fn reported_batch(batch: infrastructor_proto::v1::MetricBatch) -> ReportedBatch {
+    ReportedBatch {
+        seq: batch.seq,
+        samples: batch
+            .samples
+            .into_iter()
+            .map(|sample| ReportedSample {
+                series: sample.series,
+                labels: sample.labels,
+                timestamp_ms: sample.timestamp_ms,
+                value: sample.value,
+            })
+            .collect(),
+        spool_dropped_batches: batch.spool_dropped_batches,
+        spool_dropped_samples: batch.spool_dropped_samples,
     }
 }
 

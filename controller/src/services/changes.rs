@@ -12,11 +12,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use infrastructor_hostops::change::health::HealthOutcome;
 use infrastructor_hostops::change::{
-    ChangeEngine, ChangeError, ChangeSet, CommitOptions, CommitReport, FileDiff, PrepareReport,
-    TxnState, ValidatorOutcome,
-};
-use infrastructor_proto::v1::{
-    command::Kind, AbortChange, CommitChange, ConfirmChange, PrepareChange, RollbackChange,
+    ChangeSet, CommitOptions, CommitReport, FileDiff, PrepareReport, TxnState, ValidatorOutcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,19 +21,15 @@ use super::untrusted::{self, Lines};
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
-use crate::domain::{ChangeState, DeviceKind, TargetState};
+use crate::domain::{ChangeState, TargetState};
 use crate::error::{Error, Result};
-use crate::fleet::ssh_changes::SshChangeHost;
+use crate::fleet::{ChangeStep, Host};
 use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
 
 /// Most devices one change may target.
 const MAX_TARGETS: usize = 500;
 /// Targets prepared (or confirmed, rolled back) at once.
 const FAN_OUT: usize = 16;
-const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
-/// Beyond the health timeout: swaps and actions (restarts may take a while).
-const COMMIT_SLACK: Duration = Duration::from_secs(180);
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,35 +144,8 @@ pub struct ChangeSummary {
     pub error: Option<String>,
 }
 
-/// Where a device's change engine runs.
-#[derive(Clone)]
-enum Target {
-    Agent {
-        device_id: String,
-    },
-    Ssh {
-        device_id: String,
-        engine: Arc<ChangeEngine<SshChangeHost>>,
-    },
-}
-
-impl Target {
-    fn device_id(&self) -> &str {
-        match self {
-            Self::Agent { device_id } | Self::Ssh { device_id, .. } => device_id,
-        }
-    }
-}
-
-fn engine_error(error: ChangeError) -> Error {
-    match error {
-        ChangeError::InvalidInput(m) | ChangeError::Refused(m) => Error::InvalidInput(m),
-        ChangeError::Conflict(m) => Error::Conflict(m),
-        ChangeError::NotFound(m) => Error::NotFound(m),
-        ChangeError::Failed(m) => Error::Unavailable(m),
-        other => Error::Internal(other.to_string()),
-    }
-}
+/// A device taking part in a change.
+type Target = Arc<dyn Host>;
 
 impl Services {
     /// Dry run: every target stages the files, diffs them and runs the validators; nothing
@@ -362,12 +327,13 @@ impl Services {
 
     /// An agent rolled a transaction back by itself (deadline passed, or recovered after a
     /// restart): record it against the change.
-    pub async fn record_change_event(&self, device_id: &str, event: &TxnEvent) {
+    pub async fn record_change_event(&self, ctx: &Ctx, device_id: &str, event: &TxnEvent) {
         // The agent's words are untrusted: the reason is cleaned and bounded.
         let state = event.state;
         let reason = untrusted::clean(&event.reason, untrusted::MAX_LINE_CHARS, Lines::Single);
         let txn_id = event.txn_id.as_str();
-        tracing::warn!(device_id, txn_id, state = state.as_str(), %reason, "agent changed a transaction on its own");
+        tracing::warn!(request_id = %ctx.request_id, device_id, txn_id, state = state.as_str(), %reason,
+            "agent changed a transaction on its own");
         let update = TargetUpdate {
             state: state.into(),
             error: Some(&reason),
@@ -416,6 +382,7 @@ impl Services {
 
     /// Rolls back agentless transactions whose confirmation deadline passed.
     pub async fn expire_agentless_changes(&self) {
+        let ctx = Ctx::system("agentless change deadlines");
         for (device_id, engine) in self.agentless_changes.open_engines() {
             match engine.expire().await {
                 Ok(expired) => {
@@ -425,7 +392,7 @@ impl Services {
                             state: report.state,
                             reason: report.reason.unwrap_or_default(),
                         };
-                        self.record_change_event(&device_id, &event).await;
+                        self.record_change_event(&ctx, &device_id, &event).await;
                     }
                 }
                 Err(error) => tracing::error!(device_id, %error, "cannot expire changes over SSH"),
@@ -445,7 +412,7 @@ impl Services {
             )));
         }
         let targets = self.resolve_targets(&request.devices).await?;
-        let mut ids: Vec<&str> = targets.iter().map(Target::device_id).collect();
+        let mut ids: Vec<&str> = targets.iter().map(|t| t.device_id()).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
             return Err(Error::invalid("a device is listed twice"));
@@ -479,20 +446,7 @@ impl Services {
     async fn resolve_targets(&self, devices: &[String]) -> Result<Vec<Target>> {
         let mut targets = Vec::with_capacity(devices.len());
         for device in devices {
-            let row = self.require_device(device).await?;
-            if row.kind == DeviceKind::Agentless {
-                let ssh = super::devices::ssh_target(&row)?;
-                let engine = self
-                    .agentless_changes
-                    .engine(&row.id, ssh)
-                    .map_err(engine_error)?;
-                targets.push(Target::Ssh {
-                    device_id: row.id,
-                    engine,
-                });
-            } else {
-                targets.push(Target::Agent { device_id: row.id });
-            }
+            targets.push(self.host(&self.require_device(device).await?));
         }
         Ok(targets)
     }
@@ -558,7 +512,7 @@ impl Services {
         let results = join_all(
             prepared
                 .iter()
-                .map(|t| self.target_step(ctx, t, id, Step::Abort)),
+                .map(|t| self.target_step(ctx, t, id, ChangeStep::Abort)),
         )
         .await;
         for (target, result) in prepared.into_iter().zip(results) {
@@ -584,7 +538,7 @@ impl Services {
         let results = join_all(
             targets
                 .iter()
-                .map(|t| self.target_step(ctx, t, id, Step::Confirm)),
+                .map(|t| self.target_step(ctx, t, id, ChangeStep::Confirm)),
         )
         .await;
         let mut failure = None;
@@ -628,7 +582,7 @@ impl Services {
         let results = join_all(
             targets
                 .iter()
-                .map(|t| self.target_step(ctx, t, id, Step::Rollback(reason))),
+                .map(|t| self.target_step(ctx, t, id, ChangeStep::Rollback(reason))),
         )
         .await;
         let mut failures = Vec::new();
@@ -641,7 +595,7 @@ impl Services {
                 }
                 // Never committed there: nothing to undo; drop the prepared transaction.
                 Err(Error::Conflict(message)) if message.contains("nothing was applied") => {
-                    let _ = self.target_step(ctx, target, id, Step::Abort).await;
+                    let _ = self.target_step(ctx, target, id, ChangeStep::Abort).await;
                     let update = TargetUpdate {
                         state: TargetState::Aborted,
                         ..Default::default()
@@ -673,21 +627,8 @@ impl Services {
         id: &str,
         set: &ChangeSet,
     ) -> Result<PrepareReport> {
-        match target {
-            Target::Agent { device_id } => {
-                let change_set_json =
-                    serde_json::to_string(set).map_err(|e| Error::Internal(e.to_string()))?;
-                let kind = Kind::PrepareChange(PrepareChange {
-                    txn_id: id.to_string(),
-                    change_set_json,
-                });
-                self.agents
-                    .send_for_payload(ctx, device_id, kind, PREPARE_TIMEOUT)
-                    .await
-            }
-            Target::Ssh { engine, .. } => engine.prepare(id, set).await.map_err(engine_error),
-        }
-        .and_then(untrusted::clean_as)
+        let report = target.prepare_change(ctx, id, set).await?;
+        untrusted::clean_as(report)
     }
 
     async fn target_commit(
@@ -697,21 +638,8 @@ impl Services {
         id: &str,
         options: CommitOptions,
     ) -> Result<CommitReport> {
-        match target {
-            Target::Agent { device_id } => {
-                let kind = Kind::CommitChange(CommitChange {
-                    txn_id: id.to_string(),
-                    confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
-                    health_timeout_seconds: options.health_timeout.as_secs() as u32,
-                });
-                let timeout = options.health_timeout + COMMIT_SLACK;
-                self.agents
-                    .send_for_payload(ctx, device_id, kind, timeout)
-                    .await
-            }
-            Target::Ssh { engine, .. } => engine.commit(id, options).await.map_err(engine_error),
-        }
-        .and_then(untrusted::clean_as)
+        let report = target.commit_change(ctx, id, options).await?;
+        untrusted::clean_as(report)
     }
 
     async fn target_step(
@@ -719,31 +647,10 @@ impl Services {
         ctx: &Ctx,
         target: &Target,
         id: &str,
-        step: Step<'_>,
+        step: ChangeStep<'_>,
     ) -> Result<CommitReport> {
-        let txn_id = id.to_string();
-        match target {
-            Target::Agent { device_id } => {
-                let kind = match step {
-                    Step::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
-                    Step::Abort => Kind::AbortChange(AbortChange { txn_id }),
-                    Step::Rollback(reason) => Kind::RollbackChange(RollbackChange {
-                        txn_id,
-                        reason: reason.to_string(),
-                    }),
-                };
-                self.agents
-                    .send_for_payload(ctx, device_id, kind, STEP_TIMEOUT)
-                    .await
-            }
-            Target::Ssh { engine, .. } => match step {
-                Step::Confirm => engine.confirm(id).await,
-                Step::Abort => engine.abort(id).await,
-                Step::Rollback(reason) => engine.rollback(id, reason).await,
-            }
-            .map_err(engine_error),
-        }
-        .and_then(untrusted::clean_as)
+        let report = target.change_step(ctx, id, step).await?;
+        untrusted::clean_as(report)
     }
 
     async fn record_commit(
@@ -850,13 +757,6 @@ impl Services {
         };
         redact_as(&view, Clearance::of(ctx.principal.scope))
     }
-}
-
-#[derive(Clone, Copy)]
-enum Step<'a> {
-    Confirm,
-    Abort,
-    Rollback(&'a str),
 }
 
 fn target_view(row: ChangeTargetRow) -> TargetView {

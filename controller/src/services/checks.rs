@@ -2,28 +2,21 @@
 //! input, validated and bounded), and reading the latest state, the history, capabilities
 //! and containers.
 
-use std::time::Duration;
-
-use infrastructor_proto::v1::command::Kind as RunChecksKind;
-use infrastructor_proto::v1::RunChecks;
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
-use crate::domain::{CheckStatus, DeviceKind};
+use crate::domain::{CheckStatus, ReportedRound};
 use crate::error::{Error, Result};
+use crate::fleet::CheckRun;
 use crate::store::CheckRow;
 
 const KNOWN_CAPABILITIES: [&str; 4] = ["docker", "zfs", "systemd", "journald"];
 const MAX_REPORTS_PER_ROUND: usize = 256;
 const MAX_MESSAGE_CHARS: usize = 1000;
 const MAX_EVIDENCE_BYTES: usize = 64 * 1024;
-/// How long an agent has to acknowledge a command.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a triggered round of checks may take to report.
-const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CheckView {
@@ -32,49 +25,6 @@ pub struct CheckView {
     pub message: String,
     pub checked_at: String,
     pub evidence: serde_json::Value,
-}
-
-/// One round of check reports as a host sent it, still untrusted: the gateway converts an
-/// agent's message into it, the SSH driver a round run over SSH.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ReportedRound {
-    pub capabilities: Vec<String>,
-    pub reports: Vec<ReportedCheck>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ReportedCheck {
-    pub check: String,
-    pub status: CheckStatus,
-    pub message: String,
-    /// JSON as sent; bounded and cleaned when recorded.
-    pub evidence_json: String,
-    pub checked_at_ms: i64,
-}
-
-impl ReportedRound {
-    /// A round the controller ran itself (over SSH), at `now`.
-    pub fn from_host(round: &infrastructor_hostops::checks::Round, now: i64) -> Self {
-        use infrastructor_hostops::CheckStatus as Host;
-        Self {
-            capabilities: round.capabilities.clone(),
-            reports: round
-                .reports
-                .iter()
-                .map(|report| ReportedCheck {
-                    check: report.check.clone(),
-                    status: match report.status {
-                        Host::Ok => CheckStatus::Ok,
-                        Host::Warning => CheckStatus::Warning,
-                        Host::Critical => CheckStatus::Critical,
-                    },
-                    message: report.message.clone(),
-                    evidence_json: report.evidence.to_string(),
-                    checked_at_ms: now,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// A check's newest verdict, without its evidence.
@@ -139,7 +89,12 @@ use super::untrusted::{self, Lines};
 impl Services {
     /// Stores a round of check reports from an agent. Reports with an invalid name or status
     /// are dropped; messages and evidence are bounded; unknown capabilities are ignored.
-    pub async fn record_check_reports(&self, device_id: &str, round: &ReportedRound) -> Result<()> {
+    pub async fn record_check_reports(
+        &self,
+        ctx: &Ctx,
+        device_id: &str,
+        round: &ReportedRound,
+    ) -> Result<()> {
         let now = now_ms();
         let rows: Vec<CheckRow> = round
             .reports
@@ -178,8 +133,8 @@ impl Services {
             .record_checks(device_id, &capabilities, &rows, now)
             .await?;
         self.cache.invalidate(&key::of_device(device_id)).await;
-        // Nobody waiting is fine.
-        let _ = self.check_rounds.send(device_id.to_string());
+        self.agents.round_recorded(device_id);
+        tracing::debug!(request_id = %ctx.request_id, device_id, "check reports recorded");
         Ok(())
     }
 
@@ -268,99 +223,14 @@ impl Services {
     pub async fn run_checks(&self, ctx: &Ctx, device: &str) -> Result<Vec<CheckView>> {
         ctx.principal.require(Scope::Operate)?;
         let row = self.require_device(device).await?;
-        if row.kind == DeviceKind::Agentless {
-            return self.run_checks_over_ssh(ctx, &row).await;
+        let host = self.host(&row);
+        if let CheckRun::Ran(round) = host.run_checks(ctx).await? {
+            self.record_check_reports(ctx, &row.id, &round).await?;
+            tracing::info!(request_id = %ctx.request_id,
+                device_id = %row.id,
+                reports = round.reports.len(),
+                "checks run from the controller");
         }
-        // Listening before asking, so the round cannot be missed.
-        let mut rounds = self.check_rounds.subscribe();
-        let requested_at = now_ms();
-        self.agents
-            .send(
-                ctx,
-                &row.id,
-                RunChecksKind::RunChecks(RunChecks {}),
-                COMMAND_TIMEOUT,
-            )
-            .await?;
-        // The agent answers at once and streams the reports when the round is done.
-        let arrived = tokio::time::timeout(ctx.bounded(ROUND_TIMEOUT), async {
-            loop {
-                match rounds.recv().await {
-                    Ok(device_id) if device_id == row.id => return Ok(()),
-                    Ok(_) => {}
-                    // Too many rounds at once to follow: the store says whether ours is in.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let (_, detected_at) = self.store.capabilities(&row.id).await?;
-                        if detected_at.is_some_and(|at| at >= requested_at) {
-                            return Ok(());
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Err(Error::Unavailable("the controller is shutting down".into()))
-                    }
-                }
-            }
-        })
-        .await;
-        match arrived {
-            Ok(Ok(())) => self.list_checks(ctx, device).await,
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(Error::Unavailable(format!(
-                "checks started on device {device:?} but no report arrived within {}s",
-                ROUND_TIMEOUT.as_secs()
-            ))),
-        }
-    }
-
-    /// The agent's command-based checks (ZFS, systemd, journal), run over SSH with the same
-    /// argv and parsers, stored like an agent's reports.
-    async fn run_checks_over_ssh(
-        &self,
-        ctx: &Ctx,
-        row: &crate::store::DeviceRow,
-    ) -> Result<Vec<CheckView>> {
-        let target = super::devices::ssh_target(row)?;
-        // Probe first, so an unreachable host or a wrong key is one clear error.
-        self.ssh
-            .run(
-                &target,
-                &infrastructor_hostops::command::uname(),
-                COMMAND_TIMEOUT,
-            )
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let runner = crate::fleet::ssh_driver::SshRunner {
-            driver: &self.ssh,
-            target: &target,
-        };
-        let mut round = infrastructor_hostops::checks::Round::default();
-        let config = infrastructor_hostops::checks::CheckConfig::default();
-        tokio::time::timeout(
-            ROUND_TIMEOUT,
-            infrastructor_hostops::checks::run_command_checks(&runner, &config, &mut round),
-        )
-        .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "checks over SSH did not finish within {}s",
-                ROUND_TIMEOUT.as_secs()
-            ))
-        })?;
-        // Docker through the engine API tunnelled over the same SSH trust (pinned key).
-        if let Ok(engine) = self.ssh.docker(&target).await {
-            if tokio::time::timeout(COMMAND_TIMEOUT, engine.ping())
-                .await
-                .is_ok_and(|pong| pong.is_ok())
-            {
-                infrastructor_hostops::checks::docker_checks(&engine, &mut round).await;
-            }
-        }
-        self.record_check_reports(&row.id, &ReportedRound::from_host(&round, now_ms()))
-            .await?;
-        tracing::info!(request_id = %ctx.request_id,
-            device_id = %row.id,
-            reports = round.reports.len(),
-            "checks run over SSH");
         self.list_checks(ctx, &row.id).await
     }
 

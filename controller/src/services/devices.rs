@@ -1,6 +1,7 @@
 //! Device registry operations.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,7 @@ use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
 use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
+use crate::fleet::{AgentHost, Host, Link, SshHost};
 use crate::store::{DeviceRow, LatestSample, NewDevice};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -104,14 +106,34 @@ pub struct SshPublicKey {
 pub const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
 
 impl Services {
+    /// The device's host: the one place that knows how each kind of device is reached.
+    pub fn host(&self, row: &DeviceRow) -> Arc<dyn Host> {
+        match row.kind {
+            DeviceKind::Agent => Arc::new(AgentHost {
+                device_id: row.id.clone(),
+                last_seen_ms: row.last_seen_ms,
+                driver: self.agents.clone(),
+                sessions: self.sessions.clone(),
+            }),
+            DeviceKind::Agentless => Arc::new(SshHost {
+                device_id: row.id.clone(),
+                target: ssh_target(row).map_err(|e| e.public_message()),
+                driver: self.ssh.clone(),
+                changes: self.agentless_changes.clone(),
+            }),
+        }
+    }
+
     /// A device as the API shows it; `latest` holds its newest summary samples.
     fn view(&self, row: DeviceRow, latest: &[LatestSample]) -> DeviceView {
         let session = self.sessions.get(&row.id);
-        let status = match (row.kind, &session, row.last_seen_ms) {
-            (DeviceKind::Agentless, _, _) => "agentless",
-            (_, Some(_), _) => "online",
-            (_, None, Some(_)) => "offline",
-            (_, None, None) => "never_connected",
+        let status = match self.host(&row).link() {
+            Link::OnDemand => "agentless",
+            Link::Streaming => "online",
+            Link::Offline {
+                last_seen_ms: Some(_),
+            } => "offline",
+            Link::Offline { last_seen_ms: None } => "never_connected",
         };
         let summary = latest.iter().map(|s| s.ts_ms).max().map(|ts| {
             let value = |name: &str| latest.iter().find(|s| s.name == name).map(|s| s.value);

@@ -19,8 +19,9 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
-use crate::domain::{CheckStatus, DeviceKind, Health};
+use crate::domain::{CheckStatus, Health};
 use crate::error::Result;
+use crate::fleet::Link;
 use crate::store::DeviceRow;
 
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -180,34 +181,40 @@ fn score(findings: &[Finding]) -> (u8, Health) {
 
 impl Services {
     async fn diagnose_row(&self, ctx: &Ctx, row: &DeviceRow) -> Result<DeviceDiagnosis> {
-        let online = self.sessions.get(&row.id).is_some();
+        let host = self.host(row);
+        let link = host.link();
         let mut findings = Vec::new();
         let mut fresh = false;
-        let checks = if row.kind == DeviceKind::Agentless {
-            match self.run_checks(ctx, &row.id).await {
+        let checks = match link {
+            Link::Offline { last_seen_ms } => {
+                let seen = last_seen_ms.map_or("never".to_string(), rfc3339);
+                findings.push(finding(
+                    host.link_check(),
+                    CheckStatus::Critical,
+                    format!("agent offline (last seen {seen})"),
+                ));
+                self.list_checks(ctx, &row.id).await?
+            }
+            Link::Streaming | Link::OnDemand => match self.run_checks(ctx, &row.id).await {
                 Ok(checks) => {
                     fresh = true;
-                    findings.push(finding(
-                        "ssh.link",
-                        CheckStatus::Ok,
-                        "reached over SSH with the pinned host key".into(),
-                    ));
+                    if link == Link::OnDemand {
+                        findings.push(finding(
+                            host.link_check(),
+                            CheckStatus::Ok,
+                            "reached over SSH with the pinned host key".into(),
+                        ));
+                    }
                     checks
                 }
-                Err(error) => {
+                // Reaching an on-demand host is what failed; a streaming one failed its round.
+                Err(error) if link == Link::OnDemand => {
                     findings.push(finding(
-                        "ssh.link",
+                        host.link_check(),
                         CheckStatus::Critical,
                         error.public_message(),
                     ));
                     self.list_checks(ctx, &row.id).await?
-                }
-            }
-        } else if online {
-            match self.run_checks(ctx, &row.id).await {
-                Ok(checks) => {
-                    fresh = true;
-                    checks
                 }
                 Err(error) => {
                     findings.push(finding(
@@ -217,18 +224,12 @@ impl Services {
                     ));
                     self.list_checks(ctx, &row.id).await?
                 }
-            }
-        } else {
-            let seen = row.last_seen_ms.map_or("never".to_string(), rfc3339);
-            findings.push(finding(
-                "agent.link",
-                CheckStatus::Critical,
-                format!("agent offline (last seen {seen})"),
-            ));
-            self.list_checks(ctx, &row.id).await?
+            },
         };
+        let only_link = checks.is_empty();
         findings.extend(checks.into_iter().map(from_check));
-        if row.kind == DeviceKind::Agent && online {
+        // Only a streaming host sends metrics, so only its metrics can be stale.
+        if link == Link::Streaming {
             let newest = self
                 .store
                 .latest_samples(&row.id, &["cpu.usage_percent"])
@@ -251,7 +252,8 @@ impl Services {
             });
         }
         let (score, mut status) = score(&findings);
-        if row.kind == DeviceKind::Agent && !online && findings.len() == 1 {
+        // An offline host that never reported anything is not known to be unhealthy.
+        if matches!(link, Link::Offline { .. }) && only_link {
             status = Health::Unreachable;
         }
         let failed = findings.iter().filter(|f| !f.passed).count();
@@ -429,14 +431,17 @@ impl Services {
                 pool.idle_connections, pool.hosts
             ),
         ));
-        let agents: Vec<&DeviceRow> = rows
+        let links: Vec<(&DeviceRow, Link)> =
+            rows.iter().map(|r| (r, self.host(r).link())).collect();
+        let agents: Vec<&DeviceRow> = links
             .iter()
-            .filter(|r| r.kind == DeviceKind::Agent)
+            .filter(|(_, link)| *link != Link::OnDemand)
+            .map(|(row, _)| *row)
             .collect();
-        let offline: Vec<&str> = agents
+        let offline: Vec<&str> = links
             .iter()
-            .filter(|r| self.sessions.get(&r.id).is_none())
-            .map(|r| r.name.as_str())
+            .filter(|(_, link)| matches!(link, Link::Offline { .. }))
+            .map(|(row, _)| row.name.as_str())
             .collect();
         system.push(if offline.is_empty() {
             finding(

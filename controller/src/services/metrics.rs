@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use infrastructor_proto::v1::{MetricBatch, Sample};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, rfc3339, validate, Services};
 use crate::auth::Scope;
 use crate::cache::{key, ttl};
 use crate::ctx::Ctx;
+use crate::domain::{ReportedBatch, ReportedSample};
 use crate::error::{Error, Result};
 use crate::store::{BatchToIngest, Bucket, IngestOutcome, IngestSample, Resolution};
 
@@ -114,7 +114,7 @@ fn canonical_label_json(labels: &std::collections::HashMap<String, String>) -> S
     serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_string())
 }
 
-fn validate_sample(sample: &Sample, now: i64) -> Result<IngestSample> {
+fn validate_sample(sample: &ReportedSample, now: i64) -> Result<IngestSample> {
     validate::series_name(&sample.series)?;
     if sample.labels.len() > MAX_LABELS {
         return Err(Error::invalid(format!("more than {MAX_LABELS} labels")));
@@ -148,8 +148,9 @@ impl Services {
     /// stream (see [`BatchToIngest::after_seq`]).
     pub async fn enqueue_batch(
         &self,
+        ctx: &Ctx,
         device_id: &str,
-        batch: &MetricBatch,
+        batch: &ReportedBatch,
         after_seq: u64,
     ) -> Result<impl std::future::Future<Output = Result<IngestOutcome>> + Send + 'static> {
         let now = now_ms();
@@ -160,12 +161,14 @@ impl Services {
                 Ok(sample) => valid.push(sample),
                 Err(error) => {
                     rejected += 1;
-                    tracing::debug!(%device_id, seq = batch.seq, %error, "sample rejected");
+                    tracing::debug!(request_id = %ctx.request_id, %device_id, seq = batch.seq, %error,
+                        "sample rejected");
                 }
             }
         }
         if rejected > 0 {
-            tracing::warn!(%device_id, seq = batch.seq, rejected, "dropped invalid samples from batch");
+            tracing::warn!(request_id = %ctx.request_id, %device_id, seq = batch.seq, rejected,
+                "dropped invalid samples from batch");
             self.telemetry.ingest_rejected_samples.inc_by(rejected);
         }
         let valid_count = valid.len() as u64;
@@ -530,7 +533,12 @@ mod tests {
 
     #[test]
     fn untrusted_samples_are_validated() {
-        let good = infrastructor_hostops::sample("cpu.usage_percent", &[("core", "0")], NOW, 1.0);
+        let good = ReportedSample {
+            series: "cpu.usage_percent".into(),
+            labels: [("core".to_string(), "0".to_string())].into(),
+            timestamp_ms: NOW,
+            value: 1.0,
+        };
         assert_eq!(
             validate_sample(&good, NOW).unwrap().labels,
             r#"{"core":"0"}"#

@@ -65,9 +65,6 @@ pub struct Services {
     pub auth_failures: Arc<crate::connections::AuthFailures>,
     /// Operation timings not yet flushed to `operation_metrics`.
     pub timings: Arc<OperationTimings>,
-    /// Told the device ID each time a round of check reports is stored, so an on-demand run
-    /// waits for its answer instead of polling the database.
-    pub check_rounds: tokio::sync::broadcast::Sender<String>,
     /// MCP mutations' plans awaiting their confirmation call.
     pub confirmations: Arc<crate::operations::confirm::Confirmations>,
     /// Wall time for expiries (held requests, tokens); tests move it instead of sleeping.

@@ -1,0 +1,343 @@
+//! One interface to a managed host, however it is reached: [`AgentHost`] sends typed
+//! commands down the agent's stream, [`SshHost`] runs the same host operations over SSH. The
+//! services resolve a device's host once (`Services::host`) and never ask which it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use infrastructor_hostops::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions};
+use infrastructor_hostops::change::{CommitReport, PrepareReport};
+use infrastructor_hostops::checks::{self, CheckConfig, Round};
+use infrastructor_proto::v1::command::Kind;
+use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareChange};
+use infrastructor_proto::v1::{RollbackChange, RunChecks};
+
+use super::ssh_changes::{AgentlessChanges, SshChangeHost};
+use super::ssh_driver::SshRunner;
+use super::{AgentDriver, SessionRegistry, SshDriver, SshTarget};
+use crate::ctx::Ctx;
+use crate::domain::ReportedRound;
+use crate::error::{Error, Result};
+
+/// How long a host has to acknowledge a command (or answer a probe over SSH).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a round of checks may take.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Beyond the health timeout: swaps and actions (restarts may take a while).
+const COMMIT_SLACK: Duration = Duration::from_secs(180);
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The host's link, as far as callers care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// The agent's stream is up.
+    Streaming,
+    /// The agent is not connected; it was last seen then, if ever.
+    Offline { last_seen_ms: Option<i64> },
+    /// Reached when needed (SSH); nothing streams from it.
+    OnDemand,
+}
+
+/// How a round of checks reached the controller.
+#[derive(Debug)]
+pub enum CheckRun {
+    /// The controller ran it on the host and holds the round: the caller records it.
+    Ran(ReportedRound),
+    /// The host reported it on its own stream, and it was recorded on arrival.
+    Reported,
+}
+
+/// A step of a prepared or applied transaction.
+#[derive(Clone, Copy, Debug)]
+pub enum ChangeStep<'a> {
+    Confirm,
+    Abort,
+    Rollback(&'a str),
+}
+
+/// What the controller does on a managed host.
+pub trait Host: Send + Sync {
+    fn device_id(&self) -> &str;
+
+    fn link(&self) -> Link;
+
+    /// The name of the finding that reports this link in a diagnosis.
+    fn link_check(&self) -> &'static str;
+
+    /// Runs every applicable check now.
+    fn run_checks<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<CheckRun>>;
+
+    /// Stages, diffs and validates a change set; nothing live changes.
+    fn prepare_change<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        set: &'a ChangeSet,
+    ) -> BoxFuture<'a, Result<PrepareReport>>;
+
+    /// Swaps the prepared files in, runs the actions and health checks.
+    fn commit_change<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        options: CommitOptions,
+    ) -> BoxFuture<'a, Result<CommitReport>>;
+
+    fn change_step<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        step: ChangeStep<'a>,
+    ) -> BoxFuture<'a, Result<CommitReport>>;
+}
+
+/// A host with an agent: typed commands over its stream, answered by the agent's engine.
+pub struct AgentHost {
+    pub device_id: String,
+    pub last_seen_ms: Option<i64>,
+    pub driver: AgentDriver,
+    pub sessions: Arc<SessionRegistry>,
+}
+
+impl AgentHost {
+    async fn checks(&self, ctx: &Ctx) -> Result<CheckRun> {
+        // Watching before asking, so the round cannot be missed.
+        let mut rounds = self.driver.rounds(&self.device_id);
+        let before = *rounds.borrow_and_update();
+        let run = Kind::RunChecks(RunChecks {});
+        self.driver
+            .send(ctx, &self.device_id, run, COMMAND_TIMEOUT)
+            .await?;
+        // The agent answers at once and streams the reports when the round is done.
+        let recorded = async { rounds.wait_for(|count| *count > before).await.map(|_| ()) };
+        match tokio::time::timeout(ctx.bounded(ROUND_TIMEOUT), recorded).await {
+            Ok(Ok(_)) => Ok(CheckRun::Reported),
+            Ok(Err(_)) => Err(Error::Unavailable("the controller is shutting down".into())),
+            Err(_) => Err(Error::Unavailable(format!(
+                "checks started on device {} but no report arrived within {}s",
+                self.device_id,
+                ROUND_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn command<T: serde::de::DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<T> {
+        self.driver
+            .send_for_payload(ctx, &self.device_id, kind, timeout)
+            .await
+    }
+}
+
+impl Host for AgentHost {
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    fn link(&self) -> Link {
+        match self.sessions.get(&self.device_id) {
+            Some(_) => Link::Streaming,
+            None => Link::Offline {
+                last_seen_ms: self.last_seen_ms,
+            },
+        }
+    }
+
+    fn link_check(&self) -> &'static str {
+        "agent.link"
+    }
+
+    fn run_checks<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<CheckRun>> {
+        Box::pin(self.checks(ctx))
+    }
+
+    fn prepare_change<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        set: &'a ChangeSet,
+    ) -> BoxFuture<'a, Result<PrepareReport>> {
+        Box::pin(async move {
+            let change_set_json =
+                serde_json::to_string(set).map_err(|e| Error::Internal(e.to_string()))?;
+            let kind = Kind::PrepareChange(PrepareChange {
+                txn_id: txn_id.to_string(),
+                change_set_json,
+            });
+            self.command(ctx, kind, PREPARE_TIMEOUT).await
+        })
+    }
+
+    fn commit_change<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        options: CommitOptions,
+    ) -> BoxFuture<'a, Result<CommitReport>> {
+        let kind = Kind::CommitChange(CommitChange {
+            txn_id: txn_id.to_string(),
+            confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
+            health_timeout_seconds: options.health_timeout.as_secs() as u32,
+        });
+        Box::pin(self.command(ctx, kind, options.health_timeout + COMMIT_SLACK))
+    }
+
+    fn change_step<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        txn_id: &'a str,
+        step: ChangeStep<'a>,
+    ) -> BoxFuture<'a, Result<CommitReport>> {
+        let txn_id = txn_id.to_string();
+        let kind = match step {
+            ChangeStep::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
+            ChangeStep::Abort => Kind::AbortChange(AbortChange { txn_id }),
+            ChangeStep::Rollback(reason) => Kind::RollbackChange(RollbackChange {
+                txn_id,
+                reason: reason.to_string(),
+            }),
+        };
+        Box::pin(self.command(ctx, kind, STEP_TIMEOUT))
+    }
+}
+
+/// A host without an agent: the agent's argv, parsers and change engine, run over SSH with
+/// the pinned host key.
+pub struct SshHost {
+    pub device_id: String,
+    /// Absent when the device lacks an address, a user or a pinned key: every operation then
+    /// says so.
+    pub target: std::result::Result<SshTarget, String>,
+    pub driver: Arc<SshDriver>,
+    pub changes: Arc<AgentlessChanges>,
+}
+
+impl SshHost {
+    fn target(&self) -> Result<&SshTarget> {
+        self.target
+            .as_ref()
+            .map_err(|reason| Error::Unavailable(reason.clone()))
+    }
+
+    fn engine(&self) -> Result<Arc<ChangeEngine<SshChangeHost>>> {
+        self.changes
+            .engine(&self.device_id, self.target()?.clone())
+            .map_err(engine_error)
+    }
+
+    /// The command-based checks (ZFS, systemd, journal), then Docker through the engine API
+    /// tunnelled over the same SSH trust.
+    async fn checks(&self, ctx: &Ctx) -> Result<CheckRun> {
+        let target = self.target()?;
+        // Probe first, so an unreachable host or a wrong key is one clear error.
+        let uname = infrastructor_hostops::command::uname();
+        self.driver
+            .run(target, &uname, ctx.bounded(COMMAND_TIMEOUT))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let runner = SshRunner {
+            driver: &self.driver,
+            target,
+        };
+        let mut round = Round::default();
+        let config = CheckConfig::default();
+        let commands = checks::run_command_checks(&runner, &config, &mut round);
+        tokio::time::timeout(ctx.bounded(ROUND_TIMEOUT), commands)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "checks over SSH did not finish within {}s",
+                    ROUND_TIMEOUT.as_secs()
+                ))
+            })?;
+        if let Ok(engine) = self.driver.docker(target).await {
+            if tokio::time::timeout(COMMAND_TIMEOUT, engine.ping())
+                .await
+                .is_ok_and(|pong| pong.is_ok())
+            {
+                checks::docker_checks(&engine, &mut round).await;
+            }
+        }
+        let now = crate::services::now_ms();
+        Ok(CheckRun::Ran(ReportedRound::from_host(&round, now)))
+    }
+}
+
+impl Host for SshHost {
+    fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    fn link(&self) -> Link {
+        Link::OnDemand
+    }
+
+    fn link_check(&self) -> &'static str {
+        "ssh.link"
+    }
+
+    fn run_checks<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<CheckRun>> {
+        Box::pin(self.checks(ctx))
+    }
+
+    fn prepare_change<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        txn_id: &'a str,
+        set: &'a ChangeSet,
+    ) -> BoxFuture<'a, Result<PrepareReport>> {
+        Box::pin(async move {
+            self.engine()?
+                .prepare(txn_id, set)
+                .await
+                .map_err(engine_error)
+        })
+    }
+
+    fn commit_change<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        txn_id: &'a str,
+        options: CommitOptions,
+    ) -> BoxFuture<'a, Result<CommitReport>> {
+        Box::pin(async move {
+            let engine = self.engine()?;
+            engine.commit(txn_id, options).await.map_err(engine_error)
+        })
+    }
+
+    fn change_step<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        txn_id: &'a str,
+        step: ChangeStep<'a>,
+    ) -> BoxFuture<'a, Result<CommitReport>> {
+        Box::pin(async move {
+            let engine = self.engine()?;
+            match step {
+                ChangeStep::Confirm => engine.confirm(txn_id).await,
+                ChangeStep::Abort => engine.abort(txn_id).await,
+                ChangeStep::Rollback(reason) => engine.rollback(txn_id, reason).await,
+            }
+            .map_err(engine_error)
+        })
+    }
+}
+
+/// The engine's errors as the controller's kinds (the agent sends the same kinds as the
+/// proto `ErrorKind`).
+pub fn engine_error(error: ChangeError) -> Error {
+    match error {
+        ChangeError::InvalidInput(m) | ChangeError::Refused(m) => Error::InvalidInput(m),
+        ChangeError::Conflict(m) => Error::Conflict(m),
+        ChangeError::NotFound(m) => Error::NotFound(m),
+        ChangeError::Failed(m) => Error::Unavailable(m),
+        other => Error::Internal(other.to_string()),
+    }
+}
