@@ -5,7 +5,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use infrastructor_hostops::checks::Round;
-use infrastructor_hostops::CheckStatus;
 use infrastructor_proto::v1::{self as proto, agent_message, AgentMessage};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
@@ -246,11 +245,7 @@ fn check_reports_message(round: &Round) -> proto::CheckReports {
                 }
                 proto::CheckReport {
                     check: report.check.clone(),
-                    status: match report.status {
-                        CheckStatus::Ok => proto::CheckStatus::Ok,
-                        CheckStatus::Warning => proto::CheckStatus::Warning,
-                        CheckStatus::Critical => proto::CheckStatus::Critical,
-                    } as i32,
+                    status: proto::CheckStatus::from(report.status).into(),
                     message: report.message.clone(),
                     evidence_json: evidence,
                     checked_at_unix_ms: checked_at,
@@ -305,7 +300,7 @@ async fn send_change_events(
     for report in reports {
         let event = infrastructor_proto::v1::ChangeEvent {
             txn_id: report.txn_id,
-            state: report.state.as_str().to_string(),
+            state: proto::TxnState::from(report.state).into(),
             reason: report.reason.unwrap_or_default(),
         };
         let message = AgentMessage {

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use infrastructor_hostops::change::{
+    ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost,
+};
 use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
+use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
     agent_message, command, command_result, controller_message, AgentMessage, Command,
     CommandFailed, CommandResult, CommandSucceeded, ErrorKind, Heartbeat, Hello,
@@ -14,15 +18,12 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::daemon::Shared;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
 use crate::tls;
-use infrastructor_hostops::change::{
-    ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost, TxnState,
-};
-use tracing::Instrument;
 
 /// Batches sent but not yet acknowledged, at most.
 const IN_FLIGHT_WINDOW: u64 = 32;
@@ -269,7 +270,7 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
     let outcome = match outcome {
         Ok(message) => command_result::Outcome::Succeeded(CommandSucceeded {
             message,
-            payload_json: String::new(),
+            payload: None,
         }),
         Err((kind, message)) => command_result::Outcome::Failed(CommandFailed {
             kind: kind.into(),
@@ -315,12 +316,10 @@ fn spawn_change(
             let outcome = run_change(&engine, kind).await;
             deadline_armed.notify_one();
             let outcome = match outcome {
-                Ok((message, payload_json)) => {
-                    command_result::Outcome::Succeeded(CommandSucceeded {
-                        message,
-                        payload_json,
-                    })
-                }
+                Ok((message, payload)) => command_result::Outcome::Succeeded(CommandSucceeded {
+                    message,
+                    payload: Some(payload),
+                }),
                 Err(error) => {
                     tracing::warn!(%error, "configuration change step failed");
                     command_result::Outcome::Failed(CommandFailed {
@@ -343,17 +342,22 @@ fn spawn_change(
     Ok(())
 }
 
+/// Runs one change command; its answer is the state's name and the engine's typed report.
 async fn run_change(
     engine: &ChangeEngine<LocalHost>,
     kind: command::Kind,
-) -> std::result::Result<(String, String), ChangeError> {
+) -> std::result::Result<(String, Payload), ChangeError> {
     let seconds = |s: u32| Duration::from_secs(u64::from(s));
     let report = match kind {
         command::Kind::PrepareChange(prepare) => {
-            let set: ChangeSet = serde_json::from_str(&prepare.change_set_json)
+            let set = prepare
+                .change_set
+                .ok_or_else(|| ChangeError::InvalidInput("the change set is missing".into()))?;
+            let set = ChangeSet::try_from(set)
                 .map_err(|e| ChangeError::InvalidInput(format!("change set: {e}")))?;
             let report = engine.prepare(&prepare.txn_id, &set).await?;
-            return payload(&report, report.state);
+            let state = report.state.as_str().to_string();
+            return Ok((state, Payload::PrepareReport((&report).into())));
         }
         command::Kind::CommitChange(commit) => {
             let defaults = CommitOptions::default();
@@ -377,16 +381,8 @@ async fn run_change(
         command::Kind::AbortChange(abort) => engine.abort(&abort.txn_id).await?,
         _ => return Err(ChangeError::InvalidInput("not a change command".into())),
     };
-    payload(&report, report.state)
-}
-
-fn payload(
-    report: &impl serde::Serialize,
-    state: TxnState,
-) -> std::result::Result<(String, String), ChangeError> {
-    let json = serde_json::to_string(report)
-        .map_err(|e| ChangeError::Internal(format!("encoding report: {e}")))?;
-    Ok((state.as_str().to_string(), json))
+    let state = report.state.as_str().to_string();
+    Ok((state, Payload::CommitReport((&report).into())))
 }
 
 #[cfg(test)]

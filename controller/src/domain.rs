@@ -35,55 +35,8 @@ impl TryFrom<String> for DeviceKind {
     }
 }
 
-/// A host check's verdict.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Ok,
-    Warning,
-    Critical,
-}
-
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-
-    pub fn passed(self) -> bool {
-        self == Self::Ok
-    }
-
-    /// From the protocol; a report without a status says nothing and is dropped.
-    pub fn from_proto(status: infrastructor_proto::v1::CheckStatus) -> Option<Self> {
-        use infrastructor_proto::v1::CheckStatus as Proto;
-        match status {
-            Proto::Ok => Some(Self::Ok),
-            Proto::Warning => Some(Self::Warning),
-            Proto::Critical => Some(Self::Critical),
-            Proto::Unspecified => None,
-        }
-    }
-}
-
-impl TryFrom<String> for CheckStatus {
-    type Error = String;
-
-    /// As stored in `check_reports.status`.
-    fn try_from(stored: String) -> Result<Self, Self::Error> {
-        match stored.as_str() {
-            "ok" => Ok(Self::Ok),
-            "warning" => Ok(Self::Warning),
-            "critical" => Ok(Self::Critical),
-            other => Err(format!("unknown check status {other:?}")),
-        }
-    }
-}
+/// A host check's verdict: the one severity enum, shared with the agent (and its parsers).
+pub use infrastructor_hostops::CheckStatus;
 
 /// A device's (or the fleet's) health in a diagnosis: its worst check verdict, or
 /// `unreachable` when nothing could be learned.
@@ -311,7 +264,6 @@ pub struct ReportedCheck {
 impl ReportedRound {
     /// A round the controller ran itself (over SSH), at `now`.
     pub fn from_host(round: &infrastructor_hostops::checks::Round, now: i64) -> Self {
-        use infrastructor_hostops::CheckStatus as Host;
         Self {
             capabilities: round.capabilities.clone(),
             reports: round
@@ -319,11 +271,7 @@ impl ReportedRound {
                 .iter()
                 .map(|report| ReportedCheck {
                     check: report.check.clone(),
-                    status: match report.status {
-                        Host::Ok => CheckStatus::Ok,
-                        Host::Warning => CheckStatus::Warning,
-                        Host::Critical => CheckStatus::Critical,
-                    },
+                    status: report.status,
                     message: report.message.clone(),
                     evidence_json: report.evidence.to_string(),
                     checked_at_ms: now,

@@ -62,13 +62,65 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Severity of a check result, ordered: `Ok < Warning < Critical`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Severity of a check result, ordered: `Ok < Warning < Critical`. The agent's parsers, the
+/// protocol and the controller's store and API all speak this one enum.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Ok,
     Warning,
     Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn passed(self) -> bool {
+        self == Self::Ok
+    }
+
+    /// From the protocol; a report without a status says nothing and is dropped.
+    pub fn from_proto(status: infrastructor_proto::v1::CheckStatus) -> Option<Self> {
+        use infrastructor_proto::v1::CheckStatus as Proto;
+        match status {
+            Proto::Ok => Some(Self::Ok),
+            Proto::Warning => Some(Self::Warning),
+            Proto::Critical => Some(Self::Critical),
+            Proto::Unspecified => None,
+        }
+    }
+}
+
+impl From<CheckStatus> for infrastructor_proto::v1::CheckStatus {
+    fn from(status: CheckStatus) -> Self {
+        match status {
+            CheckStatus::Ok => Self::Ok,
+            CheckStatus::Warning => Self::Warning,
+            CheckStatus::Critical => Self::Critical,
+        }
+    }
+}
+
+impl TryFrom<String> for CheckStatus {
+    type Error = String;
+
+    /// By name, as the controller stores it.
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        match stored.as_str() {
+            "ok" => Ok(Self::Ok),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!("unknown check status {other:?}")),
+        }
+    }
 }
 
 /// What a check concluded: a status, one line for humans, and structured evidence.

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use infrastructor_hostops::change::{CommitReport, PrepareReport};
+use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
     command, command_result, controller_message, Cancel, Command, CommandResult, CommandSucceeded,
     ControllerMessage, ErrorKind,
@@ -77,8 +79,8 @@ impl AgentDriver {
             .message)
     }
 
-    /// [`send`](Self::send) for commands that answer with a JSON payload, decoded as `T`.
-    pub async fn send_for_payload<T: serde::de::DeserializeOwned>(
+    /// [`send`](Self::send) for commands that answer with a typed report, decoded as `T`.
+    pub async fn send_for_payload<T: Answer>(
         &self,
         ctx: &Ctx,
         device_id: &str,
@@ -89,7 +91,7 @@ impl AgentDriver {
         let result = self
             .send_for_result(device_id, &ctx.request_id, kind, timeout)
             .await?;
-        serde_json::from_str(&result.payload_json).map_err(|e| {
+        T::from_payload(result.payload).map_err(|e| {
             Error::Unavailable(format!("device {device_id} sent an unreadable result: {e}"))
         })
     }
@@ -221,6 +223,29 @@ impl AgentDriver {
                 "command result from another device than the one asked; ignored"
             ),
             None => {}
+        }
+    }
+}
+
+/// A command's typed answer, decoded (and so validated) from the agent's payload.
+pub trait Answer: Sized {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String>;
+}
+
+impl Answer for PrepareReport {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
+        match payload {
+            Some(Payload::PrepareReport(report)) => report.try_into().map_err(|e| format!("{e}")),
+            _ => Err("expected a prepare report".into()),
+        }
+    }
+}
+
+impl Answer for CommitReport {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
+        match payload {
+            Some(Payload::CommitReport(report)) => report.try_into().map_err(|e| format!("{e}")),
+            _ => Err("expected a commit report".into()),
         }
     }
 }

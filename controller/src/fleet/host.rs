@@ -13,6 +13,7 @@ use infrastructor_proto::v1::command::Kind;
 use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareChange};
 use infrastructor_proto::v1::{RollbackChange, RunChecks};
 
+use super::agent_driver::Answer;
 use super::ssh_changes::{AgentlessChanges, SshChangeHost};
 use super::ssh_driver::SshRunner;
 use super::{AgentDriver, SessionRegistry, SshDriver, SshTarget};
@@ -123,12 +124,7 @@ impl AgentHost {
         }
     }
 
-    async fn command<T: serde::de::DeserializeOwned>(
-        &self,
-        ctx: &Ctx,
-        kind: Kind,
-        timeout: Duration,
-    ) -> Result<T> {
+    async fn command<T: Answer>(&self, ctx: &Ctx, kind: Kind, timeout: Duration) -> Result<T> {
         self.driver
             .send_for_payload(ctx, &self.device_id, kind, timeout)
             .await
@@ -163,15 +159,11 @@ impl Host for AgentHost {
         txn_id: &'a str,
         set: &'a ChangeSet,
     ) -> BoxFuture<'a, Result<PrepareReport>> {
-        Box::pin(async move {
-            let change_set_json =
-                serde_json::to_string(set).map_err(|e| Error::Internal(e.to_string()))?;
-            let kind = Kind::PrepareChange(PrepareChange {
-                txn_id: txn_id.to_string(),
-                change_set_json,
-            });
-            self.command(ctx, kind, PREPARE_TIMEOUT).await
-        })
+        let kind = Kind::PrepareChange(PrepareChange {
+            txn_id: txn_id.to_string(),
+            change_set: Some(set.into()),
+        });
+        Box::pin(self.command(ctx, kind, PREPARE_TIMEOUT))
     }
 
     fn commit_change<'a>(

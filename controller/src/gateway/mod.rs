@@ -453,7 +453,7 @@ fn reported_round(round: infrastructor_proto::v1::CheckReports) -> ReportedRound
 
 /// An agent's change event with its state checked against the engine's states.
 fn host_event(event: infrastructor_proto::v1::ChangeEvent) -> Option<TxnEvent> {
-    let state = serde_json::from_value(serde_json::Value::from(event.state)).ok()?;
+    let state = infrastructor_hostops::change::wire::txn_state(event.state).ok()?;
     Some(TxnEvent {
         txn_id: event.txn_id,
         state,

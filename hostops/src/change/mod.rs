@@ -8,12 +8,15 @@
 //!   implements them over SSH for agentless hosts).
 //! - [`health`]: commit actions and health checks.
 //! - [`engine`]: prepare / commit / confirm / rollback / recover.
+//! - [`wire`]: the change set and the engine's reports in their protocol form, validated as
+//!   they are decoded.
 
 pub mod engine;
 pub mod health;
 pub mod host;
 pub mod journal;
 pub mod spec;
+pub mod wire;
 
 pub use engine::{ChangeEngine, CommitReport, FileDiff, PrepareReport, ValidatorOutcome};
 pub use host::{ChangeHost, LiveFile, LocalHost};

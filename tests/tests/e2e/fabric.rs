@@ -480,7 +480,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
             request_id: command.request_id,
             outcome: Some(command_result::Outcome::Succeeded(CommandSucceeded {
                 message: "checks triggered".into(),
-                payload_json: String::new(),
+                payload: None,
             })),
         })),
     };

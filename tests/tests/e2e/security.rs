@@ -587,7 +587,7 @@ async fn revocation_is_complete_for_waiting_streams_old_certificates_and_foreign
             request_id: request_id.to_string(),
             outcome: Some(command_result::Outcome::Succeeded(CommandSucceeded {
                 message: text.to_string(),
-                payload_json: String::new(),
+                payload: None,
             })),
         })),
     };
