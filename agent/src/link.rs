@@ -7,6 +7,7 @@ use std::time::Duration;
 use infrastructor_hostops::change::{
     ChangeEngine, ChangeError, ChangeSet, CommitOptions, LocalHost,
 };
+use infrastructor_hostops::names::TxnId;
 use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
 use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
@@ -342,6 +343,10 @@ fn spawn_change(
     Ok(())
 }
 
+fn txn_id(id: &str) -> std::result::Result<TxnId, ChangeError> {
+    TxnId::new(id).map_err(|e| ChangeError::InvalidInput(e.to_string()))
+}
+
 /// Runs one change command; its answer is the state's name and the engine's typed report.
 async fn run_change(
     engine: &ChangeEngine<LocalHost>,
@@ -355,7 +360,7 @@ async fn run_change(
                 .ok_or_else(|| ChangeError::InvalidInput("the change set is missing".into()))?;
             let set = ChangeSet::try_from(set)
                 .map_err(|e| ChangeError::InvalidInput(format!("change set: {e}")))?;
-            let report = engine.prepare(&prepare.txn_id, &set).await?;
+            let report = engine.prepare(&txn_id(&prepare.txn_id)?, &set).await?;
             let state = report.state.as_str().to_string();
             return Ok((state, Payload::PrepareReport((&report).into())));
         }
@@ -368,17 +373,17 @@ async fn run_change(
                     s => seconds(s),
                 },
             };
-            engine.commit(&commit.txn_id, options).await?
+            engine.commit(&txn_id(&commit.txn_id)?, options).await?
         }
-        command::Kind::ConfirmChange(confirm) => engine.confirm(&confirm.txn_id).await?,
+        command::Kind::ConfirmChange(confirm) => engine.confirm(&txn_id(&confirm.txn_id)?).await?,
         command::Kind::RollbackChange(rollback) => {
             let reason = match rollback.reason.as_str() {
                 "" => "rollback requested by the controller",
                 reason => reason,
             };
-            engine.rollback(&rollback.txn_id, reason).await?
+            engine.rollback(&txn_id(&rollback.txn_id)?, reason).await?
         }
-        command::Kind::AbortChange(abort) => engine.abort(&abort.txn_id).await?,
+        command::Kind::AbortChange(abort) => engine.abort(&txn_id(&abort.txn_id)?).await?,
         _ => return Err(ChangeError::InvalidInput("not a change command".into())),
     };
     let state = report.state.as_str().to_string();

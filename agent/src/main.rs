@@ -10,6 +10,7 @@ use infrastructor_agent::enroll::{enroll, EnrollOptions};
 use infrastructor_agent::metrics::HostMetrics;
 use infrastructor_agent::{Agent, AgentConfig};
 use infrastructor_hostops::change::{ChangeEngine, ChangeSet, CommitOptions, LocalHost, TxnState};
+use infrastructor_hostops::names::TxnId;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -59,11 +60,20 @@ enum ChangeAction {
         health_timeout: Duration,
     },
     /// Keep a change that awaits confirmation.
-    Confirm { txn_id: String },
+    Confirm {
+        #[arg(value_parser = parse_txn_id)]
+        txn_id: TxnId,
+    },
     /// Restore a transaction's original files and re-run its actions.
-    Rollback { txn_id: String },
+    Rollback {
+        #[arg(value_parser = parse_txn_id)]
+        txn_id: TxnId,
+    },
     /// One transaction's journal, or every transaction's.
-    Status { txn_id: Option<String> },
+    Status {
+        #[arg(value_parser = parse_txn_id)]
+        txn_id: Option<TxnId>,
+    },
     /// Finish rollbacks a crash interrupted; roll back changes past their deadline.
     Recover,
 }
@@ -188,7 +198,7 @@ async fn change(config: AgentConfig, action: ChangeAction) -> anyhow::Result<()>
     match action {
         ChangeAction::Plan { file } => {
             let set = read_change_set(&file)?;
-            let txn_id = local_txn_id();
+            let txn_id = local_txn_id()?;
             let report = engine.prepare(&txn_id, &set).await?;
             if report.state == TxnState::Prepared {
                 engine.abort(&txn_id).await?;
@@ -201,7 +211,7 @@ async fn change(config: AgentConfig, action: ChangeAction) -> anyhow::Result<()>
             health_timeout,
         } => {
             let set = read_change_set(&file)?;
-            let txn_id = local_txn_id();
+            let txn_id = local_txn_id()?;
             let prepared = engine.prepare(&txn_id, &set).await?;
             print(&prepared);
             if prepared.state != TxnState::Prepared {
@@ -242,8 +252,15 @@ fn read_change_set(path: &std::path::Path) -> anyhow::Result<ChangeSet> {
     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-fn local_txn_id() -> String {
-    format!("local-{:016x}", rand::random::<u64>())
+fn parse_txn_id(text: &str) -> Result<TxnId, String> {
+    TxnId::new(text).map_err(|e| e.to_string())
+}
+
+fn local_txn_id() -> anyhow::Result<TxnId> {
+    Ok(TxnId::new(&format!(
+        "local-{:016x}",
+        rand::random::<u64>()
+    ))?)
 }
 
 /// Reports go to stdout as pretty JSON, for people and for `jq`.

@@ -109,6 +109,14 @@ validated_name!(
     "letters, digits, '_', '-', '.'; starting with a letter or digit"
 );
 
+validated_name!(
+    /// A configuration transaction's ID: the controller's change ID, or `local-…` for changes
+    /// made on the host itself. It names a journal directory, so it is strict.
+    TxnId, "transaction ID", 64,
+    |c: char| c.is_ascii_alphanumeric() || c == '-',
+    "1-64 letters, digits or '-', starting with a letter or digit"
+);
+
 /// An absolute file path that may reach an argv: no `..`, `.` or empty components, no control
 /// characters, no trailing slash. Whether it may be *changed* is the change policy's call.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -230,6 +238,7 @@ mod tests {
             assert!(PoolName::new(bad).is_err(), "pool {bad:?}");
             assert!(UnitName::new(bad).is_err(), "unit {bad:?}");
             assert!(ContainerName::new(bad).is_err(), "container {bad:?}");
+            assert!(TxnId::new(bad).is_err(), "transaction {bad:?}");
         }
     }
 
@@ -264,6 +273,16 @@ mod tests {
         UnitName::new("backup@nightly.timer").unwrap();
         UnitName::new("postgresql@15-main.service").unwrap();
         ContainerName::new("web_1").unwrap();
+        TxnId::new("local-00ff00ff00ff00ff").unwrap();
+        TxnId::new("a1b2c3").unwrap();
+        assert!(
+            TxnId::new(&"a".repeat(65)).is_err(),
+            "at most 64 characters"
+        );
+        assert!(
+            TxnId::new("a_b").is_err(),
+            "journal directories: letters, digits, '-'"
+        );
         let error = UnitName::new("-x").unwrap_err();
         assert!(error.to_string().contains("invalid unit name"), "{error}");
     }

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use infrastructor_hostops::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions};
 use infrastructor_hostops::change::{CommitReport, PrepareReport};
 use infrastructor_hostops::checks::{self, CheckConfig, Round};
+use infrastructor_hostops::names::TxnId;
 use infrastructor_proto::v1::command::Kind;
 use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareChange};
 use infrastructor_proto::v1::{RollbackChange, RunChecks};
@@ -74,7 +75,7 @@ pub trait Host: Send + Sync {
     fn prepare_change<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         set: &'a ChangeSet,
     ) -> BoxFuture<'a, Result<PrepareReport>>;
 
@@ -82,14 +83,14 @@ pub trait Host: Send + Sync {
     fn commit_change<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         options: CommitOptions,
     ) -> BoxFuture<'a, Result<CommitReport>>;
 
     fn change_step<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>>;
 }
@@ -156,11 +157,11 @@ impl Host for AgentHost {
     fn prepare_change<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         set: &'a ChangeSet,
     ) -> BoxFuture<'a, Result<PrepareReport>> {
         let kind = Kind::PrepareChange(PrepareChange {
-            txn_id: txn_id.to_string(),
+            txn_id: txn_id.as_str().to_string(),
             change_set: Some(set.into()),
         });
         Box::pin(self.command(ctx, kind, PREPARE_TIMEOUT))
@@ -169,11 +170,11 @@ impl Host for AgentHost {
     fn commit_change<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         options: CommitOptions,
     ) -> BoxFuture<'a, Result<CommitReport>> {
         let kind = Kind::CommitChange(CommitChange {
-            txn_id: txn_id.to_string(),
+            txn_id: txn_id.as_str().to_string(),
             confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
             health_timeout_seconds: options.health_timeout.as_secs() as u32,
         });
@@ -183,10 +184,10 @@ impl Host for AgentHost {
     fn change_step<'a>(
         &'a self,
         ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>> {
-        let txn_id = txn_id.to_string();
+        let txn_id = txn_id.as_str().to_string();
         let kind = match step {
             ChangeStep::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
             ChangeStep::Abort => Kind::AbortChange(AbortChange { txn_id }),
@@ -281,7 +282,7 @@ impl Host for SshHost {
     fn prepare_change<'a>(
         &'a self,
         _ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         set: &'a ChangeSet,
     ) -> BoxFuture<'a, Result<PrepareReport>> {
         Box::pin(async move {
@@ -295,7 +296,7 @@ impl Host for SshHost {
     fn commit_change<'a>(
         &'a self,
         _ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         options: CommitOptions,
     ) -> BoxFuture<'a, Result<CommitReport>> {
         Box::pin(async move {
@@ -307,7 +308,7 @@ impl Host for SshHost {
     fn change_step<'a>(
         &'a self,
         _ctx: &'a Ctx,
-        txn_id: &'a str,
+        txn_id: &'a TxnId,
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>> {
         Box::pin(async move {

@@ -25,6 +25,7 @@ use crate::domain::{ChangeState, TargetState};
 use crate::error::{Error, Result};
 use crate::fleet::{ChangeStep, Host};
 use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
+use infrastructor_hostops::names::TxnId;
 
 /// Most devices one change may target.
 const MAX_TARGETS: usize = 500;
@@ -627,7 +628,7 @@ impl Services {
         id: &str,
         set: &ChangeSet,
     ) -> Result<PrepareReport> {
-        let report = target.prepare_change(ctx, id, set).await?;
+        let report = target.prepare_change(ctx, &txn_id(id)?, set).await?;
         untrusted::clean_as(report)
     }
 
@@ -638,7 +639,7 @@ impl Services {
         id: &str,
         options: CommitOptions,
     ) -> Result<CommitReport> {
-        let report = target.commit_change(ctx, id, options).await?;
+        let report = target.commit_change(ctx, &txn_id(id)?, options).await?;
         untrusted::clean_as(report)
     }
 
@@ -649,7 +650,7 @@ impl Services {
         id: &str,
         step: ChangeStep<'_>,
     ) -> Result<CommitReport> {
-        let report = target.change_step(ctx, id, step).await?;
+        let report = target.change_step(ctx, &txn_id(id)?, step).await?;
         untrusted::clean_as(report)
     }
 
@@ -757,6 +758,11 @@ impl Services {
         };
         redact_as(&view, Clearance::of(ctx.principal.scope))
     }
+}
+
+/// A change's ID is its transaction's ID on every host.
+fn txn_id(change_id: &str) -> Result<TxnId> {
+    TxnId::new(change_id).map_err(|e| Error::Internal(e.to_string()))
 }
 
 fn target_view(row: ChangeTargetRow) -> TargetView {

@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 
 use super::health::{self, HealthOutcome};
 use super::host::{original_name, staged_name, ChangeHost, LiveFile};
-use super::journal::{check_txn_id, FileMeta, Journal, JournalFile, Journals, Original, TxnState};
+use super::journal::{FileMeta, Journal, JournalFile, Journals, Original, TxnState};
 use super::spec::{ChangePolicy, ChangeSet, CommitOptions, FileChange};
 use super::{failpoint, ChangeError};
 use crate::command::{self, OwnerKind};
-use crate::names::{AccountName, ManagedPath};
+use crate::names::{AccountName, ManagedPath, TxnId};
 use crate::now_ms;
 
 const VALIDATOR_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,10 +125,10 @@ impl<H: ChangeHost> ChangeEngine<H> {
     /// live is touched; a failed validator leaves the transaction `aborted`.
     pub async fn prepare(
         &self,
-        txn_id: &str,
+        txn_id: &TxnId,
         set: &ChangeSet,
     ) -> Result<PrepareReport, ChangeError> {
-        check_txn_id(txn_id)?;
+        let txn_id = txn_id.as_str();
         self.policy.check(set)?;
         let _busy = self.busy.lock().await;
         let mut targets = Vec::with_capacity(set.files.len());
@@ -204,9 +204,10 @@ impl<H: ChangeHost> ChangeEngine<H> {
     /// confirmation until the deadline (or is committed at once with a zero timeout).
     pub async fn commit(
         &self,
-        txn_id: &str,
+        txn_id: &TxnId,
         options: CommitOptions,
     ) -> Result<CommitReport, ChangeError> {
+        let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
         let mut journal = self.journals.load(txn_id)?;
         if journal.state != TxnState::Prepared {
@@ -257,7 +258,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
     }
 
     /// The controller saw every target healthy: keep the change.
-    pub async fn confirm(&self, txn_id: &str) -> Result<CommitReport, ChangeError> {
+    pub async fn confirm(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
+        let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
         let mut journal = self.journals.load(txn_id)?;
         match journal.state {
@@ -278,7 +280,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
     }
 
     /// Drops a prepared transaction (nothing live was touched).
-    pub async fn abort(&self, txn_id: &str) -> Result<CommitReport, ChangeError> {
+    pub async fn abort(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
+        let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
         let mut journal = self.journals.load(txn_id)?;
         match journal.state {
@@ -299,7 +302,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
     /// Restores the originals of a committed (or still unconfirmed) transaction and re-runs
     /// its actions. A committed one is only rolled back while its files are still exactly as
     /// it left them and no other transaction holds them.
-    pub async fn rollback(&self, txn_id: &str, reason: &str) -> Result<CommitReport, ChangeError> {
+    pub async fn rollback(
+        &self,
+        txn_id: &TxnId,
+        reason: &str,
+    ) -> Result<CommitReport, ChangeError> {
+        let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
         let journal = self.journals.load(txn_id)?;
         match journal.state {
@@ -378,8 +386,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
             .min()
     }
 
-    pub fn status(&self, txn_id: &str) -> Result<Journal, ChangeError> {
-        self.journals.load(txn_id)
+    pub fn status(&self, txn_id: &TxnId) -> Result<Journal, ChangeError> {
+        self.journals.load(txn_id.as_str())
     }
 
     pub fn list(&self) -> Result<Vec<Journal>, ChangeError> {

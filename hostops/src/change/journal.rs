@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{Action, HealthCheck};
 use super::ChangeError;
 use crate::fsutil;
-use crate::names::ManagedPath;
+use crate::names::{ManagedPath, TxnId};
 
 /// prepared → committing → awaiting_confirmation → committed | rolled_back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,18 +102,9 @@ pub struct Journals {
 
 /// Transaction IDs become directory names: short, and only letters, digits and `-`.
 pub fn check_txn_id(txn_id: &str) -> Result<(), ChangeError> {
-    let ok = !txn_id.is_empty()
-        && txn_id.len() <= 64
-        && txn_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ChangeError::InvalidInput(format!(
-            "transaction ID {txn_id:?} must be 1-64 letters, digits or '-'"
-        )))
-    }
+    TxnId::new(txn_id)
+        .map(drop)
+        .map_err(|e| ChangeError::InvalidInput(e.to_string()))
 }
 
 impl Journals {

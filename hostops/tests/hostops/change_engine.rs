@@ -12,7 +12,7 @@ use std::time::Duration;
 use infrastructor_hostops::change::{
     ChangeEngine, ChangeError, ChangePolicy, ChangeSet, CommitOptions, LocalHost, TxnState,
 };
-use infrastructor_hostops::names::ManagedPath;
+use infrastructor_hostops::names::{ManagedPath, TxnId};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -21,6 +21,9 @@ struct Fixture {
     engine: ChangeEngine<LocalHost>,
 }
 
+fn id(text: &str) -> TxnId {
+    TxnId::new(text).unwrap()
+}
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("managed");
@@ -95,7 +98,7 @@ async fn a_failing_validator_leaves_live_files_byte_identical() {
     let report = f
         .engine
         .prepare(
-            "t1",
+            &id("t1"),
             &set(serde_json::json!({
                 "files": [{"path": path(&conf), "content": "broken\n", "mode": "0600"}],
                 "validators": [{"name": "has-valid", "file": path(&conf)}]
@@ -110,7 +113,7 @@ async fn a_failing_validator_leaves_live_files_byte_identical() {
     assert_eq!(dir_entries(&f.root), ["app.conf"], "no temp files left");
     let error = f
         .engine
-        .commit("t1", fast(Duration::ZERO))
+        .commit(&id("t1"), fast(Duration::ZERO))
         .await
         .unwrap_err();
     assert!(matches!(error, ChangeError::Conflict(_)), "{error}");
@@ -125,7 +128,7 @@ async fn prepare_returns_unified_diffs_and_validator_output_without_touching_fil
     let report = f
         .engine
         .prepare(
-            "plan",
+            &id("plan"),
             &set(serde_json::json!({
                 "files": [
                     {"path": path(&conf), "content": "valid\nport 8080\n"},
@@ -148,7 +151,7 @@ async fn prepare_returns_unified_diffs_and_validator_output_without_touching_fil
     assert!(report.files[1].diff.contains("--- /dev/null"));
     assert_eq!(std::fs::read(&conf).unwrap(), b"valid\nport 80\n");
     assert!(!new.exists());
-    f.engine.abort("plan").await.unwrap();
+    f.engine.abort(&id("plan")).await.unwrap();
 }
 
 #[tokio::test]
@@ -163,8 +166,12 @@ async fn commit_swaps_every_file_with_the_requested_mode() {
             {"path": path(&new), "content": "fresh\n"}
         ]
     }));
-    f.engine.prepare("t", &change).await.unwrap();
-    let report = f.engine.commit("t", fast(Duration::ZERO)).await.unwrap();
+    f.engine.prepare(&id("t"), &change).await.unwrap();
+    let report = f
+        .engine
+        .commit(&id("t"), fast(Duration::ZERO))
+        .await
+        .unwrap();
     assert_eq!(report.state, TxnState::Committed);
     assert_eq!(std::fs::read(&conf).unwrap(), b"new\n");
     assert_eq!(mode(&conf), 0o600);
@@ -182,7 +189,7 @@ async fn a_failed_health_check_restores_every_file() {
     let port = closed_port();
     f.engine
         .prepare(
-            "t",
+            &id("t"),
             &set(serde_json::json!({
                 "files": [
                     {"path": path(&conf), "content": "new\n", "mode": "0600"},
@@ -193,7 +200,11 @@ async fn a_failed_health_check_restores_every_file() {
         )
         .await
         .unwrap();
-    let report = f.engine.commit("t", fast(Duration::ZERO)).await.unwrap();
+    let report = f
+        .engine
+        .commit(&id("t"), fast(Duration::ZERO))
+        .await
+        .unwrap();
     assert_eq!(report.state, TxnState::RolledBack);
     let reason = report.reason.unwrap();
     assert!(reason.contains("health check failed"), "{reason}");
@@ -201,7 +212,10 @@ async fn a_failed_health_check_restores_every_file() {
     assert_eq!(std::fs::read(&conf).unwrap(), b"old\n");
     assert_eq!(mode(&conf), 0o640);
     assert!(!new.exists(), "a file that did not exist is removed again");
-    assert_eq!(f.engine.status("t").unwrap().state, TxnState::RolledBack);
+    assert_eq!(
+        f.engine.status(&id("t")).unwrap().state,
+        TxnState::RolledBack
+    );
 }
 
 #[tokio::test]
@@ -210,10 +224,10 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
     let conf = f.root.join("app.conf");
     write(&conf, "old\n", 0o644);
     let change = set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]}));
-    f.engine.prepare("unconfirmed", &change).await.unwrap();
+    f.engine.prepare(&id("unconfirmed"), &change).await.unwrap();
     let report = f
         .engine
-        .commit("unconfirmed", fast(Duration::from_millis(500)))
+        .commit(&id("unconfirmed"), fast(Duration::from_millis(500)))
         .await
         .unwrap();
     assert_eq!(report.state, TxnState::AwaitingConfirmation);
@@ -224,23 +238,23 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].state, TxnState::RolledBack);
     assert_eq!(std::fs::read(&conf).unwrap(), b"old\n");
-    let late = f.engine.confirm("unconfirmed").await.unwrap_err();
+    let late = f.engine.confirm(&id("unconfirmed")).await.unwrap_err();
     assert!(
         late.to_string().contains("can no longer be confirmed"),
         "{late}"
     );
 
-    f.engine.prepare("confirmed", &change).await.unwrap();
+    f.engine.prepare(&id("confirmed"), &change).await.unwrap();
     f.engine
-        .commit("confirmed", fast(Duration::from_millis(500)))
+        .commit(&id("confirmed"), fast(Duration::from_millis(500)))
         .await
         .unwrap();
-    f.engine.confirm("confirmed").await.unwrap();
+    f.engine.confirm(&id("confirmed")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(f.engine.expire().await.unwrap().is_empty());
     assert_eq!(std::fs::read(&conf).unwrap(), b"new\n");
     assert_eq!(
-        f.engine.status("confirmed").unwrap().state,
+        f.engine.status(&id("confirmed")).unwrap().state,
         TxnState::Committed
     );
 }
@@ -251,16 +265,26 @@ async fn a_committed_change_rolls_back_on_request_unless_the_file_changed_since(
     let conf = f.root.join("app.conf");
     write(&conf, "old\n", 0o644);
     let change = set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]}));
-    f.engine.prepare("a", &change).await.unwrap();
-    f.engine.commit("a", fast(Duration::ZERO)).await.unwrap();
-    let report = f.engine.rollback("a", "operator asked").await.unwrap();
+    f.engine.prepare(&id("a"), &change).await.unwrap();
+    f.engine
+        .commit(&id("a"), fast(Duration::ZERO))
+        .await
+        .unwrap();
+    let report = f.engine.rollback(&id("a"), "operator asked").await.unwrap();
     assert_eq!(report.state, TxnState::RolledBack);
     assert_eq!(std::fs::read(&conf).unwrap(), b"old\n");
 
-    f.engine.prepare("b", &change).await.unwrap();
-    f.engine.commit("b", fast(Duration::ZERO)).await.unwrap();
+    f.engine.prepare(&id("b"), &change).await.unwrap();
+    f.engine
+        .commit(&id("b"), fast(Duration::ZERO))
+        .await
+        .unwrap();
     std::fs::write(&conf, "edited by hand\n").unwrap();
-    let error = f.engine.rollback("b", "operator asked").await.unwrap_err();
+    let error = f
+        .engine
+        .rollback(&id("b"), "operator asked")
+        .await
+        .unwrap_err();
     assert!(
         error
             .to_string()
@@ -276,11 +300,11 @@ async fn a_file_changed_between_prepare_and_commit_is_not_overwritten() {
     let conf = f.root.join("app.conf");
     write(&conf, "old\n", 0o644);
     let change = set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]}));
-    f.engine.prepare("t", &change).await.unwrap();
+    f.engine.prepare(&id("t"), &change).await.unwrap();
     std::fs::write(&conf, "someone else\n").unwrap();
     let error = f
         .engine
-        .commit("t", fast(Duration::ZERO))
+        .commit(&id("t"), fast(Duration::ZERO))
         .await
         .unwrap_err();
     assert!(
@@ -290,7 +314,7 @@ async fn a_file_changed_between_prepare_and_commit_is_not_overwritten() {
         "{error}"
     );
     assert_eq!(std::fs::read(&conf).unwrap(), b"someone else\n");
-    assert_eq!(f.engine.status("t").unwrap().state, TxnState::Aborted);
+    assert_eq!(f.engine.status(&id("t")).unwrap().state, TxnState::Aborted);
 }
 
 #[tokio::test]
@@ -322,7 +346,7 @@ async fn traversal_symlinks_special_files_and_outside_paths_are_refused() {
         let change = set(serde_json::json!({"files": [{"path": target, "content": "pwned\n"}]}));
         let error = f
             .engine
-            .prepare(&format!("t{index}"), &change)
+            .prepare(&id(&format!("t{index}")), &change)
             .await
             .unwrap_err();
         assert!(
@@ -353,8 +377,8 @@ async fn one_transaction_per_file() {
         {"path": path(&f.root.join("other.conf")), "content": "x\n"},
         {"path": path(&conf), "content": "two\n"}
     ]}));
-    f.engine.prepare("first", &first).await.unwrap();
-    let error = f.engine.prepare("second", &second).await.unwrap_err();
+    f.engine.prepare(&id("first"), &first).await.unwrap();
+    let error = f.engine.prepare(&id("second"), &second).await.unwrap_err();
     assert!(matches!(error, ChangeError::Conflict(_)));
     assert!(
         error
@@ -363,17 +387,17 @@ async fn one_transaction_per_file() {
         "{error}"
     );
     f.engine
-        .commit("first", fast(Duration::from_secs(60)))
+        .commit(&id("first"), fast(Duration::from_secs(60)))
         .await
         .unwrap();
-    let error = f.engine.prepare("second", &second).await.unwrap_err();
+    let error = f.engine.prepare(&id("second"), &second).await.unwrap_err();
     assert!(
         error.to_string().contains("awaiting_confirmation"),
         "{error}"
     );
-    f.engine.confirm("first").await.unwrap();
-    f.engine.prepare("second", &second).await.unwrap();
-    let duplicate = f.engine.prepare("second", &first).await.unwrap_err();
+    f.engine.confirm(&id("first")).await.unwrap();
+    f.engine.prepare(&id("second"), &second).await.unwrap();
+    let duplicate = f.engine.prepare(&id("second"), &first).await.unwrap_err();
     assert!(
         duplicate.to_string().contains("part of transaction second"),
         "{duplicate}"
@@ -400,7 +424,7 @@ async fn a_directory_swapped_for_a_symlink_after_prepare_is_not_written_through(
     let report = f
         .engine
         .prepare(
-            "swap",
+            &id("swap"),
             &set(serde_json::json!({"files": [{"path": path(&conf), "content": "new\n"}]})),
         )
         .await
@@ -411,7 +435,7 @@ async fn a_directory_swapped_for_a_symlink_after_prepare_is_not_written_through(
     std::fs::rename(&conf_d, f.root.join("conf.d.moved")).unwrap();
     std::os::unix::fs::symlink(&f.outside, &conf_d).unwrap();
     write(&f.outside.join("app.conf"), "old\n", 0o644);
-    let outcome = f.engine.commit("swap", fast(Duration::ZERO)).await;
+    let outcome = f.engine.commit(&id("swap"), fast(Duration::ZERO)).await;
     assert!(outcome.is_err() || outcome.unwrap().state == TxnState::RolledBack);
     assert_eq!(
         std::fs::read_to_string(f.outside.join("app.conf")).unwrap(),
@@ -431,7 +455,7 @@ async fn hard_links_and_setuid_modes_are_refused() {
     let error = f
         .engine
         .prepare(
-            "link",
+            &id("link"),
             &set(serde_json::json!({"files": [{"path": path(&linked), "content": "x\n"}]})),
         )
         .await
@@ -447,7 +471,7 @@ async fn hard_links_and_setuid_modes_are_refused() {
     let error = f
         .engine
         .prepare(
-            "suid",
+            &id("suid"),
             &set(serde_json::json!({"files": [{"path": path(&conf), "content": "x", "mode": "4755"}]})),
         )
         .await
@@ -458,7 +482,7 @@ async fn hard_links_and_setuid_modes_are_refused() {
     let error = f
         .engine
         .prepare(
-            "sgid",
+            &id("sgid"),
             &set(serde_json::json!({"files": [{"path": path(&conf), "content": "y\n"}]})),
         )
         .await
