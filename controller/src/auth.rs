@@ -83,6 +83,17 @@ impl Principal {
         }
     }
 
+    /// A host asking to enroll: nobody yet, until its join token is checked.
+    pub fn enrolling() -> Self {
+        Self {
+            id: "enrolling".into(),
+            name: "enrolling host".into(),
+            scope: Scope::Read,
+            owner: "enrolling".into(),
+            requires_approval: false,
+        }
+    }
+
     /// A token principal with `scope`, owned by `owner`.
     pub fn token(id: &str, name: &str, scope: Scope, owner: &str) -> Self {
         Self {

@@ -29,7 +29,7 @@ use crate::error::{Error, ErrorKind};
 use crate::fleet::SessionInfo;
 use crate::pki::{client_certificate, ClientCertificate};
 use crate::services::changes::TxnEvent;
-use crate::services::untrusted::{self, Lines};
+use crate::services::links::AgentHello;
 use crate::services::{now_ms, Services};
 use crate::store::IngestOutcome;
 
@@ -84,6 +84,11 @@ fn peer_certificate<T>(request: &Request<T>) -> Result<ClientCertificate, Status
         .ok_or_else(|| Status::unauthenticated("client certificate carries no device identity"))
 }
 
+/// The context of a call from a verified agent, outside its stream.
+fn peer_ctx(peer: &ClientCertificate) -> Ctx {
+    Ctx::agent(&peer.device_id, &uuid::Uuid::new_v4().to_string())
+}
+
 type ConnectStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -92,11 +97,15 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let request_id = uuid::Uuid::new_v4().to_string();
         let body = request.into_inner();
+        // Nobody is authenticated yet: the request is its own, unauthenticated, principal.
+        let ctx = Ctx::new(
+            crate::auth::Principal::enrolling(),
+            uuid::Uuid::new_v4().to_string(),
+        );
         let enrolled = self
             .services
-            .enroll_agent(&body.join_token, &body.csr_pem, &body.hostname, &request_id)
+            .enroll_agent(&ctx, &body.join_token, &body.csr_pem, &body.hostname)
             .await
             .map_err(status)?;
         Ok(Response::new(EnrollResponse {
@@ -114,7 +123,7 @@ impl AgentGateway for Gateway {
         let peer = peer_certificate(&request)?;
         let (certificate_pem, not_after_unix_ms) = self
             .services
-            .renew_certificate(&peer, &request.into_inner().csr_pem)
+            .renew_certificate(&peer_ctx(&peer), &peer, &request.into_inner().csr_pem)
             .await
             .map_err(status)?;
         Ok(Response::new(RenewResponse {
@@ -131,7 +140,7 @@ impl AgentGateway for Gateway {
     ) -> Result<Response<ConnectStream>, Status> {
         let peer = peer_certificate(&request)?;
         self.services
-            .require_agent_allowed(&peer)
+            .require_agent_allowed(&peer_ctx(&peer), &peer)
             .await
             .map_err(status)?;
         let device_id = peer.device_id;
@@ -201,24 +210,23 @@ impl Session {
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         let now = now_ms();
-        let hostname = untrusted::clean(&hello.hostname, 253, Lines::Single);
-        let version = untrusted::clean(&hello.agent_version, 64, Lines::Single);
-        services
-            .store
-            .record_hello(&device_id, &hostname, &version, now)
+        let stream_id = format!("stream-{}", uuid::Uuid::new_v4().simple());
+        let ctx = Ctx::agent(&device_id, &stream_id);
+        let said = AgentHello {
+            hostname: hello.hostname.clone(),
+            agent_version: hello.agent_version.clone(),
+        };
+        let agent = services
+            .agent_connected(&ctx, &device_id, &said, now)
             .await?;
-        services
-            .cache
-            .invalidate(&crate::cache::key::of_device(&device_id))
-            .await;
         let (command_sender, commands) = mpsc::channel(32);
         let (session_id, cancel) = services.sessions.register(
             &device_id,
             SessionInfo {
                 connected_at_ms: now,
                 last_seen_ms: now,
-                agent_version: version.clone(),
-                hostname,
+                agent_version: agent.agent_version,
+                hostname: agent.hostname,
             },
             Some(command_sender),
         );
@@ -226,7 +234,7 @@ impl Session {
             .telemetry
             .agents_connected
             .set(services.sessions.count() as i64);
-        tracing::info!(%device_id, %version, resume_point = hello.last_assigned_seq, "agent connected");
+        tracing::debug!(%device_id, resume_point = hello.last_assigned_seq, "stream registered");
         Ok(Self {
             services,
             device_id,
@@ -234,7 +242,7 @@ impl Session {
             cancel,
             shutdown,
             commands,
-            stream_id: format!("stream-{}", uuid::Uuid::new_v4().simple()),
+            stream_id,
         })
     }
 
@@ -243,21 +251,14 @@ impl Session {
         Ctx::agent(&self.device_id, &self.stream_id)
     }
 
-    /// The resume point. Read after the session is registered, so a device deleted while its
-    /// stream waited for the hello is refused here (deletion revokes in the store first, then
-    /// ends registered streams: one of the two always sees the other).
+    /// The resume point (see [`Services::resume_point`]).
     async fn welcome(&self) -> Result<Welcome, Error> {
-        let row = self
+        let high_water_mark = self
             .services
-            .store
-            .device_by_id(&self.device_id)
-            .await?
-            .ok_or_else(|| Error::Forbidden("unknown device".into()))?;
-        if row.revoked_at_ms.is_some() {
-            return Err(Error::Forbidden("device has been revoked".into()));
-        }
+            .resume_point(&self.ctx(), &self.device_id)
+            .await?;
         Ok(Welcome {
-            high_water_mark: row.high_water_mark.max(0) as u64,
+            high_water_mark,
             max_batch_samples: MAX_BATCH_SAMPLES,
         })
     }
@@ -330,9 +331,7 @@ impl Session {
                     }
                     if now - last_persisted > LAST_SEEN_PERSIST_MS {
                         last_persisted = now;
-                        if let Err(error) = self.services.store.record_last_seen(&self.device_id, now).await {
-                            tracing::warn!(device_id = %self.device_id, %error, "cannot record last seen");
-                        }
+                        self.services.agent_seen(&self.ctx(), &self.device_id, now).await;
                     }
                 }
             }
@@ -340,23 +339,16 @@ impl Session {
         if let Some(status) = end {
             let _ = outbound.send(Err(status)).await;
         }
-        let _ = self
-            .services
-            .store
-            .record_last_seen(&self.device_id, now_ms())
-            .await;
         self.services
             .sessions
             .unregister(&self.device_id, self.session_id);
         self.services
-            .cache
-            .invalidate(&crate::cache::key::of_device(&self.device_id))
+            .agent_disconnected(&self.ctx(), &self.device_id, now_ms())
             .await;
         self.services
             .telemetry
             .agents_connected
             .set(self.services.sessions.count() as i64);
-        tracing::info!(device_id = %self.device_id, "agent disconnected");
     }
 
     /// Handles one message; a metric batch is queued for storage and returned with the

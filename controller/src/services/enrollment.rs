@@ -96,11 +96,12 @@ impl Services {
     /// token is consumed, so a malformed request does not burn a token.
     pub async fn enroll_agent(
         &self,
+        ctx: &Ctx,
         join_token: &str,
         csr_pem: &str,
         hostname: &str,
-        request_id: &str,
     ) -> Result<Enrolled> {
+        let request_id = ctx.request_id.as_str();
         if join_token.is_empty() || join_token.len() > 256 {
             return Err(Error::Unauthorized("join token is not valid".into()));
         }
@@ -158,10 +159,11 @@ impl Services {
     /// Issues a fresh certificate to an enrolled, non-revoked device.
     pub async fn renew_certificate(
         &self,
+        ctx: &Ctx,
         peer: &ClientCertificate,
         csr_pem: &str,
     ) -> Result<(String, i64)> {
-        self.require_agent_allowed(peer).await?;
+        self.require_agent_allowed(ctx, peer).await?;
         let device_id = peer.device_id.as_str();
         let issued = self
             .pki
@@ -183,7 +185,7 @@ impl Services {
     /// certificate must be one the controller issued to it and not superseded: once a renewed
     /// certificate has been used, the older ones stop working. (An older one keeps working
     /// until then, so an agent that lost the renewal's answer is not locked out.)
-    pub async fn require_agent_allowed(&self, peer: &ClientCertificate) -> Result<()> {
+    pub async fn require_agent_allowed(&self, _ctx: &Ctx, peer: &ClientCertificate) -> Result<()> {
         match self.store.device_by_id(&peer.device_id).await? {
             None => return Err(Error::Forbidden("unknown device".into())),
             Some(row) if row.revoked_at_ms.is_some() => {

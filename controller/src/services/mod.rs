@@ -9,6 +9,7 @@
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
 //! - [`ingest`]: group commit of agent batches.
+//! - [`links`]: an agent stream's bookkeeping (hello, resume point, last seen, gone).
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
 //! - [`performance`]: operation timing summaries and their flush.
 //! - [`redact`]: the one redaction of secrets and file contents for every view.
@@ -24,6 +25,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod enrollment;
 pub mod ingest;
+pub mod links;
 pub mod metrics;
 pub mod performance;
 pub mod redact;
