@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
+use super::body::RequestBody;
 use super::problem::{ApiError, Problem};
 use crate::error::Error;
 use crate::operations::pipeline::{execute, Decoded, How, Outcome};
@@ -37,7 +38,7 @@ pub async fn operation<O: Operation>(
         .await
         .map(|Path(params)| params)
         .unwrap_or_default();
-    let decode = decode::<O>(path, parts, body);
+    let decode = decode::<O>(path, parts, RequestBody::new(body));
     match execute::<O>(&services, &ctx, How::Rest, decode).await {
         Ok(Outcome::Done(response)) => done::<O>(response),
         Ok(Outcome::Held(approval)) => {
@@ -68,7 +69,7 @@ fn done<O: Operation>(response: O::Response) -> Response {
 async fn decode<O: Operation>(
     path: HashMap<String, String>,
     parts: Parts,
-    body: axum::body::Body,
+    body: RequestBody,
 ) -> Decoded<O> {
     let mut sent: Arguments = path
         .iter()
@@ -79,7 +80,8 @@ async fn decode<O: Operation>(
             .map_err(|e| Error::invalid(format!("invalid path: {e}")))?;
         let Query(query) = Query::<O::Query>::try_from_uri(&parts.uri)
             .map_err(|e| Error::invalid(format!("invalid query string: {}", e.body_text())))?;
-        let bytes = axum::body::to_bytes(body, MAX_BODY)
+        let bytes = body
+            .read(MAX_BODY)
             .await
             .map_err(|_| Error::invalid(format!("request body larger than {MAX_BODY} bytes")))?;
         let fields = if bytes.iter().all(u8::is_ascii_whitespace) {

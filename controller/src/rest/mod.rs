@@ -3,6 +3,7 @@
 //! authentication → per-principal rate limit. Every REST route is a registered operation
 //! served by one adapter over the operation pipeline (scope, audit, approvals, timing).
 
+mod body;
 mod handlers;
 pub mod middleware;
 pub mod openapi;

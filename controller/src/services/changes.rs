@@ -572,7 +572,7 @@ impl Services {
     }
 
     /// Rolls back each target; returns the failures (a target already rolled back, or never
-    /// committed, is fine).
+    /// committed, is fine: the engine answers `rolled_back` or `aborted`).
     async fn roll_back_targets(
         &self,
         ctx: &Ctx,
@@ -594,18 +594,8 @@ impl Services {
                         .record_commit(id, target, &report, report.reason.as_deref())
                         .await;
                 }
-                // Never committed there: nothing to undo; drop the prepared transaction.
-                Err(Error::Conflict(message)) if message.contains("nothing was applied") => {
-                    let _ = self.target_step(ctx, target, id, ChangeStep::Abort).await;
-                    let update = TargetUpdate {
-                        state: TargetState::Aborted,
-                        ..Default::default()
-                    };
-                    let _ = self
-                        .store
-                        .update_change_target(id, target.device_id(), update, now_ms())
-                        .await;
-                }
+                // A target never committed answers `aborted`: its prepared transaction is
+                // dropped, nothing was undone.
                 Err(error) => {
                     failures.push(format!(
                         "{}: {}",

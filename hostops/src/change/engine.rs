@@ -301,7 +301,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
 
     /// Restores the originals of a committed (or still unconfirmed) transaction and re-runs
     /// its actions. A committed one is only rolled back while its files are still exactly as
-    /// it left them and no other transaction holds them.
+    /// it left them and no other transaction holds them. A transaction that was never
+    /// applied has nothing to undo: a prepared one is dropped, and both end `aborted`.
     pub async fn rollback(
         &self,
         txn_id: &TxnId,
@@ -309,7 +310,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
     ) -> Result<CommitReport, ChangeError> {
         let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
-        let journal = self.journals.load(txn_id)?;
+        let mut journal = self.journals.load(txn_id)?;
         match journal.state {
             TxnState::AwaitingConfirmation | TxnState::Committing | TxnState::RollingBack => {
                 self.roll_back(journal, reason.to_string(), Vec::new())
@@ -321,11 +322,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 self.roll_back(journal, reason.to_string(), Vec::new())
                     .await
             }
-            TxnState::RolledBack => Ok(CommitReport::of(&journal, Vec::new())),
-            TxnState::Prepared | TxnState::Aborted => Err(ChangeError::Conflict(format!(
-                "transaction {txn_id} is {}: nothing was applied to roll back",
-                journal.state.as_str()
-            ))),
+            TxnState::RolledBack | TxnState::Aborted => Ok(CommitReport::of(&journal, Vec::new())),
+            TxnState::Prepared => {
+                let reason = format!("{reason}; never applied, so dropped");
+                self.finish(&mut journal, TxnState::Aborted, Some(reason))?;
+                Ok(CommitReport::of(&journal, Vec::new()))
+            }
         }
     }
 
@@ -701,6 +703,14 @@ impl<H: ChangeHost> ChangeEngine<H> {
         state: TxnState,
         reason: Option<String>,
     ) -> Result<(), ChangeError> {
+        if !journal.state.may_become(state) {
+            return Err(ChangeError::Internal(format!(
+                "transaction {} cannot go from {} to {}",
+                journal.txn_id,
+                journal.state.as_str(),
+                state.as_str()
+            )));
+        }
         journal.state = state;
         if reason.is_some() {
             journal.reason = reason;

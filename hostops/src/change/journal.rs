@@ -39,6 +39,21 @@ impl TxnState {
         )
     }
 
+    /// Whether the engine may move a transaction from `self` to `next`. A rollback that a
+    /// crash interrupted is started again, so `rolling_back` may repeat; `rolled_back`,
+    /// `aborted` and `committed` (except for a later rollback) are final.
+    pub fn may_become(self, next: Self) -> bool {
+        use TxnState::*;
+        matches!(
+            (self, next),
+            (Prepared, Committing | Aborted)
+                | (Committing, AwaitingConfirmation | Committed | RollingBack)
+                | (AwaitingConfirmation, Committed | RollingBack)
+                | (Committed, RollingBack)
+                | (RollingBack, RollingBack | RolledBack)
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Prepared => "prepared",
@@ -198,5 +213,46 @@ impl Journals {
         if let Err(error) = fs::remove_dir_all(&dir) {
             tracing::warn!(%error, dir = %dir.display(), "cannot remove transaction directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxnState::{self, *};
+
+    const ALL: [TxnState; 7] = [
+        Prepared,
+        Committing,
+        AwaitingConfirmation,
+        Committed,
+        RollingBack,
+        RolledBack,
+        Aborted,
+    ];
+
+    #[test]
+    fn final_states_go_nowhere_and_only_applied_ones_roll_back() {
+        for next in ALL {
+            assert!(!RolledBack.may_become(next), "rolled_back → {next:?}");
+            assert!(!Aborted.may_become(next), "aborted → {next:?}");
+        }
+        for from in ALL {
+            let applied = matches!(
+                from,
+                Committing | AwaitingConfirmation | Committed | RollingBack
+            );
+            assert_eq!(
+                from.may_become(RollingBack),
+                applied,
+                "{from:?} → rolling_back"
+            );
+            assert_eq!(from.may_become(RolledBack), from == RollingBack, "{from:?}");
+        }
+        assert!(Prepared.may_become(Committing));
+        assert!(
+            !Prepared.may_become(Committed),
+            "a commit is journaled first"
+        );
+        assert!(!Committed.may_become(AwaitingConfirmation));
     }
 }

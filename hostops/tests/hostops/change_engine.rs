@@ -295,6 +295,44 @@ async fn a_committed_change_rolls_back_on_request_unless_the_file_changed_since(
 }
 
 #[tokio::test]
+async fn rolling_back_what_was_never_applied_drops_it_and_touches_nothing() {
+    let f = fixture();
+    let conf = f.root.join("app.conf");
+    write(
+        &conf, "old
+", 0o644,
+    );
+    let change = set(
+        serde_json::json!({"files": [{"path": path(&conf), "content": "new
+"}]}),
+    );
+    f.engine.prepare(&id("p"), &change).await.unwrap();
+    let report = f
+        .engine
+        .rollback(&id("p"), "another host failed")
+        .await
+        .unwrap();
+    assert_eq!(report.state, TxnState::Aborted);
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("never applied"),
+        "{report:?}"
+    );
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        b"old
+"
+    );
+    // Idempotent, and the file is free for the next transaction.
+    let again = f.engine.rollback(&id("p"), "again").await.unwrap();
+    assert_eq!(again.state, TxnState::Aborted);
+    f.engine.prepare(&id("q"), &change).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_file_changed_between_prepare_and_commit_is_not_overwritten() {
     let f = fixture();
     let conf = f.root.join("app.conf");
