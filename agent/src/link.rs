@@ -260,7 +260,8 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 | command::Kind::CommitChange(_)
                 | command::Kind::ConfirmChange(_)
                 | command::Kind::RollbackChange(_)
-                | command::Kind::AbortChange(_)),
+                | command::Kind::AbortChange(_)
+                | command::Kind::ChangeStatus(_)),
             ) => match spawn_change(shared, command.request_id.clone(), kind) {
                 Ok(()) => return None,
                 Err(message) => Err((ErrorKind::InvalidInput, message)),
@@ -294,6 +295,7 @@ fn command_name(kind: Option<&command::Kind>) -> &'static str {
         Some(command::Kind::ConfirmChange(_)) => "confirm_change",
         Some(command::Kind::RollbackChange(_)) => "rollback_change",
         Some(command::Kind::AbortChange(_)) => "abort_change",
+        Some(command::Kind::ChangeStatus(_)) => "change_status",
         None => "unknown",
     }
 }
@@ -384,6 +386,7 @@ async fn run_change(
             engine.rollback(&txn_id(&rollback.txn_id)?, reason).await?
         }
         command::Kind::AbortChange(abort) => engine.abort(&txn_id(&abort.txn_id)?).await?,
+        command::Kind::ChangeStatus(status) => engine.report(&txn_id(&status.txn_id)?)?,
         _ => return Err(ChangeError::InvalidInput("not a change command".into())),
     };
     let state = report.state.as_str().to_string();

@@ -120,6 +120,34 @@ impl Default for Retention {
     }
 }
 
+/// The job runner: how many jobs run at once here, and how long a job's lease lasts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs this controller runs at once; more wait, queued, in order.
+    pub parallelism: usize,
+    /// How long a controller owns a job without renewing it (it renews every third of
+    /// this). A job whose lease ran out is taken over by another controller on the same
+    /// database, or by this one when it restarts, and reconciled from the hosts.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// For crash tests only (never read from configuration): a job halts for good right
+    /// after recording the start of the step of this name, so the test can kill the
+    /// controller exactly there.
+    #[serde(skip)]
+    pub halt_before_step: Option<String>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 8,
+            lease: Duration::from_secs(15),
+            halt_before_step: None,
+        }
+    }
+}
+
 /// The effective configuration. Each setting is declared once, here, with its default; the
 /// file, the environment and the flags are layers over it (figment), in that order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,6 +183,7 @@ pub struct ControllerConfig {
     pub rate_limit: RateLimit,
     /// Connection caps, header timeout and the failed-authentication budget per peer.
     pub connections: ConnectionLimits,
+    pub jobs: JobsConfig,
 }
 
 const DAY: u64 = 86_400;
@@ -183,6 +212,7 @@ impl Default for ControllerConfig {
             redis_key_prefix: "infrastructor".into(),
             rate_limit: RateLimit::default(),
             connections: ConnectionLimits::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -332,6 +362,12 @@ impl ControllerConfig {
         let r = self.retention;
         if r.raw < Duration::from_secs(3600) || r.rollup_5m < r.raw || r.rollup_1h < r.rollup_5m {
             return invalid("retention must satisfy 1h <= raw <= rollup_5m <= rollup_1h".into());
+        }
+        if !(1..=256).contains(&self.jobs.parallelism) {
+            return invalid("jobs.parallelism must be 1..=256".into());
+        }
+        if self.jobs.lease < Duration::from_secs(3) || self.jobs.lease > Duration::from_secs(600) {
+            return invalid("jobs.lease must be between 3s and 10m".into());
         }
         Ok(())
     }

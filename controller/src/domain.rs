@@ -69,9 +69,12 @@ impl From<CheckStatus> for Health {
 }
 
 /// Where a configuration change is in its life. Plans end `planned` or `invalid`; a
-/// deployment goes `preparing` → `committing` → `committed` (or `awaiting_confirmation` →
-/// `committed`), or ends `aborted` (a prepare failed: nothing changed) or `rolled_back`;
-/// `rollback_failed` is retried by a later rollback.
+/// deployment goes `preparing` → `committing` → `confirming` → `committed` (or
+/// `committing` → `awaiting_confirmation` → `confirming` → `committed`), or ends `aborted`
+/// (nothing was applied) or `rolled_back`; `rollback_failed` is retried by a later rollback.
+///
+/// `confirming` is the decision record: once it is stored, a controller that restarts
+/// finishes the confirmation; before it, a restart rolls the change back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeState {
@@ -80,6 +83,7 @@ pub enum ChangeState {
     Invalid,
     Aborted,
     Committing,
+    Confirming,
     AwaitingConfirmation,
     Committed,
     RolledBack,
@@ -87,12 +91,13 @@ pub enum ChangeState {
 }
 
 impl ChangeState {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Preparing,
         Self::Planned,
         Self::Invalid,
         Self::Aborted,
         Self::Committing,
+        Self::Confirming,
         Self::AwaitingConfirmation,
         Self::Committed,
         Self::RolledBack,
@@ -106,6 +111,7 @@ impl ChangeState {
             Self::Invalid => "invalid",
             Self::Aborted => "aborted",
             Self::Committing => "committing",
+            Self::Confirming => "confirming",
             Self::AwaitingConfirmation => "awaiting_confirmation",
             Self::Committed => "committed",
             Self::RolledBack => "rolled_back",
@@ -121,11 +127,25 @@ impl ChangeState {
             Preparing => &[],
             Planned | Invalid | Aborted | Committing => &[Preparing],
             AwaitingConfirmation => &[Committing],
-            Committed => &[Committing, AwaitingConfirmation],
-            RolledBack | RollbackFailed => {
-                &[Committing, AwaitingConfirmation, Committed, RollbackFailed]
-            }
+            Confirming => &[Committing, AwaitingConfirmation],
+            Committed => &[Confirming],
+            RolledBack | RollbackFailed => &[
+                Committing,
+                Confirming,
+                AwaitingConfirmation,
+                Committed,
+                RollbackFailed,
+            ],
         }
+    }
+
+    /// No step of its own is left: only a later rollback moves it (from `committed` or
+    /// `rollback_failed`).
+    pub fn is_settled(self) -> bool {
+        !matches!(
+            self,
+            Self::Preparing | Self::Committing | Self::Confirming | Self::AwaitingConfirmation
+        )
     }
 
     pub fn may_become(self, next: Self) -> bool {
@@ -211,8 +231,63 @@ impl TargetState {
     pub fn may_be_applied(self) -> bool {
         matches!(
             self,
-            Self::Committed | Self::AwaitingConfirmation | Self::Failed
+            Self::Committing
+                | Self::Committed
+                | Self::AwaitingConfirmation
+                | Self::Failed
+                | Self::RollingBack
+                | Self::RollbackFailed
         )
+    }
+
+    /// Nothing of the change is live on the device, and nothing will be.
+    pub fn is_undone(self) -> bool {
+        matches!(self, Self::Aborted | Self::RolledBack | Self::Planned)
+    }
+
+    /// The states a target may move to `self` from (besides `self`: a repeated answer). The
+    /// store updates a target only from one of them, so a late answer or a host's own
+    /// report cannot move a finished target back (`aborted`, `planned` and `rolled_back` are
+    /// final). `failed` is an unknown outcome: what the host later says replaces it.
+    pub fn predecessors(self) -> &'static [Self] {
+        use TargetState::*;
+        match self {
+            Pending => &[],
+            Prepared => &[Pending, Failed],
+            Planned => &[Prepared],
+            Aborted => &[Pending, Prepared, Failed],
+            Failed => &[Pending, Prepared, Committing, AwaitingConfirmation, Committed],
+            Committing => &[Prepared, Failed],
+            AwaitingConfirmation => &[Prepared, Committing, Failed],
+            Committed => &[Prepared, Committing, AwaitingConfirmation, Failed],
+            RollingBack => &[
+                Committing,
+                AwaitingConfirmation,
+                Committed,
+                Failed,
+                RollbackFailed,
+            ],
+            RolledBack => &[
+                Prepared,
+                Committing,
+                AwaitingConfirmation,
+                Committed,
+                RollingBack,
+                Failed,
+                RollbackFailed,
+            ],
+            RollbackFailed => &[
+                Committing,
+                AwaitingConfirmation,
+                Committed,
+                RollingBack,
+                Failed,
+            ],
+        }
+    }
+
+    pub fn may_become(self, next: Self) -> bool {
+        self == next || next.predecessors().contains(&self)
     }
 }
 
@@ -240,6 +315,86 @@ impl TryFrom<String> for TargetState {
             .into_iter()
             .find(|state| state.as_str() == stored)
             .ok_or_else(|| format!("unknown target state {stored:?}"))
+    }
+}
+
+/// Where a job is: `queued` (waiting for a slot), `running`, then one of the final three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+    /// A job in one of these has work left and an owner that is doing it.
+    pub const LIVE: [Self; 2] = [Self::Queued, Self::Running];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !Self::LIVE.contains(&self)
+    }
+}
+
+impl TryFrom<String> for JobState {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == stored)
+            .ok_or_else(|| format!("unknown job state {stored:?}"))
+    }
+}
+
+/// A job step: written `running` before it is taken, then with its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl StepState {
+    pub const ALL: [Self; 3] = [Self::Running, Self::Succeeded, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl TryFrom<String> for StepState {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == stored)
+            .ok_or_else(|| format!("unknown step state {stored:?}"))
     }
 }
 
@@ -320,7 +475,11 @@ mod tests {
             assert_eq!(ChangeState::try_from(state.as_str().to_string()), Ok(state));
         }
         assert!(Preparing.may_become(Committing) && Committing.may_become(AwaitingConfirmation));
-        assert!(AwaitingConfirmation.may_become(Committed));
+        assert!(AwaitingConfirmation.may_become(Confirming) && Confirming.may_become(Committed));
+        assert!(
+            !AwaitingConfirmation.may_become(Committed),
+            "confirmed only through the decision record"
+        );
         assert!(
             RollbackFailed.may_become(RolledBack),
             "a rollback is retried"
@@ -338,6 +497,20 @@ mod tests {
             !Preparing.may_become(Committed),
             "never committed without committing"
         );
+    }
+
+    #[test]
+    fn finished_targets_are_never_moved_back() {
+        use TargetState::*;
+        for last in [Aborted, Planned, RolledBack] {
+            for next in TargetState::ALL.into_iter().filter(|n| *n != last) {
+                assert!(!last.may_become(next), "{last:?} -> {next:?}");
+            }
+        }
+        assert!(Failed.may_become(Committed), "the host's word replaces an unknown outcome");
+        assert!(!Committed.may_become(Prepared));
+        assert!(!Pending.may_become(Committed), "never committed unprepared");
+        assert!(Committed.may_become(Committed), "a repeated answer");
     }
 
     #[test]

@@ -16,6 +16,37 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    pub const ALL: [Self; 8] = [
+        Self::NotFound,
+        Self::InvalidInput,
+        Self::Conflict,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    /// As a job stores it, so a finished job's error answers like the call would have.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::InvalidInput => "invalid_input",
+            Self::Conflict => "conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == stored)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -72,6 +103,19 @@ impl Error {
                 Some(retry_after.as_millis().div_ceil(1000).max(1) as u64)
             }
             _ => None,
+        }
+    }
+
+    /// An error of `kind` with a message already fit for a client (a finished job's).
+    pub fn of_kind(kind: ErrorKind, message: String) -> Self {
+        match kind {
+            ErrorKind::NotFound => Self::NotFound(message),
+            ErrorKind::InvalidInput => Self::InvalidInput(message),
+            ErrorKind::Conflict => Self::Conflict(message),
+            ErrorKind::Unauthorized => Self::Unauthorized(message),
+            ErrorKind::Forbidden => Self::Forbidden(message),
+            ErrorKind::Unavailable | ErrorKind::RateLimited => Self::Unavailable(message),
+            ErrorKind::Internal => Self::Internal(message),
         }
     }
 

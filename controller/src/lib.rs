@@ -28,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod fleet;
 pub mod gateway;
+pub mod jobs;
 pub mod maintenance;
 pub mod mcp;
 pub mod operations;

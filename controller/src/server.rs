@@ -139,6 +139,7 @@ async fn open_after_database(
         auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
         confirmations: Arc::default(),
+        jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.clone())),
         clock: Arc::new(crate::clock::SystemClock),
     })
 }
@@ -310,6 +311,19 @@ impl Controller {
                     .await
                 })
             }));
+        let reconciler = services.clone();
+        self.background
+            .push(Running::spawn("change reconciliation", move |stop| {
+                Box::pin(every(Duration::from_secs(30), stop, move || {
+                    let reconciler = reconciler.clone();
+                    async move { reconciler.reconcile_waiting_changes().await }
+                }))
+            }));
+        let supervisor = services.clone();
+        self.background.push(Running::spawn(
+            "job leases and takeovers",
+            move |stop| Box::pin(crate::jobs::runner::supervise(supervisor, stop)),
+        ));
         let store = services.store.clone();
         let (retention, interval) = (config.retention, config.maintenance_interval);
         self.background

@@ -12,7 +12,7 @@ use infrastructor_hostops::checks::{self, CheckConfig, Round};
 use infrastructor_hostops::names::TxnId;
 use infrastructor_proto::v1::command::Kind;
 use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareChange};
-use infrastructor_proto::v1::{RollbackChange, RunChecks};
+use infrastructor_proto::v1::{ChangeStatus, RollbackChange, RunChecks};
 
 use super::agent_driver::Answer;
 use super::ssh_changes::{AgentlessChanges, SshChangeHost};
@@ -57,6 +57,8 @@ pub enum ChangeStep<'a> {
     Confirm,
     Abort,
     Rollback(&'a str),
+    /// Where the transaction is, changing nothing; `NotFound` when the host never had it.
+    Status,
 }
 
 /// What the controller does on a managed host.
@@ -195,6 +197,7 @@ impl Host for AgentHost {
                 txn_id,
                 reason: reason.to_string(),
             }),
+            ChangeStep::Status => Kind::ChangeStatus(ChangeStatus { txn_id }),
         };
         Box::pin(self.command(ctx, kind, STEP_TIMEOUT))
     }
@@ -317,6 +320,7 @@ impl Host for SshHost {
                 ChangeStep::Confirm => engine.confirm(txn_id).await,
                 ChangeStep::Abort => engine.abort(txn_id).await,
                 ChangeStep::Rollback(reason) => engine.rollback(txn_id, reason).await,
+                ChangeStep::Status => engine.report(txn_id),
             }
             .map_err(engine_error)
         })

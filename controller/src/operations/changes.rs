@@ -9,11 +9,26 @@ use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::domain::ChangeState;
 use crate::services::changes::{ChangeRequest, ChangeSummary, ChangeView};
+use crate::services::jobs::JobClaims;
 use crate::services::Services;
 
 fn to_value(view: impl Serialize) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
+/// A job's failure when its change ended in none of `wanted`: the state and the error.
+fn ended_otherwise(change: &ChangeView, wanted: &[ChangeState]) -> Option<String> {
+    if wanted.contains(&change.state) {
+        return None;
+    }
+    let error = change.error.as_deref().unwrap_or("no reason recorded");
+    Some(format!(
+        "change {} ended {}: {error}",
+        change.id,
+        change.state.as_str()
+    ))
 }
 
 /// The plan of confirming or rolling back a change: the change as it stands.
@@ -88,9 +103,22 @@ impl Operation for DeployChange {
     type Body = ChangeRequest;
     type Response = ChangeView;
     const PLAN_IS_DRY_RUN: bool = true;
+    const JOB: bool = true;
 
     async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
         services.deploy_change(ctx, input.body).await
+    }
+
+    async fn claims(services: &Services, _: &Ctx, input: &Input<Self>) -> Result<JobClaims> {
+        services.deploy_claims(&input.body).await
+    }
+
+    async fn resume(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
+        services.resume_deploy(ctx, input.body).await
+    }
+
+    fn failure(change: &ChangeView) -> Option<String> {
+        ended_otherwise(change, &[ChangeState::Committed, ChangeState::AwaitingConfirmation])
     }
 
     async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {
@@ -245,10 +273,20 @@ impl Operation for RollbackChange {
     type Body = Nothing;
     type Response = ChangeView;
 
+    const JOB: bool = true;
+
     async fn run(services: &Services, ctx: &Ctx, input: Input<Self>) -> Result<Self::Response> {
         services
             .rollback_change(ctx, input.path.change.as_str())
             .await
+    }
+
+    async fn claims(services: &Services, _: &Ctx, input: &Input<Self>) -> Result<JobClaims> {
+        services.rollback_claims(input.path.change.as_str()).await
+    }
+
+    fn failure(change: &ChangeView) -> Option<String> {
+        ended_otherwise(change, &[ChangeState::RolledBack])
     }
 
     async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {

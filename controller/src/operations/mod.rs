@@ -9,13 +9,15 @@
 //! - [`pipeline`]: scope → decode → confirm/approval → run → audit → timing, for every surface.
 //! - [`confirm`]: single-use confirmation IDs for MCP mutations (plan → confirm).
 //! - [`registry`]: the list, and the type-erased entry each surface iterates.
-//! - [`devices`], [`observe`], [`changes`], [`admin`], [`approvals`]: the operations.
+//! - [`devices`], [`observe`], [`changes`], [`jobs`], [`admin`], [`approvals`]: the
+//!   operations.
 
 pub mod admin;
 pub mod approvals;
 pub mod changes;
 pub mod confirm;
 pub mod devices;
+pub mod jobs;
 pub mod observe;
 pub mod params;
 pub mod pipeline;
@@ -31,6 +33,7 @@ use serde_json::{Map, Value};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
+use crate::services::jobs::JobClaims;
 use crate::services::Services;
 
 pub use registry::{by_id, by_route, by_tool, Registered, REGISTRY};
@@ -170,11 +173,43 @@ pub trait Operation: Send + Sync + 'static {
     /// validators run there), and so audited like one.
     const PLAN_IS_DRY_RUN: bool = false;
 
+    /// Long-running: the call queues a durable job (`202 Accepted` with the job) and the
+    /// job runner calls `run` outside the request; `?wait=` (REST) or the MCP call waits
+    /// for its result.
+    const JOB: bool = false;
+
     fn run(
         services: &Services,
         ctx: &Ctx,
         input: Input<Self>,
     ) -> impl Future<Output = Result<Self::Response>> + Send;
+
+    /// A job's devices and the resources it changes on them, resolved before it is queued
+    /// (a resource another live job holds refuses this one, naming the holder).
+    fn claims(
+        _services: &Services,
+        _ctx: &Ctx,
+        _input: &Input<Self>,
+    ) -> impl Future<Output = Result<JobClaims>> + Send {
+        async { Ok(JobClaims::default()) }
+    }
+
+    /// Finishes a job that a controller crash (or a dead replica) interrupted: reconcile
+    /// with what the hosts say, then go on or undo, deterministically. By default it runs
+    /// again, for operations whose `run` is safe to repeat.
+    fn resume(
+        services: &Services,
+        ctx: &Ctx,
+        input: Input<Self>,
+    ) -> impl Future<Output = Result<Self::Response>> + Send {
+        Self::run(services, ctx, input)
+    }
+
+    /// Why a job that answered `response` still failed (a deploy that was rolled back);
+    /// `None` when it succeeded.
+    fn failure(_response: &Self::Response) -> Option<String> {
+        None
+    }
 
     /// What a mutation would do, shown before it runs (the MCP plan, the approver's view):
     /// by default the checked request itself.

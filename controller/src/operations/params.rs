@@ -79,6 +79,12 @@ reference!(
     "1 to 64 letters and digits"
 );
 reference!(
+    JobId,
+    "job ID",
+    "^[A-Za-z0-9]{1,64}$",
+    "1 to 64 letters and digits"
+);
+reference!(
     ApprovalId,
     "approval ID",
     "^[A-Za-z0-9-]{1,64}$",
@@ -97,6 +103,13 @@ pub struct DevicePath {
 #[serde(deny_unknown_fields)]
 pub struct ChangePath {
     pub change: ChangeId,
+}
+
+/// `{job}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobPath {
+    pub job: JobId,
 }
 
 /// `{approval}` in the path.

@@ -1,7 +1,8 @@
 //! The one execution pipeline every call passes, whatever its surface: scope check (before
 //! the request is decoded, so a read token's large POST is a 403, not a 400) → decoding →
-//! plan → confirm (MCP mutations) → approval hold → run → audit → timing. REST, MCP and the
-//! runner of approved requests are adapters over [`execute`].
+//! plan → confirm (MCP mutations) → approval hold → run (or, for a long-running operation,
+//! queue a job) → audit → timing. REST, MCP and the runner of approved requests are adapters
+//! over [`execute`]; the job runner calls the operation's `run` itself.
 
 use std::future::Future;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::services::approvals::Approval;
 use crate::services::audit::AuditOutcome;
+use crate::services::jobs::JobView;
 use crate::services::Services;
 
 /// The surface a call came from, as the audit log and timings name it.
@@ -72,6 +74,8 @@ pub enum Outcome<R> {
     Held(Box<Approval>),
     /// An MCP mutation's first call: its plan and confirmation ID.
     Planned(Value),
+    /// Queued as a durable job.
+    Accepted(Box<JobView>),
 }
 
 impl<R: serde::Serialize> Outcome<R> {
@@ -82,6 +86,7 @@ impl<R: serde::Serialize> Outcome<R> {
             }
             Self::Held(approval) => Outcome::Held(approval),
             Self::Planned(plan) => Outcome::Planned(plan),
+            Self::Accepted(job) => Outcome::Accepted(job),
         }
     }
 }
@@ -166,6 +171,23 @@ async fn steps<O: Operation>(
         };
         audit(arguments, outcome).await;
         return held.map(|approval| Outcome::Held(Box::new(approval)));
+    }
+    if O::JOB {
+        let queued = async {
+            let claims = O::claims(services, ctx, &input).await?;
+            services
+                .submit_job(ctx, surface.as_str(), meta.id, &arguments, claims)
+                .await
+        }
+        .await;
+        let outcome = match &queued {
+            Ok(job) => AuditOutcome::accepted(&job.id),
+            Err(error) => AuditOutcome::error(error),
+        };
+        audit(arguments, outcome).await;
+        let job = queued?;
+        crate::jobs::runner::spawn(services.clone(), job.id.clone());
+        return Ok(Outcome::Accepted(Box::new(job)));
     }
     let result = match tokio::time::timeout_at(ctx.deadline, O::run(services, ctx, input)).await {
         Ok(result) => result,

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::pipeline::{execute, How, Outcome};
-use super::{admin, approvals, changes, devices, observe};
+use super::{admin, approvals, changes, devices, jobs, observe};
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -19,6 +19,9 @@ use crate::services::Services;
 /// An operation with its type erased, so one list can hold them all.
 pub trait Registered: Sync {
     fn meta(&self) -> &'static Meta;
+
+    /// Runs as a durable job ([`Operation::JOB`]).
+    fn is_job(&self) -> bool;
 
     /// Adds the operation's REST route.
     fn route(&self, router: Router<Services>) -> Router<Services>;
@@ -33,6 +36,15 @@ pub trait Registered: Sync {
     /// The JSON Schema of its response, as encoded.
     fn response_schema(&self) -> Value;
 
+    /// Runs it as job `ctx.job` from the arguments the pipeline checked and stored:
+    /// `resume` after a crash, `run` otherwise.
+    fn run_job<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<JobOutcome>>;
+
     /// Runs it from flat arguments through the pipeline.
     fn call<'a>(
         &'a self,
@@ -41,6 +53,14 @@ pub trait Registered: Sync {
         how: How,
         arguments: Arguments,
     ) -> BoxFuture<'a, Result<Outcome<Value>>>;
+}
+
+/// What a job's operation answered, and why the job failed if it did (a deploy that was
+/// rolled back answers its change, and failed).
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub result: Value,
+    pub failure: Option<String>,
 }
 
 /// The registry entry of operation `O`.
@@ -53,6 +73,10 @@ impl<O> Entry<O> {
 impl<O: Operation> Registered for Entry<O> {
     fn meta(&self) -> &'static Meta {
         const { &O::META }
+    }
+
+    fn is_job(&self) -> bool {
+        O::JOB
     }
 
     fn route(&self, router: Router<Services>) -> Router<Services> {
@@ -69,6 +93,26 @@ impl<O: Operation> Registered for Entry<O> {
 
     fn response_schema(&self) -> Value {
         crate::rest::openapi::output::<O::Response>()
+    }
+
+    fn run_job<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<JobOutcome>> {
+        Box::pin(async move {
+            let input = Input::<O>::from_arguments(arguments)?;
+            let response = if ctx.is_resumed() {
+                O::resume(services, ctx, input).await?
+            } else {
+                O::run(services, ctx, input).await?
+            };
+            let failure = O::failure(&response);
+            let result = serde_json::to_value(response)
+                .map_err(|e| crate::error::Error::Internal(format!("job result: {e}")))?;
+            Ok(JobOutcome { result, failure })
+        })
     }
 
     fn call<'a>(
@@ -108,6 +152,9 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<changes::GetChange>::NEW,
     &Entry::<changes::ConfirmChange>::NEW,
     &Entry::<changes::RollbackChange>::NEW,
+    &Entry::<jobs::ListJobs>::NEW,
+    &Entry::<jobs::GetJob>::NEW,
+    &Entry::<jobs::CancelJob>::NEW,
     &Entry::<admin::ListAudit>::NEW,
     &Entry::<admin::GetPerformanceSummary>::NEW,
     &Entry::<approvals::ListApprovals>::NEW,

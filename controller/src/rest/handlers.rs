@@ -3,6 +3,7 @@
 //! not operations (health, readiness, metrics, the OpenAPI document).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -16,6 +17,7 @@ use super::problem::{ApiError, Problem};
 use crate::error::Error;
 use crate::operations::pipeline::{execute, Decoded, How, Outcome};
 use crate::operations::{Arguments, Input, Operation};
+use crate::services::jobs::{JobView, MAX_WAIT};
 use crate::services::Readiness;
 use crate::services::Services;
 
@@ -38,9 +40,14 @@ pub async fn operation<O: Operation>(
         .await
         .map(|Path(params)| params)
         .unwrap_or_default();
+    let wait = match job_wait::<O>(&mut parts) {
+        Ok(wait) => wait,
+        Err(error) => return ApiError(error).into_response(),
+    };
     let decode = decode::<O>(path, parts, RequestBody::new(body));
     match execute::<O>(&services, &ctx, How::Rest, decode).await {
         Ok(Outcome::Done(response)) => done::<O>(response),
+        Ok(Outcome::Accepted(job)) => accepted::<O>(&services, &ctx, *job, wait).await,
         Ok(Outcome::Held(approval)) => {
             let location = format!("/api/v1/approvals/{}", approval.id);
             (
@@ -53,6 +60,89 @@ pub async fn operation<O: Operation>(
         Ok(Outcome::Planned(plan)) => Json(plan).into_response(),
         Err(error) => ApiError(error).into_response(),
     }
+}
+
+/// A job operation's `?wait=` (seconds, `s` optional), taken out of the query so the
+/// operation's own parameters decode without it.
+fn job_wait<O: Operation>(parts: &mut Parts) -> Result<Option<Duration>, Error> {
+    let Some(query) = parts.uri.query().filter(|_| O::JOB) else {
+        return Ok(None);
+    };
+    let mut wait = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("wait", value)) => wait = Some(parse_wait(value)?),
+            _ if pair == "wait" => return Err(Error::invalid("wait needs a duration, e.g. wait=30s")),
+            _ => rest.push(pair),
+        }
+    }
+    let path = parts.uri.path();
+    let uri = if rest.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    parts.uri = uri
+        .parse()
+        .map_err(|_| Error::invalid("invalid query string"))?;
+    Ok(wait)
+}
+
+fn parse_wait(value: &str) -> Result<Duration, Error> {
+    let digits = value.strip_suffix('s').unwrap_or(value);
+    let seconds = Some(digits)
+        // Exactly the documented form: no sign, no leading zero.
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|d| d.len() == 1 || !d.starts_with('0'))
+        .and_then(|d| d.parse::<u64>().ok())
+        .filter(|seconds| *seconds <= MAX_WAIT.as_secs())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "wait must be 0 to {} seconds, e.g. wait=30s (got {value:?})",
+                MAX_WAIT.as_secs()
+            ))
+        })?;
+    Ok(Duration::from_secs(seconds))
+}
+
+/// `202 Accepted` with the job and its `Location`; with `?wait=`, the operation's own answer
+/// if the job ended within the wait (its result, or its error as a problem).
+async fn accepted<O: Operation>(
+    services: &Services,
+    ctx: &crate::ctx::Ctx,
+    job: JobView,
+    wait: Option<Duration>,
+) -> Response {
+    let location = format!("/api/v1/jobs/{}", job.id);
+    let job = match wait {
+        None => job,
+        Some(wait) => match services.wait_for_job(&job.id, wait).await {
+            Ok(row) if row.state.is_final() => {
+                let status = StatusCode::from_u16(O::META.success).unwrap_or(StatusCode::OK);
+                return match services.job_outcome(ctx, &row) {
+                    Ok(result) => (
+                        status,
+                        [(header::CONTENT_LOCATION, location)],
+                        Json(result),
+                    )
+                        .into_response(),
+                    Err(error) => ApiError(error).into_response(),
+                };
+            }
+            Ok(_) => match services.job_view(ctx, &job.id).await {
+                Ok(view) => view,
+                Err(error) => return ApiError(error).into_response(),
+            },
+            Err(error) => return ApiError(error).into_response(),
+        },
+    };
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response()
 }
 
 fn done<O: Operation>(response: O::Response) -> Response {

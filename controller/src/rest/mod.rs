@@ -4,6 +4,7 @@
 //! served by one adapter over the operation pipeline (scope, audit, approvals, timing).
 
 mod body;
+mod events;
 mod handlers;
 pub mod middleware;
 pub mod openapi;
@@ -36,6 +37,7 @@ pub fn router(services: Services, shutdown: CancellationToken) -> Router {
     let api = REGISTRY
         .iter()
         .fold(Router::new(), |router, entry| entry.route(router))
+        .route("/jobs/{job}/events", get(events::job_events))
         // Route layers run outermost-last: authenticate → rate limit → operation.
         .route_layer(axum::middleware::from_fn_with_state(
             services.clone(),

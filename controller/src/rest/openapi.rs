@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::operations::{Effect, Operation, REGISTRY};
 use crate::services::approvals::Approval;
+use crate::services::jobs::{JobEvent, JobView};
 
 /// Error statuses every operation may answer, as problem+json.
 const PROBLEMS: [(u16, &str); 8] = [
@@ -130,8 +131,21 @@ fn parameters<O: Operation>() -> Vec<Value> {
             parameters.push(parameter);
         }
     }
+    if O::JOB {
+        parameters.push(json!({
+            "name": "wait",
+            "in": "query",
+            "required": false,
+            "description": "seconds (e.g. 30 or 30s, at most 300) to wait for the job: its \
+                result if it ends within them, else 202 with the job",
+            "schema": {"type": "string", "pattern": WAIT_PATTERN},
+        }));
+    }
     parameters
 }
+
+/// `?wait=` as the REST adapter accepts it: 0 to 300 seconds, `s` optional.
+pub const WAIT_PATTERN: &str = "^([0-9]|[1-9][0-9]|[12][0-9][0-9]|300)s?$";
 
 fn request_body<O: Operation>() -> Option<Value> {
     let body = input::<O::Body>();
@@ -156,14 +170,26 @@ fn responses<O: Operation>() -> Value {
         })
     };
     responses.insert(meta.success.to_string(), success);
-    if meta.holdable() {
+    let accepted = match (meta.holdable(), O::JOB) {
+        (true, true) => Some((
+            "queued as a job, or held for another person's approval; see Location",
+            json!({"anyOf": [output::<JobView>(), output::<Approval>()]}),
+        )),
+        (false, true) => Some(("queued as a job; see Location", output::<JobView>())),
+        (true, false) => Some((
+            "held for another person's approval; see Location",
+            output::<Approval>(),
+        )),
+        (false, false) => None,
+    };
+    if let Some((description, schema)) = accepted {
         responses.insert(
             "202".into(),
             json!({
-                "description": "held for another person's approval; see Location",
+                "description": description,
                 "headers": {"Location": {"schema": {"type": "string"},
-                    "description": "the held request"}},
-                "content": {"application/json": {"schema": output::<Approval>()}},
+                    "description": "the job, or the held request"}},
+                "content": {"application/json": {"schema": schema}},
             }),
         );
     }
@@ -237,6 +263,42 @@ pub fn arguments_schema<O: Operation>() -> Value {
     })
 }
 
+/// The one route that is not an operation: a job's events as Server-Sent Events.
+fn job_events() -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "the job's events, oldest first, then live until the job ends: \
+                each has an id (its number), an event name (its kind) and JSON data",
+            "content": {"text/event-stream": {"schema": output::<JobEvent>()}},
+        }),
+    );
+    for (status, _) in PROBLEMS {
+        responses.insert(
+            status.to_string(),
+            json!({"$ref": format!("#/components/responses/{status}")}),
+        );
+    }
+    json!({"get": {
+        "operationId": "job_events",
+        "summary": "A job's events as Server-Sent Events; resumes after Last-Event-ID",
+        "description": "Step started and finished, progress n/m, log lines and the final \
+            state; the stream ends after the final state.",
+        "parameters": [
+            {"name": "job", "in": "path", "required": true,
+             "schema": {"type": "string", "pattern": crate::operations::params::JobId::PATTERN}},
+            {"name": "Last-Event-ID", "in": "header", "required": false,
+             "description": "the number of the last event received",
+             "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+        ],
+        "security": [{"bearer": []}],
+        "x-required-scope": "read",
+        "x-effect": "read",
+        "responses": responses,
+    }})
+}
+
 fn problem_schema() -> Value {
     json!({
         "type": "object",
@@ -263,6 +325,7 @@ pub fn document() -> Value {
             methods.insert(meta.method.as_str().to_string(), entry.openapi());
         }
     }
+    paths.insert("/api/v1/jobs/{job}/events".into(), job_events());
     let mut problems = Map::new();
     for (status, description) in PROBLEMS {
         problems.insert(

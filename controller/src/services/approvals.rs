@@ -225,6 +225,8 @@ impl Services {
         // The pipeline audits the run under the requester, on the surface it came from.
         let result = match operation.call(self, &requester, how, arguments).await {
             Ok(Outcome::Done(value)) => Ok(value),
+            // A long operation was queued: the approval records its job.
+            Ok(Outcome::Accepted(job)) => Ok(serde_json::json!({ "job": job })),
             Ok(_) => Err(Error::Internal(format!(
                 "approval {id}: the request was not run"
             ))),

@@ -19,7 +19,8 @@ use crate::store::{AuditFilter, AuditRow};
 /// How a mutation ended.
 #[derive(Clone, Debug)]
 pub struct AuditOutcome {
-    /// `ok`, `error`, `planned` (a dry run shown as an MCP plan) or `pending_approval`.
+    /// `ok`, `error`, `planned` (a dry run shown as an MCP plan), `pending_approval`,
+    /// `accepted` (queued as a job), and for a job's end `cancelled` or `failed`.
     pub outcome: &'static str,
     /// The HTTP status of the outcome (also for MCP, so both read alike).
     pub status: u16,
@@ -62,6 +63,42 @@ impl AuditOutcome {
             outcome: "pending_approval",
             status: 202,
             detail: None,
+        }
+    }
+
+    /// Queued as job `job_id` (`202 Accepted`); the job's end is audited again.
+    pub fn accepted(job_id: &str) -> Self {
+        Self {
+            outcome: "accepted",
+            status: 202,
+            detail: Some(format!("job {job_id}")),
+        }
+    }
+
+    /// How job `job_id` ended: `ok`, `cancelled`, `failed` (its operation answered, and
+    /// the answer is a failure: a deploy that was rolled back) or `error` (with the status
+    /// of the error's kind).
+    pub fn job_ended(
+        job_id: &str,
+        state: crate::domain::JobState,
+        error: Option<&str>,
+        kind: Option<crate::error::ErrorKind>,
+    ) -> Self {
+        use crate::domain::JobState;
+        let (outcome, status) = match (state, kind) {
+            (JobState::Succeeded, _) => ("ok", 200),
+            (JobState::Cancelled, _) => ("cancelled", 200),
+            (_, Some(kind)) => ("error", crate::rest::problem::status_for(kind).as_u16()),
+            (_, None) => ("failed", 200),
+        };
+        let detail = match error {
+            Some(error) => format!("job {job_id}: {error}"),
+            None => format!("job {job_id}"),
+        };
+        Self {
+            outcome,
+            status,
+            detail: Some(detail),
         }
     }
 

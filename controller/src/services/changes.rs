@@ -24,13 +24,17 @@ use crate::ctx::Ctx;
 use crate::domain::{ChangeState, TargetState};
 use crate::error::{Error, Result};
 use crate::fleet::{ChangeStep, Host};
-use crate::store::{ChangeRow, ChangeTargetRow, TargetUpdate};
+use crate::services::jobs::JobClaims;
+use crate::store::{ChangeRow, ChangeTargetRow, JobLock, TargetUpdate};
 use infrastructor_hostops::names::TxnId;
 
 /// Most devices one change may target.
 const MAX_TARGETS: usize = 500;
 /// Targets prepared (or confirmed, rolled back) at once.
 const FAN_OUT: usize = 16;
+/// How long past its confirmation deadline a waiting change is asked about: hosts report
+/// their own deadline rollbacks, and this only catches reports that were lost.
+const RECONCILE_GRACE_MS: i64 = 30_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +79,7 @@ impl Default for DeployOptions {
 }
 
 impl DeployOptions {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.max_parallel == Some(0) {
             return Err(Error::invalid("max_parallel must be at least 1"));
         }
@@ -171,79 +175,239 @@ impl Services {
     /// Prepares on every target; any failure aborts all. Then commits (all at once, or
     /// `max_parallel` at a time) and confirms once every target is healthy; a failed target
     /// rolls back every committed one. The result says how it ended.
+    ///
+    /// As a job, each phase is a step, recorded before it is taken; a cancel request is
+    /// honoured between steps (before the commit it aborts, after it rolls back what was
+    /// committed) until the decision to confirm is recorded.
     pub async fn deploy_change(&self, ctx: &Ctx, request: ChangeRequest) -> Result<ChangeView> {
         ctx.principal.require(Scope::Operate)?;
         request.options.validate()?;
         let (id, targets) = self.begin_change(ctx, &request, "deploy").await?;
-        if !self
-            .prepare_all(ctx, &id, &targets, &request.change)
-            .await?
-        {
-            self.abort_all(ctx, &id, &targets, TargetState::Aborted)
-                .await;
-            let error = self.failed_targets_summary(&id).await?;
+        let total = targets.len();
+        let prepared = ctx
+            .step("prepare", self.prepare_all(ctx, &id, &targets, &request.change))
+            .await?;
+        if !prepared || ctx.cancel_requested() {
+            let error = if prepared {
+                cancelled("before anything was committed; nothing was applied")
+            } else {
+                self.failed_targets_summary(&id).await?
+            };
+            ctx.step("abort", async {
+                self.abort_all(ctx, &id, &targets, TargetState::Aborted)
+                    .await;
+                Ok(())
+            })
+            .await?;
             self.move_change(&id, ChangeState::Aborted, Some(&error))
                 .await?;
             return self.change_view(ctx, &id).await;
         }
         self.move_change(&id, ChangeState::Committing, None).await?;
-        let batch = request.options.max_parallel.unwrap_or(targets.len());
+        let batch = request.options.max_parallel.unwrap_or(total).max(1);
+        let batches = total.div_ceil(batch);
         let options = request.options.commit_options();
-        let mut applied: Vec<Target> = Vec::new();
         let mut failure = None;
-        for chunk in targets.chunks(batch.max(1)) {
-            let results = join_all(
-                chunk
-                    .iter()
-                    .map(|t| self.target_commit(ctx, t, &id, options)),
-            )
-            .await;
-            for (target, result) in chunk.iter().zip(results) {
-                match result {
-                    Ok(report) if report.state != TxnState::RolledBack => {
-                        self.record_commit(&id, target, &report, None).await?;
-                        applied.push(target.clone());
-                    }
-                    Ok(report) => {
-                        let reason = report.reason.clone().unwrap_or_default();
-                        self.record_commit(&id, target, &report, Some(&reason))
-                            .await?;
-                        failure = Some(format!("{}: {reason}", target.device_id()));
-                    }
-                    Err(error) => {
-                        // Unknown outcome (e.g. the link dropped): treat it as applied, so the
-                        // rollback below covers it.
-                        self.record_target(&id, target.device_id(), TargetState::Failed, &error)
-                            .await?;
-                        applied.push(target.clone());
-                        failure = Some(format!(
-                            "{}: {}",
-                            target.device_id(),
-                            error.public_message()
-                        ));
-                    }
-                }
+        for (index, chunk) in targets.chunks(batch).enumerate() {
+            if ctx.cancel_requested() {
+                failure = Some(cancelled("while committing; rolled back"));
+                break;
             }
+            let name = format!("commit {}/{batches}", index + 1);
+            failure = ctx
+                .step(&name, self.commit_batch(ctx, &id, chunk, options))
+                .await?;
+            ctx.progress((index * batch + chunk.len()).min(total), total)
+                .await;
             if failure.is_some() {
                 break;
             }
         }
+        if failure.is_none() && ctx.cancel_requested() {
+            failure = Some(cancelled("before it was confirmed; rolled back"));
+        }
         if let Some(failure) = failure {
-            self.roll_back_targets(ctx, &id, &applied, "another target failed")
-                .await;
-            self.abort_all(ctx, &id, &targets, TargetState::Aborted)
-                .await;
-            self.move_change(&id, ChangeState::RolledBack, Some(&failure))
-                .await?;
-            return self.change_view(ctx, &id).await;
+            return self.undo_deploy(ctx, &id, &targets, &failure).await;
         }
         if request.options.auto_confirm {
-            self.confirm_targets(ctx, &id, &targets).await?;
+            // The decision record: from here on a restarted controller confirms too.
+            self.move_change(&id, ChangeState::Confirming, None).await?;
+            ctx.step("confirm", self.confirm_targets(ctx, &id, &targets))
+                .await?;
         } else {
             self.move_change(&id, ChangeState::AwaitingConfirmation, None)
                 .await?;
         }
         self.change_view(ctx, &id).await
+    }
+
+    /// Finishes a deploy job that a controller crash interrupted, from what the hosts say.
+    /// Presumed abort: before the decision to confirm was recorded (`confirming`), every
+    /// target is rolled back or aborted; after it, every target is confirmed. A change that
+    /// was never recorded had reached no host, so the deploy runs from the start.
+    pub async fn resume_deploy(&self, ctx: &Ctx, request: ChangeRequest) -> Result<ChangeView> {
+        let Some(id) = ctx.job.as_ref().map(|job| job.id().to_string()) else {
+            return self.deploy_change(ctx, request).await;
+        };
+        let Some((row, _)) = self.store.change(&id).await? else {
+            return self.deploy_change(ctx, request).await;
+        };
+        if row.state.is_settled() || row.state == ChangeState::AwaitingConfirmation {
+            return self.change_view(ctx, &id).await;
+        }
+        let targets = self.targets_of(&id).await?;
+        ctx.step("reconcile", self.reconcile_targets(ctx, &id, &targets))
+            .await?;
+        match row.state {
+            ChangeState::Preparing => {
+                ctx.step("abort", async {
+                    self.abort_all(ctx, &id, &targets, TargetState::Aborted)
+                        .await;
+                    Ok(())
+                })
+                .await?;
+                let error = "the controller restarted before the commit; nothing was applied";
+                self.move_change(&id, ChangeState::Aborted, Some(error))
+                    .await?;
+                self.change_view(ctx, &id).await
+            }
+            ChangeState::Committing => {
+                let reason = "the controller restarted while committing; rolled back";
+                self.undo_deploy(ctx, &id, &targets, reason).await
+            }
+            _ => {
+                ctx.step("confirm", self.confirm_targets(ctx, &id, &targets))
+                    .await?;
+                self.change_view(ctx, &id).await
+            }
+        }
+    }
+
+    /// Commits one batch; the first failure, if any (its targets are recorded either way).
+    async fn commit_batch(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        chunk: &[Target],
+        options: CommitOptions,
+    ) -> Result<Option<String>> {
+        for target in chunk {
+            self.set_target(id, target.device_id(), TargetState::Committing, None)
+                .await?;
+        }
+        let results = join_all(
+            chunk
+                .iter()
+                .map(|t| self.target_commit(ctx, t, id, options)),
+        )
+        .await;
+        let mut failure = None;
+        for (target, result) in chunk.iter().zip(results) {
+            let device = target.device_id();
+            match result {
+                Ok(report) if report.state != TxnState::RolledBack => {
+                    self.record_commit(id, target, &report, None).await?;
+                    ctx.log(&format!("{device}: {}", report.state.as_str()))
+                        .await;
+                }
+                Ok(report) => {
+                    let reason = report.reason.clone().unwrap_or_default();
+                    self.record_commit(id, target, &report, Some(&reason))
+                        .await?;
+                    ctx.log(&format!("{device}: rolled back: {reason}")).await;
+                    failure = Some(format!("{device}: {reason}"));
+                }
+                Err(error) => {
+                    // Unknown outcome (e.g. the link dropped): treated as applied, so the
+                    // rollback covers it.
+                    self.record_target(id, device, TargetState::Failed, &error)
+                        .await?;
+                    let message = error.public_message();
+                    ctx.log(&format!("{device}: {message}")).await;
+                    failure = Some(format!("{device}: {message}"));
+                }
+            }
+        }
+        Ok(failure)
+    }
+
+    /// Rolls back every target the change may be applied on and aborts the ones only
+    /// prepared; the change ends `rolled_back`, or `rollback_failed` naming each device
+    /// that could not be rolled back and why.
+    async fn undo_deploy(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        targets: &[Target],
+        failure: &str,
+    ) -> Result<ChangeView> {
+        let failed = ctx
+            .step("rollback", async {
+                let applied = self.applied_targets(id, targets).await?;
+                let failed = self
+                    .roll_back_targets(ctx, id, &applied, "the deploy did not complete")
+                    .await;
+                self.abort_all(ctx, id, targets, TargetState::Aborted).await;
+                Ok(failed)
+            })
+            .await?;
+        if failed.is_empty() {
+            self.move_change(id, ChangeState::RolledBack, Some(failure))
+                .await?;
+        } else {
+            let error = format!("{failure}; rollback failed on {}", failed.join("; "));
+            self.move_change(id, ChangeState::RollbackFailed, Some(&error))
+                .await?;
+        }
+        self.change_view(ctx, id).await
+    }
+
+    /// The targets whose recorded state says the change may be applied there.
+    async fn applied_targets(&self, id: &str, targets: &[Target]) -> Result<Vec<Target>> {
+        let (_, rows) = self.require_change(id).await?;
+        Ok(targets
+            .iter()
+            .filter(|t| {
+                rows.iter()
+                    .any(|r| r.device_id == t.device_id() && r.state.may_be_applied())
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Asks every target where the transaction is and records what it says: the host's word
+    /// is the truth. A host that never had it is `aborted`; one that cannot be reached keeps
+    /// its recorded state (and the step after acts on that).
+    async fn reconcile_targets(&self, ctx: &Ctx, id: &str, targets: &[Target]) -> Result<()> {
+        let results = join_all(
+            targets
+                .iter()
+                .map(|t| self.target_step(ctx, t, id, ChangeStep::Status)),
+        )
+        .await;
+        for (target, result) in targets.iter().zip(results) {
+            let device = target.device_id();
+            match result {
+                Ok(report) => {
+                    ctx.log(&format!("{device}: host says {}", report.state.as_str()))
+                        .await;
+                    let error = report.reason.as_deref();
+                    self.set_target(id, device, report.state.into(), error)
+                        .await?;
+                }
+                Err(error) if error.kind() == crate::error::ErrorKind::NotFound => {
+                    ctx.log(&format!("{device}: never reached it")).await;
+                    let reason = Some("the transaction never reached this host");
+                    self.set_target(id, device, TargetState::Aborted, reason)
+                        .await?;
+                }
+                Err(error) => {
+                    let message = error.public_message();
+                    ctx.log(&format!("{device}: cannot ask: {message}")).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a deployed change that was left awaiting confirmation.
@@ -254,6 +418,16 @@ impl Services {
             return Err(Error::Conflict(format!(
                 "change {id} is {}; only a change awaiting confirmation can be confirmed",
                 row.state.as_str()
+            )));
+        }
+        if !self
+            .store
+            .set_change_state(id, ChangeState::Confirming, None, now_ms())
+            .await?
+        {
+            return Err(Error::Conflict(format!(
+                "change {id} moved on meanwhile; only a change awaiting confirmation can be \
+                 confirmed"
             )));
         }
         let targets = self.targets_of(id).await?;
@@ -277,9 +451,16 @@ impl Services {
             .map(|t| t.device_id.clone())
             .collect();
         let targets = self.resolve_targets(&applied).await?;
-        let failed = self
-            .roll_back_targets(ctx, id, &targets, "rollback requested")
-            .await;
+        let total = targets.len();
+        let failed = ctx
+            .step("rollback", async {
+                let failed = self
+                    .roll_back_targets(ctx, id, &targets, "rollback requested")
+                    .await;
+                ctx.progress(total, total).await;
+                Ok(failed)
+            })
+            .await?;
         let state = if failed.is_empty() {
             ChangeState::RolledBack
         } else {
@@ -288,6 +469,27 @@ impl Services {
         let error = (!failed.is_empty()).then(|| failed.join("; "));
         self.move_change(id, state, error.as_deref()).await?;
         self.change_view(ctx, id).await
+    }
+
+    /// What a deploy job will hold while it is live: on each device, every file it writes
+    /// and every unit or container it restarts.
+    pub async fn deploy_claims(&self, request: &ChangeRequest) -> Result<JobClaims> {
+        request.options.validate()?;
+        check_device_count(request)?;
+        let mut devices = Vec::with_capacity(request.devices.len());
+        for device in &request.devices {
+            devices.push(self.require_device(device).await?.id);
+        }
+        Ok(claims_on(check_listed_once(devices)?, &request.change))
+    }
+
+    /// What a rollback job holds: the change's devices and resources.
+    pub async fn rollback_claims(&self, id: &str) -> Result<JobClaims> {
+        let (row, targets) = self.require_change(id).await?;
+        let set: ChangeSet = serde_json::from_str(&row.change_set)
+            .map_err(|e| Error::Internal(format!("stored change set: {e}")))?;
+        let devices = targets.into_iter().map(|t| t.device_id).collect();
+        Ok(claims_on(devices, &set))
     }
 
     pub async fn get_change(&self, ctx: &Ctx, id: &str) -> Result<ChangeView> {
@@ -341,23 +543,64 @@ impl Services {
             ..Default::default()
         };
         let recorded = async {
-            self.store
-                .update_change_target(&event.txn_id, device_id, update, now_ms())
-                .await?;
-            let Some((row, targets)) = self.store.change(&event.txn_id).await? else {
-                return Ok::<_, crate::store::StoreError>(());
-            };
-            let all_rolled_back = targets.iter().all(|t| t.state == TargetState::RolledBack);
-            if row.state == ChangeState::AwaitingConfirmation && all_rolled_back {
-                let reason = Some("not confirmed by the deadline");
-                self.store
-                    .set_change_state(&row.id, ChangeState::RolledBack, reason, now_ms())
-                    .await?;
-            }
-            Ok(())
+            self.update_target(&event.txn_id, device_id, update).await?;
+            self.settle_if_undone(&event.txn_id).await
         };
         if let Err(error) = recorded.await {
             tracing::error!(%error, "cannot record a change event");
+        }
+    }
+
+    /// A change waiting on its hosts (awaiting confirmation, or a rollback that failed) whose
+    /// every target is now undone has rolled back: record it.
+    async fn settle_if_undone(&self, id: &str) -> Result<()> {
+        let Some((row, targets)) = self.store.change(id).await? else {
+            return Ok(());
+        };
+        let undone = targets.iter().all(|t| t.state.is_undone());
+        let reason = match row.state {
+            ChangeState::AwaitingConfirmation => "not confirmed by the deadline",
+            ChangeState::RollbackFailed => "rolled back by the hosts themselves",
+            _ => return Ok(()),
+        };
+        if undone {
+            self.store
+                .set_change_state(id, ChangeState::RolledBack, Some(reason), now_ms())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Changes left awaiting confirmation past their deadline, or whose rollback failed, are
+    /// reconciled from their hosts, so an event lost while the controller was down (or a
+    /// host that rolled back by itself) cannot leave a state that is not true.
+    pub async fn reconcile_waiting_changes(&self) {
+        let ctx = Ctx::system("change reconciliation");
+        let waiting = [ChangeState::AwaitingConfirmation, ChangeState::RollbackFailed];
+        let rows = match self.store.changes_in(&waiting, 200).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list waiting changes");
+                return;
+            }
+        };
+        let now = now_ms();
+        for row in rows {
+            let options: DeployOptions = serde_json::from_str(&row.options).unwrap_or_default();
+            let deadline = row.updated_at_ms
+                + i64::from(options.confirm_timeout_seconds) * 1000
+                + RECONCILE_GRACE_MS;
+            if row.state == ChangeState::AwaitingConfirmation && now < deadline {
+                continue;
+            }
+            let reconciled = async {
+                let targets = self.targets_of(&row.id).await?;
+                self.reconcile_targets(&ctx, &row.id, &targets).await?;
+                self.settle_if_undone(&row.id).await
+            };
+            if let Err(error) = reconciled.await {
+                tracing::warn!(change_id = %row.id, %error, "cannot reconcile change");
+            }
         }
     }
 
@@ -407,18 +650,16 @@ impl Services {
         request: &ChangeRequest,
         kind: &str,
     ) -> Result<(String, Vec<Target>)> {
-        if request.devices.is_empty() || request.devices.len() > MAX_TARGETS {
-            return Err(Error::invalid(format!(
-                "devices must list 1 to {MAX_TARGETS} devices"
-            )));
-        }
+        check_device_count(request)?;
         let targets = self.resolve_targets(&request.devices).await?;
-        let mut ids: Vec<&str> = targets.iter().map(|t| t.device_id()).collect();
-        ids.sort_unstable();
-        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Err(Error::invalid("a device is listed twice"));
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let ids: Vec<String> = targets.iter().map(|t| t.device_id().to_string()).collect();
+        check_listed_once(ids)?;
+        // As a job, the change is the job: one ID for the job, the change and every host's
+        // transaction, so a restarted controller finds all three from the job alone.
+        let id = match &ctx.job {
+            Some(job) => job.id().to_string(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         let now = now_ms();
         let row = ChangeRow {
             id: id.clone(),
@@ -467,6 +708,7 @@ impl Services {
         set: &ChangeSet,
     ) -> Result<bool> {
         let mut ready = true;
+        let mut done = 0;
         for chunk in targets.chunks(FAN_OUT) {
             let results =
                 join_all(chunk.iter().map(|t| self.target_prepare(ctx, t, id, set))).await;
@@ -482,9 +724,7 @@ impl Services {
                             error: report.reason.as_deref(),
                             ..Default::default()
                         };
-                        self.store
-                            .update_change_target(id, target.device_id(), update, now_ms())
-                            .await?;
+                        self.update_target(id, target.device_id(), update).await?;
                     }
                     Err(error) => {
                         ready = false;
@@ -493,12 +733,15 @@ impl Services {
                     }
                 }
             }
+            done += chunk.len();
+            ctx.progress(done, targets.len()).await;
         }
         Ok(ready)
     }
 
-    /// Drops the transaction wherever it is still only prepared; those targets end as
-    /// `done_state` (`planned` after a dry run, `aborted` otherwise).
+    /// Drops the transaction wherever it is only prepared (or may be: a prepare whose
+    /// answer was lost); those targets end as `done_state` (`planned` after a dry run,
+    /// `aborted` otherwise). A host that never had it is aborted too.
     async fn abort_all(&self, ctx: &Ctx, id: &str, targets: &[Target], done_state: TargetState) {
         let Ok(Some((_, rows))) = self.store.change(id).await else {
             return;
@@ -506,8 +749,10 @@ impl Services {
         let prepared: Vec<&Target> = targets
             .iter()
             .filter(|t| {
-                rows.iter()
-                    .any(|r| r.device_id == t.device_id() && r.state == TargetState::Prepared)
+                rows.iter().any(|r| {
+                    r.device_id == t.device_id()
+                        && matches!(r.state, TargetState::Prepared | TargetState::Failed)
+                })
             })
             .collect();
         let results = join_all(
@@ -517,24 +762,28 @@ impl Services {
         )
         .await;
         for (target, result) in prepared.into_iter().zip(results) {
-            let state = if result.is_ok() {
-                done_state
-            } else {
-                TargetState::Prepared
+            let (state, error) = match &result {
+                Ok(report) if report.state == TxnState::Aborted => (done_state, None),
+                // Applied after all (an answer that was lost): the caller's rollback covers it.
+                Ok(report) => (report.state.into(), None),
+                Err(error) if error.kind() == crate::error::ErrorKind::NotFound => {
+                    (done_state, None)
+                }
+                Err(error) => (TargetState::Prepared, Some(error.public_message())),
             };
-            let error = result.as_ref().err().map(|e| e.public_message());
             let update = TargetUpdate {
                 state,
                 error: error.as_deref(),
                 ..Default::default()
             };
-            let _ = self
-                .store
-                .update_change_target(id, target.device_id(), update, now_ms())
-                .await;
+            if let Err(error) = self.update_target(id, target.device_id(), update).await {
+                tracing::error!(change_id = id, %error, "cannot record an abort");
+            }
         }
     }
 
+    /// Confirms every target. All or nothing: a target that cannot be confirmed rolls back
+    /// by its deadline, so the others are rolled back now.
     async fn confirm_targets(&self, ctx: &Ctx, id: &str, targets: &[Target]) -> Result<()> {
         let results = join_all(
             targets
@@ -557,16 +806,20 @@ impl Services {
                 }
             }
         }
-        match failure {
-            None => self.move_change(id, ChangeState::Committed, None).await?,
-            Some(failure) => {
-                // All or nothing: a target that cannot be confirmed rolls back by its
-                // deadline, so the others follow now.
-                self.roll_back_targets(ctx, id, targets, "another target could not be confirmed")
-                    .await;
-                self.move_change(id, ChangeState::RolledBack, Some(&failure))
-                    .await?;
-            }
+        let Some(failure) = failure else {
+            self.move_change(id, ChangeState::Committed, None).await?;
+            return Ok(());
+        };
+        let failed = self
+            .roll_back_targets(ctx, id, targets, "another target could not be confirmed")
+            .await;
+        if failed.is_empty() {
+            self.move_change(id, ChangeState::RolledBack, Some(&failure))
+                .await?;
+        } else {
+            let error = format!("{failure}; rollback failed on {}", failed.join("; "));
+            self.move_change(id, ChangeState::RollbackFailed, Some(&error))
+                .await?;
         }
         Ok(())
     }
@@ -595,7 +848,13 @@ impl Services {
                         .await;
                 }
                 // A target never committed answers `aborted`: its prepared transaction is
-                // dropped, nothing was undone.
+                // dropped, nothing was undone. One that never had it has nothing to undo.
+                Err(error) if error.kind() == crate::error::ErrorKind::NotFound => {
+                    let reason = Some("the transaction never reached this host");
+                    let _ = self
+                        .set_target(id, target.device_id(), TargetState::Aborted, reason)
+                        .await;
+                }
                 Err(error) => {
                     failures.push(format!(
                         "{}: {}",
@@ -658,10 +917,7 @@ impl Services {
             error,
             ..Default::default()
         };
-        Ok(self
-            .store
-            .update_change_target(id, target.device_id(), update, now_ms())
-            .await?)
+        self.update_target(id, target.device_id(), update).await
     }
 
     async fn record_target(
@@ -672,15 +928,41 @@ impl Services {
         error: &Error,
     ) -> Result<()> {
         let message = error.public_message();
+        self.set_target(id, device_id, state, Some(&message)).await
+    }
+
+    async fn set_target(
+        &self,
+        id: &str,
+        device_id: &str,
+        state: TargetState,
+        error: Option<&str>,
+    ) -> Result<()> {
         let update = TargetUpdate {
             state,
-            error: Some(&message),
+            error,
             ..Default::default()
         };
-        Ok(self
+        self.update_target(id, device_id, update).await
+    }
+
+    /// Moves a target along [`TargetState::predecessors`]; a target that already moved on
+    /// (a host's own rollback, a final state) keeps its state.
+    async fn update_target(&self, id: &str, device_id: &str, update: TargetUpdate<'_>) -> Result<()> {
+        let state = update.state;
+        if !self
             .store
             .update_change_target(id, device_id, update, now_ms())
-            .await?)
+            .await?
+        {
+            tracing::info!(
+                change_id = id,
+                device_id,
+                to = state.as_str(),
+                "target had moved on; kept"
+            );
+        }
+        Ok(())
     }
 
     async fn failed_targets_summary(&self, id: &str) -> Result<String> {
@@ -748,6 +1030,53 @@ impl Services {
         };
         redact_as(&view, Clearance::of(ctx.principal.scope))
     }
+}
+
+fn check_device_count(request: &ChangeRequest) -> Result<()> {
+    if request.devices.is_empty() || request.devices.len() > MAX_TARGETS {
+        return Err(Error::invalid(format!(
+            "devices must list 1 to {MAX_TARGETS} devices"
+        )));
+    }
+    Ok(())
+}
+
+/// Device IDs as resolved, refused when one device is named twice (by ID and by name).
+fn check_listed_once(ids: Vec<String>) -> Result<Vec<String>> {
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(Error::invalid("a device is listed twice"));
+    }
+    Ok(ids)
+}
+
+fn claims_on(devices: Vec<String>, set: &ChangeSet) -> JobClaims {
+    use infrastructor_hostops::change::spec::Action;
+    let mut resources: Vec<String> = set
+        .files
+        .iter()
+        .map(|file| format!("file {}", file.path))
+        .collect();
+    resources.extend(set.actions.iter().map(|action| match action {
+        Action::ReloadUnit(unit) | Action::RestartUnit(unit) => format!("unit {unit}"),
+        Action::RestartContainer(container) => format!("container {container}"),
+    }));
+    let locks = devices
+        .iter()
+        .flat_map(|device| {
+            resources.iter().map(|resource| JobLock {
+                device_id: device.clone(),
+                resource: resource.clone(),
+            })
+        })
+        .collect();
+    JobClaims { devices, locks }
+}
+
+/// Why a cancelled deploy ended as it did.
+fn cancelled(when: &str) -> String {
+    format!("cancelled by request {when}")
 }
 
 /// A change's ID is its transaction's ID on every host.

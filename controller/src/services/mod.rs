@@ -9,6 +9,7 @@
 //! - [`devices`]: registry operations (list, get, create agentless, delete = revoke).
 //! - [`metrics`]: ingest from agents (validation, exactly-once) and queries.
 //! - [`ingest`]: group commit of agent batches.
+//! - [`jobs`]: durable jobs as callers see them (submit, list, read, wait, events, cancel).
 //! - [`links`]: an agent stream's bookkeeping (hello, resume point, last seen, gone).
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
 //! - [`performance`]: operation timing summaries and their flush.
@@ -25,6 +26,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod enrollment;
 pub mod ingest;
+pub mod jobs;
 pub mod links;
 pub mod metrics;
 pub mod performance;
@@ -69,6 +71,8 @@ pub struct Services {
     pub timings: Arc<OperationTimings>,
     /// MCP mutations' plans awaiting their confirmation call.
     pub confirmations: Arc<crate::operations::confirm::Confirmations>,
+    /// This replica's job runner state (the jobs themselves are in the store).
+    pub jobs: Arc<crate::jobs::Jobs>,
     /// Wall time for expiries (held requests, tokens); tests move it instead of sleeping.
     pub clock: Arc<dyn crate::clock::Clock>,
     pub ingest: ingest::IngestQueue,

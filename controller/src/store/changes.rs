@@ -110,31 +110,58 @@ impl Store {
         Ok(moved)
     }
 
+    /// Updates a target if it is in `update.state` or a state that may precede it (see
+    /// [`TargetState::predecessors`]); `false` when it had moved on.
     pub async fn update_change_target(
         &self,
         id: &str,
         device_id: &str,
         update: TargetUpdate<'_>,
         now_ms: i64,
-    ) -> StoreResult<()> {
-        on_pool!(&self.writer, |p| sqlx::query(
+    ) -> StoreResult<bool> {
+        let from = update.state.predecessors();
+        let params: Vec<String> = (0..=from.len()).map(|n| format!("${}", n + 8)).collect();
+        let sql = format!(
             "UPDATE change_targets SET state = $3, \
              prepare_report = COALESCE($4, prepare_report), \
              commit_report = COALESCE($5, commit_report), \
              error = COALESCE($6, error), updated_at_ms = $7 \
-             WHERE txn_id = $1 AND device_id = $2"
-        )
-        .bind(id)
-        .bind(device_id)
-        .bind(update.state.as_str())
-        .bind(update.prepare_report)
-        .bind(update.commit_report)
-        .bind(update.error)
-        .bind(now_ms)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
-        Ok(())
+             WHERE txn_id = $1 AND device_id = $2 AND state IN ({})",
+            params.join(", ")
+        );
+        let moved = on_pool!(&self.writer, |p| {
+            let mut query = sqlx::query(&sql)
+                .bind(id)
+                .bind(device_id)
+                .bind(update.state.as_str())
+                .bind(update.prepare_report)
+                .bind(update.commit_report)
+                .bind(update.error)
+                .bind(now_ms)
+                .bind(update.state.as_str());
+            for predecessor in from {
+                query = query.bind(predecessor.as_str());
+            }
+            query.execute(p).await.map(|done| done.rows_affected() > 0)
+        })?;
+        Ok(moved)
+    }
+
+    /// Changes in one of `states`, oldest first.
+    pub async fn changes_in(&self, states: &[ChangeState], limit: i64) -> StoreResult<Vec<ChangeRow>> {
+        let params: Vec<String> = (0..states.len()).map(|n| format!("${}", n + 2)).collect();
+        let sql = format!(
+            "SELECT * FROM change_transactions WHERE state IN ({}) \
+             ORDER BY updated_at_ms LIMIT $1",
+            params.join(", ")
+        );
+        Ok(read!(self, |p| {
+            let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(limit);
+            for state in states {
+                query = query.bind(state.as_str());
+            }
+            query.fetch_all(p).await
+        })?)
     }
 
     pub async fn change(&self, id: &str) -> StoreResult<Option<(ChangeRow, Vec<ChangeTargetRow>)>> {

@@ -10,6 +10,7 @@ mod audit;
 mod changes;
 mod checks;
 mod devices;
+mod jobs;
 mod metrics;
 mod performance;
 mod tokens;
@@ -30,6 +31,7 @@ pub use audit::{AuditFilter, AuditRow};
 pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
 pub use devices::{DeviceRow, NewDevice};
+pub use jobs::{EventWrite, JobEnd, JobEventRow, JobLock, JobRow, JobStepRow, JobWrite, StepWrite};
 pub use metrics::{
     BatchToIngest, Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs,
     SeriesRow,

@@ -388,6 +388,13 @@ impl<H: ChangeHost> ChangeEngine<H> {
             .min()
     }
 
+    /// Where a transaction is, as a report (changes nothing); `NotFound` when this host
+    /// never had it.
+    pub fn report(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
+        let journal = self.journals.load(txn_id.as_str())?;
+        Ok(CommitReport::of(&journal, Vec::new()))
+    }
+
     pub fn status(&self, txn_id: &TxnId) -> Result<Journal, ChangeError> {
         self.journals.load(txn_id.as_str())
     }
@@ -677,13 +684,20 @@ impl<H: ChangeHost> ChangeEngine<H> {
         tracing::warn!(txn_id = %journal.txn_id, %reason, "rolling back");
         self.finish(&mut journal, TxnState::RollingBack, Some(reason))?;
         for (index, file) in journal.files.iter().enumerate().rev() {
+            // A file that is still (or again) its original is left alone, so a rollback
+            // that never needs to write succeeds even where nothing can be written (the
+            // commit failed before it replaced the file on a read-only filesystem).
+            let live = self.host.read(&file.path).await.ok();
             match &file.original {
+                Original::Absent if matches!(live, Some(LiveFile::Absent)) => {}
                 Original::Absent => self.host.remove(&file.path).await?,
                 Original::Present { meta, .. } => {
                     let content = self
                         .journals
                         .read_blob(&journal.txn_id, &original_name(index))?;
-                    self.host.install(&file.path, &content, *meta).await?;
+                    if !is_exactly(live.as_ref(), &content, *meta) {
+                        self.host.install(&file.path, &content, *meta).await?;
+                    }
                 }
             }
             failpoint("rollback.restored_1");
@@ -769,4 +783,13 @@ fn bounded(mut text: String) -> String {
         text.push_str("\n[output truncated]");
     }
     text
+}
+
+/// `live` is a single-linked regular file with exactly this content and mode (and owner,
+/// when the original had one recorded).
+fn is_exactly(live: Option<&LiveFile>, content: &[u8], meta: FileMeta) -> bool {
+    matches!(live, Some(LiveFile::Regular { content: live, meta: live_meta, links: 1 })
+        if live.as_slice() == content
+            && live_meta.mode == meta.mode
+            && (meta.owner.is_none() || live_meta.owner == meta.owner))
 }

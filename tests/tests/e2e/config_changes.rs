@@ -82,7 +82,7 @@ async fn a_multi_device_change_where_one_device_fails_prepare_changes_no_device(
     );
     assert_eq!(target(&plan, &b_id)["validators"][0]["passed"], false);
 
-    let (status, change) = controller.post_body("/changes", &request).await;
+    let (status, change) = controller.post_body("/changes?wait=120", &request).await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "aborted", "{change}");
     assert!(
@@ -168,7 +168,7 @@ async fn bad_change_requests_are_clear_4xx_and_change_nothing() {
         ),
     ];
     for (body, expected, message) in cases {
-        let (status, problem) = controller.post_body("/changes", &body).await;
+        let (status, problem) = controller.post_body("/changes?wait=120", &body).await;
         assert_eq!(status, expected, "{body} → {problem}");
         assert!(
             problem["detail"].as_str().unwrap().contains(message),
@@ -177,7 +177,7 @@ async fn bad_change_requests_are_clear_4xx_and_change_nothing() {
     }
     // Outside the agent's roots: refused by the agent itself, recorded, nothing written.
     let (status, change) = controller
-        .post_body("/changes", &file("/etc/infrastructor-test.conf"))
+        .post_body("/changes?wait=120", &file("/etc/infrastructor-test.conf"))
         .await;
     assert_eq!(status, 200);
     assert_eq!(change["state"], "aborted");
@@ -192,7 +192,7 @@ async fn bad_change_requests_are_clear_4xx_and_change_nothing() {
 
     let id = change["id"].as_str().unwrap();
     let (status, problem) = controller
-        .post_body(&format!("/changes/{id}/rollback"), &json!({}))
+        .post_body(&format!("/changes/{id}/rollback?wait=120"), &json!({}))
         .await;
     assert_eq!(status, 409, "{problem}");
     let (status, _) = controller
@@ -223,12 +223,12 @@ async fn the_link_cut_while_awaiting_confirmation_rolls_back_by_the_deadline() {
     };
 
     // Confirmed in time: it stays.
-    let (status, change) = controller.post_body("/changes", &request("kept\n")).await;
+    let (status, change) = controller.post_body("/changes?wait=120", &request("kept\n")).await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "awaiting_confirmation");
     let id = change["id"].as_str().unwrap().to_string();
     // While it awaits confirmation, no other change may touch the file.
-    let (_, second) = controller.post_body("/changes", &request("second\n")).await;
+    let (_, second) = controller.post_body("/changes?wait=120", &request("second\n")).await;
     assert_eq!(second["state"], "aborted", "{second}");
     let refusal = target(&second, &device_id)["error"].as_str().unwrap();
     assert!(
@@ -245,7 +245,7 @@ async fn the_link_cut_while_awaiting_confirmation_rolls_back_by_the_deadline() {
 
     // Not confirmed, and the controller is gone: the agent rolls back on its own.
     let (_, change) = controller
-        .post_body("/changes", &request("unconfirmed\n"))
+        .post_body("/changes?wait=120", &request("unconfirmed\n"))
         .await;
     assert_eq!(change["state"], "awaiting_confirmation", "{change}");
     let id = change["id"].as_str().unwrap().to_string();
@@ -362,7 +362,7 @@ async fn a_change_that_breaks_the_service_is_rolled_back_and_the_service_is_heal
 
     // Valid syntax, broken service: every request now needs a password.
     let (status, change) = controller
-        .post_body("/changes", &request("A:*\n/:admin:secret\n"))
+        .post_body("/changes?wait=120", &request("A:*\n/:admin:secret\n"))
         .await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "rolled_back", "{change}");
@@ -386,7 +386,7 @@ async fn a_change_that_breaks_the_service_is_rolled_back_and_the_service_is_heal
 
     // A good change is committed and confirmed; rolling it back later restores the old file.
     let (_, change) = controller
-        .post_body("/changes", &request("# managed\nA:*\n"))
+        .post_body("/changes?wait=120", &request("# managed\nA:*\n"))
         .await;
     assert_eq!(change["state"], "committed", "{change}");
     assert_eq!(text(&conf), "# managed\nA:*\n");
@@ -397,7 +397,7 @@ async fn a_change_that_breaks_the_service_is_rolled_back_and_the_service_is_heal
         .all(|h| h["passed"] == true));
     let id = change["id"].as_str().unwrap();
     let (status, rolled) = controller
-        .post_body(&format!("/changes/{id}/rollback"), &json!({}))
+        .post_body(&format!("/changes/{id}/rollback?wait=120"), &json!({}))
         .await;
     assert_eq!(status, 200, "{rolled}");
     assert_eq!(rolled["state"], "rolled_back");
@@ -448,7 +448,7 @@ async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
     };
 
     let (status, change) = controller
-        .post_body("/changes", &request("valid: new\n", json!({})))
+        .post_body("/changes?wait=120", &request("valid: new\n", json!({})))
         .await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "committed", "{change}");
@@ -466,7 +466,7 @@ async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
     assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "640");
     let id = change["id"].as_str().unwrap();
     let (status, rolled) = controller
-        .post_body(&format!("/changes/{id}/rollback"), &json!({}))
+        .post_body(&format!("/changes/{id}/rollback?wait=120"), &json!({}))
         .await;
     assert_eq!(status, 200, "{rolled}");
     assert_eq!(rolled["state"], "rolled_back", "{rolled}");
@@ -483,7 +483,7 @@ async fn agent_and_agentless_hosts_change_together_and_roll_back_together() {
     assert!(remount.success());
     let (_, change) = controller
         .post_body(
-            "/changes",
+            "/changes?wait=120",
             &request("valid: rolling\n", json!({"max_parallel": 1})),
         )
         .await;

@@ -26,6 +26,9 @@ struct Fixture {
     root: String,
     awaiting_confirmation: String,
     applied: String,
+    /// A deploy whose health check keeps failing for a few seconds: a job still running
+    /// (started just before `cancel_job`, as the host runs one change at a time).
+    running: String,
     approvals: [String; 2],
 }
 
@@ -65,6 +68,10 @@ impl Fixture {
             "confirm_change" => json!({"change": self.awaiting_confirmation}),
             "rollback_change" => json!({"change": self.applied}),
             "list_audit" => json!({"operation": "deploy_change", "limit": 10}),
+            "list_jobs" => json!({"device": self.agent, "state": "succeeded", "limit": 10}),
+            // A change's ID is its deploy job's.
+            "get_job" => json!({"job": self.applied}),
+            "cancel_job" => json!({"job": self.running}),
             "performance_summary" => json!({"window": "1h"}),
             "list_approvals" => json!({"state": "pending", "limit": 10}),
             "get_approval" => json!({"approval": self.approvals[0]}),
@@ -83,10 +90,22 @@ async fn deploy_awaiting_confirmation(
     let body = json!({"devices": [fixture.agent],
         "change": {"files": [fixture.file(name)]},
         "options": {"auto_confirm": false, "confirm_timeout_seconds": 600}});
-    let (status, change) = controller.post_body("/changes", &body).await;
+    let (status, change) = controller.post_body("/changes?wait=120", &body).await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "awaiting_confirmation", "{change}");
     change["id"].as_str().unwrap().to_string()
+}
+
+/// Starts a deploy that stays running for a few seconds (its health check fails until its
+/// timeout); its job ID.
+async fn running_job(controller: &TestController, fixture: &Fixture) -> String {
+    let slow = json!({"devices": [fixture.agent],
+        "change": {"files": [fixture.file("slow")],
+            "health_checks": [{"tcp_connect": "127.0.0.1:1"}]},
+        "options": {"health_timeout_seconds": 5}});
+    let (status, job) = controller.post_body("/changes", &slow).await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().unwrap().to_string()
 }
 
 async fn fixture(
@@ -102,6 +121,7 @@ async fn fixture(
         root: root.to_string(),
         awaiting_confirmation: String::new(),
         applied: String::new(),
+        running: String::new(),
         approvals: [String::new(), String::new()],
     };
     fixture.awaiting_confirmation =
@@ -200,10 +220,13 @@ async fn every_registered_operation_succeeds_over_rest_and_over_mcp() {
     let root = root.to_str().unwrap().to_string();
     let (_, document) = controller.get_json("/openapi.json").await;
 
-    let rest = fixture(&controller, "rest", &device, &root, &requester).await;
+    let mut rest = fixture(&controller, "rest", &device, &root, &requester).await;
     let mut answered = HashMap::new();
     for entry in REGISTRY {
         let id = entry.meta().id;
+        if id == "cancel_job" {
+            rest.running = running_job(&controller, &rest).await;
+        }
         let (status, body) = over_rest(&controller, &document, id, &rest.arguments(id)).await;
         assert!(
             (200..300).contains(&status),
@@ -213,12 +236,15 @@ async fn every_registered_operation_succeeds_over_rest_and_over_mcp() {
     }
     assert_eq!(answered.len(), REGISTRY.len());
 
-    let mcp = fixture(&controller, "mcp", &device, &root, &requester).await;
+    let mut mcp = fixture(&controller, "mcp", &device, &root, &requester).await;
     let client = connect(&controller, &controller.admin_token).await;
     let mut offered = 0;
     for entry in REGISTRY.iter().filter(|e| e.meta().mcp()) {
         let meta = entry.meta();
         let tool = meta.tool.as_ref().unwrap().name;
+        if meta.id == "cancel_job" {
+            mcp.running = running_job(&controller, &mcp).await;
+        }
         let arguments = mcp.arguments(meta.id);
         let (ok, output) = over_mcp(&client, tool, meta.mutating(), arguments).await;
         assert!(ok, "{tool} ({}) over MCP: {output}", meta.id);

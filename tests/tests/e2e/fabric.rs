@@ -218,7 +218,7 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
     // File contents never reach the audit log; their digest does. (The deployment itself
     // fails on the host: no roots are allowlisted for agentless changes.)
     let deploy = http
-        .post(controller.api_url("/changes"))
+        .post(controller.api_url("/changes?wait=120"))
         .bearer_auth(&controller.admin_token)
         .json(&json!({"devices": ["nas"],
             "change": {"files": [{"path": "/etc/app.conf", "content": "password=hunter2\n"}]}}))
@@ -249,7 +249,9 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
         .collect();
     let expected = [
         ("mcp", "delete_device", "ok", 200),
-        ("rest", "deploy_change", "ok", 200),
+        // The job's end (the deploy ran and aborted), then its acceptance.
+        ("rest", "deploy_change", "failed", 200),
+        ("rest", "deploy_change", "accepted", 202),
         ("rest", "create_agentless_device", "error", 403),
         ("rest", "create_agentless_device", "ok", 201),
     ];
@@ -265,10 +267,11 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
         content.is_some_and(|c| c.starts_with("[redacted: 17 bytes, sha256 ")),
         "{content:?}"
     );
-    assert_eq!(records[3]["request_id"], "audit-rest-create");
-    assert_eq!(records[3]["arguments"]["name"], "nas");
+    assert_eq!(records[1]["request_id"], records[2]["request_id"], "one correlation ID");
+    assert_eq!(records[4]["request_id"], "audit-rest-create");
+    assert_eq!(records[4]["arguments"]["name"], "nas");
     assert_eq!(records[0]["arguments"]["device"], "nas");
-    assert!(records[2]["principal_name"] == "reader");
+    assert!(records[3]["principal_name"] == "reader");
 
     let (_, only) = controller
         .get_json("/audit?request_id=audit-rest-create")

@@ -17,8 +17,9 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 18] = [
+const CATALOGUE: [&str; 20] = [
     "add_agentless_device",
+    "cancel_job",
     "confirm_change",
     "deploy_configuration_change",
     "diagnose_device",
@@ -28,6 +29,7 @@ const CATALOGUE: [&str; 18] = [
     "get_check_history",
     "get_controller_performance",
     "get_device",
+    "get_job",
     "list_approvals",
     "list_changes",
     "list_containers",

@@ -111,7 +111,7 @@ async fn file_contents_diffs_and_validator_output_need_operate() {
             "validators": [{"name": "echo", "file": conf.to_str().unwrap()}]
         }
     });
-    let (status, change) = controller.post_body("/changes", &request).await;
+    let (status, change) = controller.post_body("/changes?wait=120", &request).await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "committed", "{change}");
     let id = change["id"].as_str().unwrap();
@@ -304,7 +304,7 @@ async fn agentless_changes_never_follow_planted_links_nor_write_where_others_can
     let planted = root.join(".app.conf.infrastructor-tmp");
     std::os::unix::fs::symlink(&precious, &planted).unwrap();
     let (status, change) = controller
-        .post_body("/changes", &file_change(&conf, "new\n"))
+        .post_body("/changes?wait=120", &file_change(&conf, "new\n"))
         .await;
     assert_eq!(
         (status, change["state"].as_str()),
@@ -339,7 +339,7 @@ async fn agentless_changes_never_follow_planted_links_nor_write_where_others_can
     // A directory any local user can write is no place for root to install files.
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
     let (status, refused) = controller
-        .post_body("/changes", &file_change(&conf, "newer\n"))
+        .post_body("/changes?wait=120", &file_change(&conf, "newer\n"))
         .await;
     assert_eq!(
         (status, refused["state"].as_str()),
@@ -890,7 +890,7 @@ async fn validators_cannot_read_outside_the_staged_set_and_probes_stay_on_the_ho
         ),
     ] {
         let (status, answer) = controller
-            .post_body("/changes", &change("listen 82;\n".into(), probe))
+            .post_body("/changes?wait=120", &change("listen 82;\n".into(), probe))
             .await;
         let text = answer.to_string();
         assert!(status == 400 || answer["state"] == "aborted", "{answer}");

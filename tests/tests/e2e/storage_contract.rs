@@ -652,10 +652,19 @@ contract!(change_transactions_and_their_targets, |store| {
         .set_change_state("c2", ChangeState::Committing, Some("slow"), T0 + 7)
         .await
         .unwrap());
-    assert!(store
-        .set_change_state("c2", ChangeState::Committed, None, T0 + 9)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .set_change_state("c2", ChangeState::Committed, None, T0 + 8)
+            .await
+            .unwrap(),
+        "committed only through the decision record"
+    );
+    for next in [ChangeState::Confirming, ChangeState::Committed] {
+        assert!(store
+            .set_change_state("c2", next, None, T0 + 9)
+            .await
+            .unwrap());
+    }
     let (c2, _) = store.change("c2").await.unwrap().unwrap();
     assert_eq!(
         (c2.state, c2.error.as_deref()),
