@@ -125,7 +125,10 @@ impl ChangeState {
         use ChangeState::*;
         match self {
             Preparing => &[],
-            Planned | Invalid | Aborted | Committing => &[Preparing],
+            Planned | Invalid | Committing => &[Preparing],
+            // Committing with nothing applied yet (cancelled, or a restart, before any host
+            // committed).
+            Aborted => &[Preparing, Committing],
             AwaitingConfirmation => &[Committing],
             Confirming => &[Committing, AwaitingConfirmation],
             Committed => &[Confirming],
@@ -256,7 +259,13 @@ impl TargetState {
             Prepared => &[Pending, Failed],
             Planned => &[Prepared],
             Aborted => &[Pending, Prepared, Failed],
-            Failed => &[Pending, Prepared, Committing, AwaitingConfirmation, Committed],
+            Failed => &[
+                Pending,
+                Prepared,
+                Committing,
+                AwaitingConfirmation,
+                Committed,
+            ],
             Committing => &[Prepared, Failed],
             AwaitingConfirmation => &[Prepared, Committing, Failed],
             Committed => &[Prepared, Committing, AwaitingConfirmation, Failed],
@@ -507,7 +516,10 @@ mod tests {
                 assert!(!last.may_become(next), "{last:?} -> {next:?}");
             }
         }
-        assert!(Failed.may_become(Committed), "the host's word replaces an unknown outcome");
+        assert!(
+            Failed.may_become(Committed),
+            "the host's word replaces an unknown outcome"
+        );
         assert!(!Committed.may_become(Prepared));
         assert!(!Pending.may_become(Committed), "never committed unprepared");
         assert!(Committed.may_become(Committed), "a repeated answer");

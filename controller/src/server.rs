@@ -314,16 +314,20 @@ impl Controller {
         let reconciler = services.clone();
         self.background
             .push(Running::spawn("change reconciliation", move |stop| {
-                Box::pin(every(Duration::from_secs(30), stop, move || {
-                    let reconciler = reconciler.clone();
-                    async move { reconciler.reconcile_waiting_changes().await }
-                }))
+                Box::pin(async move {
+                    reconciler.reconcile_waiting_changes().await;
+                    every(Duration::from_secs(30), stop, move || {
+                        let reconciler = reconciler.clone();
+                        async move { reconciler.reconcile_waiting_changes().await }
+                    })
+                    .await
+                })
             }));
         let supervisor = services.clone();
-        self.background.push(Running::spawn(
-            "job leases and takeovers",
-            move |stop| Box::pin(crate::jobs::runner::supervise(supervisor, stop)),
-        ));
+        self.background
+            .push(Running::spawn("job leases and takeovers", move |stop| {
+                Box::pin(crate::jobs::runner::supervise(supervisor, stop))
+            }));
         let store = services.store.clone();
         let (retention, interval) = (config.retention, config.maintenance_interval);
         self.background

@@ -61,15 +61,21 @@ async fn execute(services: &Services, id: &str, cancel: CancellationToken) {
     if row.cancel_requested_at_ms.is_some() {
         cancel.cancel();
     }
-    let handle =
-        match JobHandle::open(store.clone(), jobs.clone(), id, row.attempts, cancel.clone()).await
-        {
-            Ok(handle) => handle,
-            Err(error) => {
-                tracing::error!(job_id = id, %error, "cannot open job; left for a takeover");
-                return;
-            }
-        };
+    let handle = match JobHandle::open(
+        store.clone(),
+        jobs.clone(),
+        id,
+        row.attempts,
+        cancel.clone(),
+    )
+    .await
+    {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(job_id = id, %error, "cannot open job; left for a takeover");
+            return;
+        }
+    };
     let ctx = match requester(&row) {
         Ok(ctx) => ctx.with_job(handle.clone()),
         Err(error) => return finish(services, &row, &handle, Err(error)).await,
@@ -88,9 +94,8 @@ async fn execute(services: &Services, id: &str, cancel: CancellationToken) {
 }
 
 async fn work(services: &Services, ctx: &Ctx, row: &JobRow) -> Result<JobOutcome> {
-    let entry = operations::by_id(&row.operation).ok_or_else(|| {
-        Error::Internal(format!("job for unknown operation {:?}", row.operation))
-    })?;
+    let entry = operations::by_id(&row.operation)
+        .ok_or_else(|| Error::Internal(format!("job for unknown operation {:?}", row.operation)))?;
     let arguments: Arguments = serde_json::from_str(&row.arguments)
         .map_err(|e| Error::Internal(format!("stored job arguments: {e}")))?;
     entry.run_job(services, ctx, arguments).await
@@ -109,7 +114,12 @@ fn requester(row: &JobRow) -> Result<Ctx> {
     Ok(Ctx::new(principal, row.request_id.clone()).with_deadline(deadline))
 }
 
-async fn finish(services: &Services, row: &JobRow, handle: &JobHandle, outcome: Result<JobOutcome>) {
+async fn finish(
+    services: &Services,
+    row: &JobRow,
+    handle: &JobHandle,
+    outcome: Result<JobOutcome>,
+) {
     let cancelled = handle.cancel_honoured();
     let (state, result, error, kind) = match outcome {
         Ok(JobOutcome {
@@ -161,7 +171,10 @@ async fn finish(services: &Services, row: &JobRow, handle: &JobHandle, outcome: 
         },
     };
     let (store, owner) = (&services.store, &services.jobs.replica);
-    let ended = retry_write("job end", || store.finish_job(&row.id, owner, &end, now_ms())).await;
+    let ended = retry_write("job end", || {
+        store.finish_job(&row.id, owner, &end, now_ms())
+    })
+    .await;
     match ended {
         Ok(true) => {
             tracing::info!(job_id = %row.id, state = state.as_str(), error = ?error, "job ended");

@@ -107,7 +107,9 @@ pub fn output_schema(entry: &dyn Registered) -> JsonObject {
     let mut shapes = vec![response];
     if entry.meta().mutating() {
         shapes.push(plan_schema());
-        shapes.push(crate::rest::openapi::output::<crate::services::approvals::Approval>());
+        shapes.push(crate::rest::openapi::output::<
+            crate::services::approvals::Approval,
+        >());
     }
     if entry.is_job() {
         shapes.push(crate::rest::openapi::output::<crate::services::jobs::JobView>());

@@ -8,8 +8,8 @@ use super::params::{ChangePath, DeviceRef};
 use super::{Effect, Input, Meta, Method, Nothing, Operation, Tool};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
-use crate::error::Result;
 use crate::domain::ChangeState;
+use crate::error::Result;
 use crate::services::changes::{ChangeRequest, ChangeSummary, ChangeView};
 use crate::services::jobs::JobClaims;
 use crate::services::Services;
@@ -118,7 +118,10 @@ impl Operation for DeployChange {
     }
 
     fn failure(change: &ChangeView) -> Option<String> {
-        ended_otherwise(change, &[ChangeState::Committed, ChangeState::AwaitingConfirmation])
+        ended_otherwise(
+            change,
+            &[ChangeState::Committed, ChangeState::AwaitingConfirmation],
+        )
     }
 
     async fn preview(services: &Services, ctx: &Ctx, input: &Input<Self>) -> Result<Value> {

@@ -73,7 +73,9 @@ fn job_wait<O: Operation>(parts: &mut Parts) -> Result<Option<Duration>, Error> 
     for pair in query.split('&') {
         match pair.split_once('=') {
             Some(("wait", value)) => wait = Some(parse_wait(value)?),
-            _ if pair == "wait" => return Err(Error::invalid("wait needs a duration, e.g. wait=30s")),
+            _ if pair == "wait" => {
+                return Err(Error::invalid("wait needs a duration, e.g. wait=30s"))
+            }
             _ => rest.push(pair),
         }
     }
@@ -121,11 +123,7 @@ async fn accepted<O: Operation>(
             Ok(row) if row.state.is_final() => {
                 let status = StatusCode::from_u16(O::META.success).unwrap_or(StatusCode::OK);
                 return match services.job_outcome(ctx, &row) {
-                    Ok(result) => (
-                        status,
-                        [(header::CONTENT_LOCATION, location)],
-                        Json(result),
-                    )
+                    Ok(result) => (status, [(header::CONTENT_LOCATION, location)], Json(result))
                         .into_response(),
                     Err(error) => ApiError(error).into_response(),
                 };

@@ -23,7 +23,7 @@ use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::domain::{ChangeState, TargetState};
 use crate::error::{Error, Result};
-use crate::fleet::{ChangeStep, Host};
+use crate::fleet::{ChangeStep, Host, Link};
 use crate::services::jobs::JobClaims;
 use crate::store::{ChangeRow, ChangeTargetRow, JobLock, TargetUpdate};
 use infrastructor_hostops::names::TxnId;
@@ -35,6 +35,9 @@ const FAN_OUT: usize = 16;
 /// How long past its confirmation deadline a waiting change is asked about: hosts report
 /// their own deadline rollbacks, and this only catches reports that were lost.
 const RECONCILE_GRACE_MS: i64 = 30_000;
+/// How long a resumed job waits for a host's agent to reconnect before acting on what was
+/// recorded.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,7 +188,10 @@ impl Services {
         let (id, targets) = self.begin_change(ctx, &request, "deploy").await?;
         let total = targets.len();
         let prepared = ctx
-            .step("prepare", self.prepare_all(ctx, &id, &targets, &request.change))
+            .step(
+                "prepare",
+                self.prepare_all(ctx, &id, &targets, &request.change),
+            )
             .await?;
         if !prepared || ctx.cancel_requested() {
             let error = if prepared {
@@ -256,8 +262,8 @@ impl Services {
             return self.change_view(ctx, &id).await;
         }
         let targets = self.targets_of(&id).await?;
-        ctx.step("reconcile", self.reconcile_targets(ctx, &id, &targets))
-            .await?;
+        let reconciled = self.reconcile_targets(ctx, &id, &targets, RECONNECT_PATIENCE);
+        ctx.step("reconcile", reconciled).await?;
         match row.state {
             ChangeState::Preparing => {
                 ctx.step("abort", async {
@@ -351,7 +357,13 @@ impl Services {
                 Ok(failed)
             })
             .await?;
-        if failed.is_empty() {
+        let (_, rows) = self.require_change(id).await?;
+        let never_applied = rows.iter().all(|t| t.state == TargetState::Aborted);
+        if never_applied {
+            // No host had applied it: nothing was rolled back, the change never happened.
+            self.move_change(id, ChangeState::Aborted, Some(failure))
+                .await?;
+        } else if failed.is_empty() {
             self.move_change(id, ChangeState::RolledBack, Some(failure))
                 .await?;
         } else {
@@ -377,13 +389,19 @@ impl Services {
 
     /// Asks every target where the transaction is and records what it says: the host's word
     /// is the truth. A host that never had it is `aborted`; one that cannot be reached keeps
-    /// its recorded state (and the step after acts on that).
-    async fn reconcile_targets(&self, ctx: &Ctx, id: &str, targets: &[Target]) -> Result<()> {
-        let results = join_all(
-            targets
-                .iter()
-                .map(|t| self.target_step(ctx, t, id, ChangeStep::Status)),
-        )
+    /// its recorded state (and the step after acts on that). An agent that is not connected
+    /// is waited for up to `patience` (after a controller restart, agents reconnect).
+    async fn reconcile_targets(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        targets: &[Target],
+        patience: Duration,
+    ) -> Result<()> {
+        let results = join_all(targets.iter().map(|t| async move {
+            reachable(t, patience).await;
+            self.target_step(ctx, t, id, ChangeStep::Status).await
+        }))
         .await;
         for (target, result) in targets.iter().zip(results) {
             let device = target.device_id();
@@ -576,7 +594,10 @@ impl Services {
     /// host that rolled back by itself) cannot leave a state that is not true.
     pub async fn reconcile_waiting_changes(&self) {
         let ctx = Ctx::system("change reconciliation");
-        let waiting = [ChangeState::AwaitingConfirmation, ChangeState::RollbackFailed];
+        let waiting = [
+            ChangeState::AwaitingConfirmation,
+            ChangeState::RollbackFailed,
+        ];
         let rows = match self.store.changes_in(&waiting, 200).await {
             Ok(rows) => rows,
             Err(error) => {
@@ -595,7 +616,8 @@ impl Services {
             }
             let reconciled = async {
                 let targets = self.targets_of(&row.id).await?;
-                self.reconcile_targets(&ctx, &row.id, &targets).await?;
+                self.reconcile_targets(&ctx, &row.id, &targets, Duration::ZERO)
+                    .await?;
                 self.settle_if_undone(&row.id).await
             };
             if let Err(error) = reconciled.await {
@@ -948,7 +970,12 @@ impl Services {
 
     /// Moves a target along [`TargetState::predecessors`]; a target that already moved on
     /// (a host's own rollback, a final state) keeps its state.
-    async fn update_target(&self, id: &str, device_id: &str, update: TargetUpdate<'_>) -> Result<()> {
+    async fn update_target(
+        &self,
+        id: &str,
+        device_id: &str,
+        update: TargetUpdate<'_>,
+    ) -> Result<()> {
         let state = update.state;
         if !self
             .store
@@ -1072,6 +1099,15 @@ fn claims_on(devices: Vec<String>, set: &ChangeSet) -> JobClaims {
         })
         .collect();
     JobClaims { devices, locks }
+}
+
+/// Waits up to `patience` for an agent host's stream to be up (other hosts are reached when
+/// needed).
+async fn reachable(target: &Target, patience: Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while matches!(target.link(), Link::Offline { .. }) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Why a cancelled deploy ended as it did.

@@ -36,6 +36,9 @@ pub struct DeviceView {
     pub spool_dropped_samples: i64,
     /// A few headline metrics from the latest samples.
     pub summary: Option<DeviceSummary>,
+    /// The newest jobs working on this device, live ones included (one device's view only;
+    /// empty in listings).
+    pub jobs: Vec<crate::services::jobs::JobSummary>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -105,6 +108,9 @@ pub struct SshPublicKey {
 /// The series a device's summary shows, in device lists and views.
 pub const SUMMARY_SERIES: [&str; 3] = ["cpu.usage_percent", "memory.used_percent", "load.1m"];
 
+/// Jobs shown in one device's view.
+const DEVICE_JOBS: i64 = 5;
+
 impl Services {
     /// The device's host: the one place that knows how each kind of device is reached.
     pub fn host(&self, row: &DeviceRow) -> Arc<dyn Host> {
@@ -166,6 +172,7 @@ impl Services {
             spool_dropped_batches: row.spool_dropped_batches,
             spool_dropped_samples: row.spool_dropped_samples,
             summary,
+            jobs: Vec::new(),
         }
     }
 
@@ -211,7 +218,13 @@ impl Services {
         ctx.principal.require(Scope::Read)?;
         let row = self.require_device(id_or_name).await?;
         let latest = self.store.latest_samples(&row.id, &SUMMARY_SERIES).await?;
-        Ok(self.view(row, &latest))
+        let jobs = self.store.jobs(Some(&row.id), None, DEVICE_JOBS).await?;
+        let mut view = self.view(row, &latest);
+        view.jobs = jobs
+            .into_iter()
+            .map(crate::services::jobs::summary)
+            .collect();
+        Ok(view)
     }
 
     /// Registers a host reached over SSH (no agent). Host checks use it in a later release.

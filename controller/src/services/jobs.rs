@@ -307,7 +307,7 @@ impl Services {
     }
 }
 
-fn summary(row: JobRow) -> JobSummary {
+pub(crate) fn summary(row: JobRow) -> JobSummary {
     JobSummary {
         id: row.id,
         operation: row.operation,

@@ -148,7 +148,11 @@ impl Store {
     }
 
     /// Changes in one of `states`, oldest first.
-    pub async fn changes_in(&self, states: &[ChangeState], limit: i64) -> StoreResult<Vec<ChangeRow>> {
+    pub async fn changes_in(
+        &self,
+        states: &[ChangeState],
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRow>> {
         let params: Vec<String> = (0..states.len()).map(|n| format!("${}", n + 2)).collect();
         let sql = format!(
             "SELECT * FROM change_transactions WHERE state IN ({}) \

@@ -72,7 +72,10 @@ pub struct JobWrite<'a> {
 
 #[derive(Clone, Copy, Debug)]
 pub enum StepWrite<'a> {
-    Started { seq: i64, name: &'a str },
+    Started {
+        seq: i64,
+        name: &'a str,
+    },
     Finished {
         seq: i64,
         state: StepState,
@@ -126,7 +129,7 @@ impl Store {
         devices: &[String],
         locks: &[JobLock],
     ) -> StoreResult<()> {
-        let inserted = on_pool!(&self.writer, |p| {
+        let inserted: Result<(), sqlx::Error> = on_pool!(&self.writer, |p| async {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO jobs (id, operation, state, surface, requested_by, \
@@ -167,10 +170,15 @@ impl Store {
                 .await?;
             }
             tx.commit().await
-        });
+        }
+        .await);
         match inserted {
             Ok(()) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !locks.is_empty() => {
+            // SQLite reports a duplicate primary key as its own code (1555).
+            Err(sqlx::Error::Database(e))
+                if (e.is_unique_violation() || e.code().as_deref() == Some("1555"))
+                    && !locks.is_empty() =>
+            {
                 Err(StoreError::Conflict(self.lock_holder(locks).await?))
             }
             Err(error) => Err(error.into()),

@@ -223,12 +223,16 @@ async fn the_link_cut_while_awaiting_confirmation_rolls_back_by_the_deadline() {
     };
 
     // Confirmed in time: it stays.
-    let (status, change) = controller.post_body("/changes?wait=120", &request("kept\n")).await;
+    let (status, change) = controller
+        .post_body("/changes?wait=120", &request("kept\n"))
+        .await;
     assert_eq!(status, 200, "{change}");
     assert_eq!(change["state"], "awaiting_confirmation");
     let id = change["id"].as_str().unwrap().to_string();
     // While it awaits confirmation, no other change may touch the file.
-    let (_, second) = controller.post_body("/changes?wait=120", &request("second\n")).await;
+    let (_, second) = controller
+        .post_body("/changes?wait=120", &request("second\n"))
+        .await;
     assert_eq!(second["state"], "aborted", "{second}");
     let refusal = target(&second, &device_id)["error"].as_str().unwrap();
     assert!(

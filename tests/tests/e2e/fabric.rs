@@ -267,7 +267,10 @@ async fn every_mutation_from_either_surface_is_audited_with_secrets_redacted() {
         content.is_some_and(|c| c.starts_with("[redacted: 17 bytes, sha256 ")),
         "{content:?}"
     );
-    assert_eq!(records[1]["request_id"], records[2]["request_id"], "one correlation ID");
+    assert_eq!(
+        records[1]["request_id"], records[2]["request_id"],
+        "one correlation ID"
+    );
     assert_eq!(records[4]["request_id"], "audit-rest-create");
     assert_eq!(records[4]["arguments"]["name"], "nas");
     assert_eq!(records[0]["arguments"]["device"], "nas");

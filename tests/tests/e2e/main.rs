@@ -12,6 +12,7 @@ mod every_operation;
 mod exactly_once;
 mod fabric;
 mod host_checks;
+mod jobs;
 mod mcp;
 mod mtls_refusals;
 mod quickstart;
