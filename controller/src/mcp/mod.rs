@@ -171,7 +171,14 @@ impl ServerHandler for McpServer {
         // The pipeline times and audits the call under the operation's ID; a name that is no
         // tool is timed under `other`, never under the caller's text.
         let started = std::time::Instant::now();
-        let outcome = tools::call(&self.services, &ctx, &request.name, arguments)
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| tools::ProgressSink {
+                peer: context.peer.clone(),
+                token,
+            });
+        let outcome = tools::call(&self.services, &ctx, &request.name, arguments, progress)
             .instrument(span)
             .await;
         if tools::label(&request.name) == crate::telemetry::OTHER {

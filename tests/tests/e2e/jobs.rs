@@ -506,3 +506,61 @@ crash_tests! {
     while_confirming: crash_while_confirming(),
     while_awaiting_confirmation: crash_while_awaiting_confirmation(),
 }
+
+#[tokio::test]
+async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it() {
+    use infrastructor_e2e::mcp::{call_with_progress, connect_recording, structured};
+    let (dir, controller) = TestController::start_sqlite().await;
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "old\n").unwrap();
+    let (agent, device) = TestAgent::connected_with_changes(
+        &controller,
+        &dir.path().join("agent"),
+        change_policy(&root, &[]),
+    )
+    .await;
+    let port = port_opening_after(Duration::from_secs(2));
+    let arguments = json!({"devices": [device],
+        "change": {"files": [{"path": conf.to_str().unwrap(), "content": "new\n"}],
+            "health_checks": [{"tcp_connect": format!("127.0.0.1:{port}")}]}});
+    let (client, recorder) = connect_recording(&controller, &controller.admin_token).await;
+    let tool = "deploy_configuration_change";
+    let plan = call_with_progress(&client, tool, arguments.clone(), "plan").await;
+    let confirmation = structured(&plan)["confirmation_id"].as_str().unwrap().to_string();
+    let mut confirmed = arguments;
+    confirmed["confirmation_id"] = json!(confirmation);
+    let done = call_with_progress(&client, tool, confirmed, "deploy-1").await;
+    assert_eq!(done.is_error, Some(false), "{done:?}");
+    let change = structured(&done);
+    assert_eq!(change["state"], "committed", "{change}");
+    assert_eq!(text(&conf), "new\n");
+
+    let received = recorder.received.lock().unwrap().clone();
+    // Only the deploy's call ran a job (rmcp's client numbers the tokens itself).
+    let ours: Vec<_> = received.iter().collect();
+    assert!(
+        ours.iter().all(|p| p.progress_token == ours[0].progress_token),
+        "{received:?}"
+    );
+    assert!(ours.len() >= 4, "{received:?}");
+    assert!(
+        ours.windows(2).all(|w| w[0].progress < w[1].progress),
+        "progress only grows: {ours:?}"
+    );
+    let messages: Vec<&str> = ours.iter().filter_map(|p| p.message.as_deref()).collect();
+    assert!(messages.contains(&"prepare started"), "{messages:?}");
+    assert!(messages.contains(&"1/1 done"), "{messages:?}");
+    assert!(messages.contains(&"confirm succeeded"), "{messages:?}");
+
+    // The job behind it, read by the tool a model follows long jobs with.
+    let job = call_with_progress(&client, "get_job", json!({"job": change["id"]}), "read").await;
+    let job = structured(&job);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["operation"], "deploy_change");
+    assert_eq!(job["result"]["state"], "committed");
+    client.cancel().await.unwrap();
+    agent.stop().await;
+    controller.shutdown().await;
+}
