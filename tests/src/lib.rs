@@ -382,10 +382,16 @@ impl TestController {
 
     /// Enrolls an agent state directory with this controller.
     pub async fn enroll(&self, state_dir: &Path) -> Identity {
+        self.enroll_via(state_dir, &self.gateway_url()).await
+    }
+
+    /// Enrolls an agent that will dial `controller_url` (e.g. a [`Forwarder`] in front of
+    /// several controllers).
+    pub async fn enroll_via(&self, state_dir: &Path, controller_url: &str) -> Identity {
         let (token, fingerprint) = self.join_token().await;
         enroll(EnrollOptions {
             state_dir,
-            controller_url: &self.gateway_url(),
+            controller_url,
             join_token: &token,
             ca_fingerprint: &fingerprint,
             hostname: "test-host",
@@ -565,6 +571,44 @@ async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, serde_json::
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// A TCP forwarder on loopback, standing for the load balancer in front of several
+/// controllers: each new connection goes to the current target.
+pub struct Forwarder {
+    pub port: u16,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
+}
+
+impl Forwarder {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("forwarder");
+        let port = listener.local_addr().expect("addr").port();
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let current = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = *current.lock().expect("target");
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { port, target }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// New connections go to `target` from now on.
+    pub fn point_to(&self, target: SocketAddr) {
+        *self.target.lock().expect("target") = target;
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.

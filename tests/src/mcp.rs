@@ -109,7 +109,9 @@ pub async fn call_with_progress(
         panic!("arguments must be an object");
     };
     let mut meta = RequestMetaObject::default();
-    meta.set_progress_token(ProgressToken(NumberOrString::String(token.to_string().into())));
+    meta.set_progress_token(ProgressToken(NumberOrString::String(
+        token.to_string().into(),
+    )));
     let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
     params.meta = Some(meta);
     client.call_tool(params).await.expect("tools/call")

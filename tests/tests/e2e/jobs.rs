@@ -528,7 +528,10 @@ async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it(
     let (client, recorder) = connect_recording(&controller, &controller.admin_token).await;
     let tool = "deploy_configuration_change";
     let plan = call_with_progress(&client, tool, arguments.clone(), "plan").await;
-    let confirmation = structured(&plan)["confirmation_id"].as_str().unwrap().to_string();
+    let confirmation = structured(&plan)["confirmation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut confirmed = arguments;
     confirmed["confirmation_id"] = json!(confirmation);
     let done = call_with_progress(&client, tool, confirmed, "deploy-1").await;
@@ -541,7 +544,8 @@ async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it(
     // Only the deploy's call ran a job (rmcp's client numbers the tokens itself).
     let ours: Vec<_> = received.iter().collect();
     assert!(
-        ours.iter().all(|p| p.progress_token == ours[0].progress_token),
+        ours.iter()
+            .all(|p| p.progress_token == ours[0].progress_token),
         "{received:?}"
     );
     assert!(ours.len() >= 4, "{received:?}");
@@ -563,4 +567,99 @@ async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it(
     client.cancel().await.unwrap();
     agent.stop().await;
     controller.shutdown().await;
+}
+
+/// Two controllers on one PostgreSQL database (sharing the CA and the agentless journals, as
+/// replicas behind one address do). The one running a deploy dies mid-commit; the other takes
+/// the job over when its lease runs out and finishes it from what the hosts say.
+#[tokio::test]
+async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
+    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
+    use infrastructor_e2e::{agent_config, Forwarder, SequenceSource};
+    let Some(url) = infrastructor_e2e::fresh_postgres_database().await else {
+        return;
+    };
+    let Some(namespace) = MountNamespace::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "old\n").unwrap();
+    namespace.mount_tmpfs(&root);
+    namespace.write(&conf, "old\n");
+    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+        return;
+    };
+    let backend = Backend::Postgres(url);
+    let mut config = controller_config(&dir.path().join("controller"), &backend);
+    config.agentless_changes = change_policy(&root, &[]);
+    config.jobs.lease = Duration::from_secs(3);
+    let mut first = config.clone();
+    first.jobs.halt_before_step = Some("commit 2/2".into());
+    let a = TestController::start(first).await;
+    let b = TestController::start(config).await;
+    let nas = sshd.register(&a, "nas").await;
+
+    // The agent dials one address; behind it, controller A first.
+    let forwarder = Forwarder::start(a.grpc_addr).await;
+    let state = dir.path().join("agent");
+    let identity = a.enroll_via(&state, &forwarder.url()).await;
+    let mut agent_settings = agent_config(&state, Duration::from_secs(1));
+    agent_settings.changes = change_policy(&root, &[]);
+    let agent = TestAgent::start(agent_settings, Box::new(SequenceSource::new(0, 0).0));
+    let device = identity.meta.device_id;
+    let handle = agent.handle.clone();
+    eventually(Duration::from_secs(10), "agent connected", || {
+        let connected = handle.is_connected();
+        async move { connected.then_some(()) }
+    })
+    .await;
+
+    let request = json!({"devices": [device, "nas"],
+        "change": {"files": [{"path": conf.to_str().unwrap(), "content": "new\n"}]},
+        "options": {"max_parallel": 1}});
+    let (status, job) = a.post_body("/changes", &request).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(60), "A halted mid-commit", || async {
+        let (_, job) = a.get_json(&format!("/jobs/{id}")).await;
+        step_names(&job)
+            .contains(&"commit 2/2".to_string())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(text(&conf), "new\n", "the agent host had committed");
+    // B sees the job, owned by A while A renews its lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, seen) = b.get_json(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        (seen["state"].as_str(), seen["attempts"].as_i64()),
+        (Some("running"), Some(1)),
+        "{seen}"
+    );
+
+    forwarder.point_to(b.grpc_addr);
+    a.kill();
+    let job = finished_job(&b, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert!(step_names(&job).contains(&"reconcile".to_string()), "{job}");
+    let (_, change) = b.get_json(&format!("/changes/{id}")).await;
+    assert_eq!(change["state"], "rolled_back", "{change}");
+    let state_of = |d: &str| {
+        change["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["device_id"] == d)
+            .map(|t| t["state"].clone())
+    };
+    assert_eq!(state_of(&device), Some(json!("rolled_back")), "{change}");
+    assert_eq!(state_of(&nas), Some(json!("aborted")), "{change}");
+    assert_eq!(text(&conf), "old\n");
+    assert_eq!(namespace.read(&conf), "old\n");
+    agent.stop().await;
+    b.shutdown().await;
 }
