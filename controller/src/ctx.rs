@@ -35,6 +35,12 @@ impl Ctx {
         }
     }
 
+    /// The same caller under another correlation ID (work done for another replica's request).
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        self.request_id = request_id.to_string();
+        self
+    }
+
     /// The same caller, working as job `job`.
     pub fn with_job(mut self, job: JobHandle) -> Self {
         self.job = Some(job);

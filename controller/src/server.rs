@@ -121,7 +121,15 @@ async fn open_after_database(
         config.data_dir.join("changes"),
     ));
     let sessions = Arc::new(SessionRegistry::default());
-    tracing::info!("started: agent registry");
+    // Who owns jobs' leases and agents' streams: a fresh ID per process, so a restarted
+    // controller is a new replica like any other.
+    let replica = uuid::Uuid::new_v4().simple().to_string();
+    tracing::info!(replica = %replica, "started: agent registry");
+    let routing = Arc::new(crate::fleet::routing::Routing::new(
+        replica.clone(),
+        store.clone(),
+        store.backend() == crate::store::Backend::Postgres,
+    ));
     Ok(Services {
         ssh,
         agentless_changes,
@@ -139,7 +147,8 @@ async fn open_after_database(
         auth_failures: Arc::new(crate::connections::AuthFailures::new(&config.connections)),
         timings: Arc::default(),
         confirmations: Arc::default(),
-        jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.clone())),
+        jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.clone(), replica.clone())),
+        routing,
         clock: Arc::new(crate::clock::SystemClock),
     })
 }
@@ -322,6 +331,17 @@ impl Controller {
                     })
                     .await
                 })
+            }));
+        let (routing, driver, sessions) = (
+            services.routing.clone(),
+            services.agents.clone(),
+            services.sessions.clone(),
+        );
+        self.background
+            .push(Running::spawn("routing between controllers", move |stop| {
+                Box::pin(crate::fleet::routing::serve(
+                    routing, driver, sessions, stop,
+                ))
             }));
         let supervisor = services.clone();
         self.background

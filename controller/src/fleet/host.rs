@@ -15,6 +15,7 @@ use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareC
 use infrastructor_proto::v1::{ChangeStatus, RollbackChange, RunChecks};
 
 use super::agent_driver::Answer;
+use super::routing::{RoutedCall, Routing};
 use super::ssh_changes::{AgentlessChanges, SshChangeHost};
 use super::ssh_driver::SshRunner;
 use super::{AgentDriver, SessionRegistry, SshDriver, SshTarget};
@@ -98,15 +99,50 @@ pub trait Host: Send + Sync {
 }
 
 /// A host with an agent: typed commands over its stream, answered by the agent's engine.
+/// When another controller holds the stream, the same operation is handed to it.
 pub struct AgentHost {
     pub device_id: String,
     pub last_seen_ms: Option<i64>,
     pub driver: AgentDriver,
     pub sessions: Arc<SessionRegistry>,
+    /// `None`: only this replica's stream is used.
+    pub routing: Option<Arc<Routing>>,
 }
 
 impl AgentHost {
+    /// The call made by the replica that holds the stream, when that is another one; `None`
+    /// when this replica holds it (or nobody does: the local attempt says it is offline).
+    async fn elsewhere<T: serde::de::DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        call: RoutedCall,
+        timeout: Duration,
+    ) -> Option<Result<T>> {
+        let routing = self.routing.as_ref()?;
+        if self.sessions.get(&self.device_id).is_some() {
+            return None;
+        }
+        let holder = match routing.holder(&self.device_id).await {
+            Ok(holder) => holder?,
+            Err(error) => return Some(Err(error)),
+        };
+        let answer = routing
+            .call(ctx, &self.device_id, &holder, &call, timeout)
+            .await;
+        Some(answer.and_then(|value| {
+            serde_json::from_value(value).map_err(|e| {
+                Error::Unavailable(format!(
+                    "an unreadable answer from controller {holder}: {e}"
+                ))
+            })
+        }))
+    }
+
     async fn checks(&self, ctx: &Ctx) -> Result<CheckRun> {
+        let routed = self.elsewhere::<()>(ctx, RoutedCall::RunChecks, ROUND_TIMEOUT);
+        if let Some(answer) = routed.await {
+            return answer.map(|()| CheckRun::Reported);
+        }
         // Watching before asking, so the round cannot be missed.
         let mut rounds = self.driver.rounds(&self.device_id);
         let before = *rounds.borrow_and_update();
@@ -140,11 +176,14 @@ impl Host for AgentHost {
     }
 
     fn link(&self) -> Link {
-        match self.sessions.get(&self.device_id) {
-            Some(_) => Link::Streaming,
-            None => Link::Offline {
-                last_seen_ms: self.last_seen_ms,
-            },
+        let elsewhere = |routing: &Arc<Routing>| routing.streams_elsewhere(&self.device_id);
+        if self.sessions.get(&self.device_id).is_some()
+            || self.routing.as_ref().is_some_and(elsewhere)
+        {
+            return Link::Streaming;
+        }
+        Link::Offline {
+            last_seen_ms: self.last_seen_ms,
         }
     }
 
@@ -162,11 +201,20 @@ impl Host for AgentHost {
         txn_id: &'a TxnId,
         set: &'a ChangeSet,
     ) -> BoxFuture<'a, Result<PrepareReport>> {
-        let kind = Kind::PrepareChange(PrepareChange {
-            txn_id: txn_id.as_str().to_string(),
-            change_set: Some(set.into()),
-        });
-        Box::pin(self.command(ctx, kind, PREPARE_TIMEOUT))
+        Box::pin(async move {
+            let call = RoutedCall::Prepare {
+                txn_id: txn_id.as_str().to_string(),
+                set: set.clone(),
+            };
+            if let Some(answer) = self.elsewhere(ctx, call, PREPARE_TIMEOUT).await {
+                return answer;
+            }
+            let kind = Kind::PrepareChange(PrepareChange {
+                txn_id: txn_id.as_str().to_string(),
+                change_set: Some(set.into()),
+            });
+            self.command(ctx, kind, PREPARE_TIMEOUT).await
+        })
     }
 
     fn commit_change<'a>(
@@ -175,12 +223,23 @@ impl Host for AgentHost {
         txn_id: &'a TxnId,
         options: CommitOptions,
     ) -> BoxFuture<'a, Result<CommitReport>> {
-        let kind = Kind::CommitChange(CommitChange {
-            txn_id: txn_id.as_str().to_string(),
-            confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
-            health_timeout_seconds: options.health_timeout.as_secs() as u32,
-        });
-        Box::pin(self.command(ctx, kind, options.health_timeout + COMMIT_SLACK))
+        Box::pin(async move {
+            let timeout = options.health_timeout + COMMIT_SLACK;
+            let call = RoutedCall::Commit {
+                txn_id: txn_id.as_str().to_string(),
+                confirm_timeout_ms: options.confirm_timeout.as_millis() as u64,
+                health_timeout_ms: options.health_timeout.as_millis() as u64,
+            };
+            if let Some(answer) = self.elsewhere(ctx, call, timeout).await {
+                return answer;
+            }
+            let kind = Kind::CommitChange(CommitChange {
+                txn_id: txn_id.as_str().to_string(),
+                confirm_timeout_seconds: options.confirm_timeout.as_secs() as u32,
+                health_timeout_seconds: options.health_timeout.as_secs() as u32,
+            });
+            self.command(ctx, kind, timeout).await
+        })
     }
 
     fn change_step<'a>(
@@ -190,16 +249,38 @@ impl Host for AgentHost {
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>> {
         let txn_id = txn_id.as_str().to_string();
-        let kind = match step {
-            ChangeStep::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
-            ChangeStep::Abort => Kind::AbortChange(AbortChange { txn_id }),
-            ChangeStep::Rollback(reason) => Kind::RollbackChange(RollbackChange {
-                txn_id,
-                reason: reason.to_string(),
-            }),
-            ChangeStep::Status => Kind::ChangeStatus(ChangeStatus { txn_id }),
-        };
-        Box::pin(self.command(ctx, kind, STEP_TIMEOUT))
+        Box::pin(async move {
+            if let Some(answer) = self
+                .elsewhere(ctx, routed(&txn_id, step), STEP_TIMEOUT)
+                .await
+            {
+                return answer;
+            }
+            let kind = match step {
+                ChangeStep::Confirm => Kind::ConfirmChange(ConfirmChange { txn_id }),
+                ChangeStep::Abort => Kind::AbortChange(AbortChange { txn_id }),
+                ChangeStep::Rollback(reason) => Kind::RollbackChange(RollbackChange {
+                    txn_id,
+                    reason: reason.to_string(),
+                }),
+                ChangeStep::Status => Kind::ChangeStatus(ChangeStatus { txn_id }),
+            };
+            self.command(ctx, kind, STEP_TIMEOUT).await
+        })
+    }
+}
+
+/// A step as another replica is asked to take it.
+fn routed(txn_id: &str, step: ChangeStep<'_>) -> RoutedCall {
+    let txn_id = txn_id.to_string();
+    match step {
+        ChangeStep::Confirm => RoutedCall::Confirm { txn_id },
+        ChangeStep::Abort => RoutedCall::Abort { txn_id },
+        ChangeStep::Rollback(reason) => RoutedCall::Rollback {
+            txn_id,
+            reason: reason.to_string(),
+        },
+        ChangeStep::Status => RoutedCall::Status { txn_id },
     }
 }
 

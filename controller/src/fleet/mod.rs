@@ -3,6 +3,7 @@
 
 pub mod agent_driver;
 pub mod host;
+pub mod routing;
 pub mod sessions;
 pub mod ssh_changes;
 pub mod ssh_driver;

@@ -40,10 +40,10 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(config: JobsConfig) -> Self {
+    pub fn new(config: JobsConfig, replica: String) -> Self {
         let (changed, _) = broadcast::channel(256);
         Self {
-            replica: uuid::Uuid::new_v4().simple().to_string(),
+            replica,
             slots: Arc::new(Semaphore::new(config.parallelism)),
             config,
             live: Mutex::default(),

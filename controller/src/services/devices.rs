@@ -120,6 +120,7 @@ impl Services {
                 last_seen_ms: row.last_seen_ms,
                 driver: self.agents.clone(),
                 sessions: self.sessions.clone(),
+                routing: Some(self.routing.clone()),
             }),
             DeviceKind::Agentless => Arc::new(SshHost {
                 device_id: row.id.clone(),

@@ -40,6 +40,8 @@ impl Services {
             .record_hello(device_id, &agent.hostname, &agent.agent_version, now)
             .await?;
         self.cache.invalidate(&key::of_device(device_id)).await;
+        // The stream's ID is the context's request ID.
+        self.routing.hold(device_id, &ctx.request_id).await;
         tracing::info!(request_id = %ctx.request_id, device_id, version = %agent.agent_version,
             "agent connected");
         Ok(agent)
@@ -73,6 +75,7 @@ impl Services {
     /// The stream ended: last seen now, and the device's views show it offline.
     pub async fn agent_disconnected(&self, ctx: &Ctx, device_id: &str, now: i64) {
         self.agent_seen(ctx, device_id, now).await;
+        self.routing.release(device_id, &ctx.request_id).await;
         self.cache.invalidate(&key::of_device(device_id)).await;
         tracing::info!(request_id = %ctx.request_id, device_id, "agent disconnected");
     }

@@ -73,6 +73,8 @@ pub struct Services {
     pub confirmations: Arc<crate::operations::confirm::Confirmations>,
     /// This replica's job runner state (the jobs themselves are in the store).
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Commands to agents whose streams another controller holds.
+    pub routing: Arc<crate::fleet::routing::Routing>,
     /// Wall time for expiries (held requests, tokens); tests move it instead of sleeping.
     pub clock: Arc<dyn crate::clock::Clock>,
     pub ingest: ingest::IngestQueue,

@@ -13,6 +13,7 @@ mod devices;
 mod jobs;
 mod metrics;
 mod performance;
+mod routing;
 mod tokens;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub use metrics::{
     BatchToIngest, Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs,
     SeriesRow,
 };
+pub use routing::RoutedCallRow;
 pub use tokens::{ApiTokenRow, IssuedCertificateRow, JoinTokenError, NewApiTokenRow};
 
 use crate::error::ErrorKind;

@@ -16,6 +16,7 @@ mod jobs;
 mod mcp;
 mod mtls_refusals;
 mod quickstart;
+mod replicas;
 mod rest_api;
 mod security;
 mod ssh_driver;
