@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod mcp;
+pub mod sim;
 pub mod sshd;
 
 use std::collections::HashMap;

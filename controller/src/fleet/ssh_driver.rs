@@ -151,6 +151,10 @@ impl SshDriver {
             inactivity_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
+            // Each command is a few small request/answer round trips; with Nagle's algorithm
+            // every one waits out the peer's delayed ACK (~40 ms), as OpenSSH's own client
+            // avoids by setting TCP_NODELAY too.
+            nodelay: true,
             ..Default::default()
         };
         Ok(Self {

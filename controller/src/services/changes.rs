@@ -524,14 +524,8 @@ impl Services {
         limit: Option<i64>,
     ) -> Result<Vec<ChangeSummary>> {
         ctx.principal.require(Scope::Read)?;
-        let device_id = match device {
-            Some(device) => Some(self.require_device(device).await?.id),
-            None => None,
-        };
-        let limit = limit.unwrap_or(50);
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::invalid("limit must be 1..=1000"));
-        }
+        let device_id = self.device_filter(device).await?;
+        let limit = super::validate::list_limit(limit)?;
         let rows = self.store.changes(device_id.as_deref(), limit).await?;
         Ok(rows
             .into_iter()

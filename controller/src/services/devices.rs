@@ -177,6 +177,14 @@ impl Services {
         }
     }
 
+    /// A listing's `device` filter as a device ID (a device that does not exist is NotFound).
+    pub(crate) async fn device_filter(&self, device: Option<&str>) -> Result<Option<String>> {
+        match device {
+            Some(device) => Ok(Some(self.require_device(device).await?.id)),
+            None => Ok(None),
+        }
+    }
+
     /// A live device by ID or name, or NotFound.
     pub(crate) async fn require_device(&self, id_or_name: &str) -> Result<DeviceRow> {
         if id_or_name.is_empty() || id_or_name.len() > 128 {

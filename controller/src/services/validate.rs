@@ -136,6 +136,15 @@ pub fn device_name_from_hostname(hostname: &str) -> String {
     }
 }
 
+/// A listing's `limit`: 50 unless given, 1 to 1000.
+pub fn list_limit(limit: Option<i64>) -> Result<i64> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::invalid("limit must be 1..=1000"));
+    }
+    Ok(limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

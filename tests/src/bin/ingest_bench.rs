@@ -10,18 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use infrastructor_agent::identity::{self, Identity, IdentityMeta};
 use infrastructor_agent::metrics::{now_ms, sample};
-use infrastructor_agent::tls;
 use infrastructor_controller::store::{Pool, Store};
 use infrastructor_controller::{Controller, ControllerConfig};
-use infrastructor_e2e::{fresh_postgres_database, Backend};
-use infrastructor_proto::v1::agent_gateway_client::AgentGatewayClient;
-use infrastructor_proto::v1::{
-    agent_message, controller_message, AgentMessage, EnrollRequest, MetricBatch,
+use infrastructor_e2e::sim::{
+    enroll_agents, enroll_into, free_port, open_stream, serve, status_kib,
 };
+use infrastructor_e2e::{fresh_postgres_database, Backend};
+use infrastructor_proto::v1::{agent_message, controller_message, AgentMessage, MetricBatch};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser)]
 #[command(about = "Ingest throughput vs raw bulk load, and controller memory per connected agent")]
@@ -41,77 +38,6 @@ struct Args {
     /// Agents connected for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 1000)]
     memory_agents: usize,
-}
-
-struct SimulatedAgent {
-    identity: Identity,
-}
-
-/// Enrolls `count` simulated agents through the real Enroll RPC.
-async fn enroll_agents(
-    url: &str,
-    fingerprint: &str,
-    tokens: Vec<String>,
-) -> anyhow::Result<Vec<SimulatedAgent>> {
-    let pin = identity::parse_fingerprint(fingerprint)?;
-    let channel = tls::connect(url, tls::pinned_ca_config(pin)?).await?;
-    let mut agents = Vec::with_capacity(tokens.len());
-    for (index, token) in tokens.into_iter().enumerate() {
-        let key = identity::generate_key()?;
-        let hostname = format!("sim-{index}");
-        let response = AgentGatewayClient::new(channel.clone())
-            .enroll(EnrollRequest {
-                join_token: token,
-                csr_pem: identity::certificate_request(&key, &hostname)?,
-                hostname,
-                agent_version: "bench".into(),
-            })
-            .await?
-            .into_inner();
-        agents.push(SimulatedAgent {
-            identity: Identity {
-                key_pem: key.serialize_pem(),
-                cert_pem: response.certificate_pem,
-                ca_pem: response.ca_certificate_pem,
-                meta: IdentityMeta {
-                    device_id: response.device_id,
-                    controller_url: url.to_string(),
-                    issued_at_ms: now_ms(),
-                    not_after_ms: response.not_after_unix_ms,
-                },
-            },
-        });
-    }
-    Ok(agents)
-}
-
-/// Opens the agent's stream and waits for the welcome; returns the sender and the inbound.
-async fn open_stream(
-    agent: &SimulatedAgent,
-) -> anyhow::Result<(
-    mpsc::Sender<AgentMessage>,
-    tonic::Streaming<infrastructor_proto::v1::ControllerMessage>,
-)> {
-    let channel = tls::connect(
-        &agent.identity.meta.controller_url,
-        tls::mutual_tls_config(&agent.identity)?,
-    )
-    .await?;
-    let (sender, receiver) = mpsc::channel(64);
-    sender
-        .send(infrastructor_e2e::hello(
-            &agent.identity.meta.device_id,
-            "sim",
-        ))
-        .await?;
-    let mut inbound = AgentGatewayClient::new(channel)
-        .connect(ReceiverStream::new(receiver))
-        .await?
-        .into_inner();
-    match inbound.message().await?.and_then(|m| m.body) {
-        Some(controller_message::Body::Welcome(_)) => Ok((sender, inbound)),
-        other => bail!("expected welcome, got {other:?}"),
-    }
 }
 
 fn synthetic_batch(seq: u64, samples: usize, base_ts: i64) -> MetricBatch {
@@ -286,65 +212,19 @@ async fn raw_bulk_load(backend: &Backend, args: &Args) -> anyhow::Result<f64> {
 }
 
 fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS not found")
+    status_kib(pid, "VmRSS")
 }
 
 /// Starts `infrastructor-controller serve` as its own process, connects `count` agents and
 /// reports the resident-memory growth per connected agent.
 async fn memory_per_agent(count: usize) -> anyhow::Result<(u64, u64, f64)> {
-    let binary = std::env::current_exe()?
-        .parent()
-        .context("bench binary has no directory")?
-        .join("infrastructor-controller");
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p infrastructor-controller)",
-            binary.display()
-        );
-    }
     let dir = tempfile::tempdir()?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let grpc_port = listener.local_addr()?.port();
-    drop(listener);
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--http-listen")
-        .arg("127.0.0.1:0")
-        .arg("--grpc-listen")
-        .arg(format!("127.0.0.1:{grpc_port}"))
-        .env("INFRASTRUCTOR_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let grpc_port = free_port()?;
+    let mut child = serve(dir.path(), grpc_port)?;
     let pid = child.id().context("child pid")?;
-    let url = format!("https://127.0.0.1:{grpc_port}");
-    // Tokens are created directly in the child's database through the same CLI code path.
-    let config = ControllerConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..ControllerConfig::default()
-    };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let services = infrastructor_controller::server::open_services(&config).await?;
-    let ctx = infrastructor_controller::ctx::Ctx::system("bench");
-    let mut tokens = Vec::with_capacity(count);
-    for _ in 0..count {
-        tokens.push(
-            services
-                .create_enrollment_token(&ctx, Default::default())
-                .await?
-                .token,
-        );
-    }
-    let agents = enroll_agents(&url, services.pki.ca_fingerprint(), tokens).await?;
-    services.store.close().await;
+    let url = format!("https://127.0.0.1:{grpc_port}");
+    let agents = enroll_into(dir.path(), &url, count).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = resident_kib(pid)?;
     let mut streams = Vec::with_capacity(count);
