@@ -174,6 +174,9 @@ pub struct ControllerConfig {
     pub agentless_changes: ChangePolicy,
     /// Browser origins allowed to reach `/mcp`.
     pub mcp_allowed_origins: Vec<String>,
+    /// How long a long MCP tool waits for its job before it answers with the job instead.
+    #[serde(with = "humantime_serde")]
+    pub mcp_job_wait: Duration,
     /// Every principal's mutations wait for another person's approval.
     #[serde(alias = "mcp_require_approval")]
     pub require_approval: bool,
@@ -207,6 +210,7 @@ impl Default for ControllerConfig {
             retention: Retention::default(),
             agentless_changes: ChangePolicy::default(),
             mcp_allowed_origins: Vec::new(),
+            mcp_job_wait: Duration::from_secs(50),
             require_approval: false,
             redis_url: None,
             redis_key_prefix: "infrastructor".into(),
@@ -362,6 +366,11 @@ impl ControllerConfig {
         let r = self.retention;
         if r.raw < Duration::from_secs(3600) || r.rollup_5m < r.raw || r.rollup_1h < r.rollup_5m {
             return invalid("retention must satisfy 1h <= raw <= rollup_5m <= rollup_1h".into());
+        }
+        if self.mcp_job_wait < Duration::from_secs(1)
+            || self.mcp_job_wait > Duration::from_secs(300)
+        {
+            return invalid("mcp_job_wait must be between 1s and 5m".into());
         }
         if !(1..=256).contains(&self.jobs.parallelism) {
             return invalid("jobs.parallelism must be 1..=256".into());

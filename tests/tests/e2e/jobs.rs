@@ -663,3 +663,50 @@ async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
     agent.stop().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_long_tool_that_outlives_its_call_answers_with_the_job_to_follow() {
+    use infrastructor_e2e::mcp::{call, call_confirmed, connect, structured};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = controller_config(&dir.path().join("controller"), &Backend::Sqlite);
+    config.mcp_job_wait = Duration::from_secs(1);
+    let controller = TestController::start(config).await;
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "old\n").unwrap();
+    let (agent, device) = TestAgent::connected_with_changes(
+        &controller,
+        &dir.path().join("agent"),
+        change_policy(&root, &[]),
+    )
+    .await;
+    let port = port_opening_after(Duration::from_secs(3));
+    let client = connect(&controller, &controller.admin_token).await;
+    let arguments = json!({"devices": [device],
+        "change": {"files": [{"path": conf.to_str().unwrap(), "content": "new\n"}],
+            "health_checks": [{"tcp_connect": format!("127.0.0.1:{port}")}]}});
+    let answer = call_confirmed(&client, "deploy_configuration_change", arguments).await;
+    assert_eq!(answer.is_error, Some(false), "{answer:?}");
+    let job = structured(&answer).clone();
+    assert_eq!(
+        job["operation"], "deploy_change",
+        "the job, not the change: {job}"
+    );
+    assert!(
+        ["queued", "running"].contains(&job["state"].as_str().unwrap()),
+        "{job}"
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = eventually(Duration::from_secs(60), "the job ended", || async {
+        let read = call(&client, "get_job", json!({"job": id})).await;
+        let job = structured(&read).clone();
+        (job["state"] == "succeeded").then_some(job)
+    })
+    .await;
+    assert_eq!(done["result"]["state"], "committed", "{done}");
+    assert_eq!(text(&conf), "new\n");
+    client.cancel().await.unwrap();
+    agent.stop().await;
+    controller.shutdown().await;
+}
