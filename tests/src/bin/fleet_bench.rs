@@ -276,7 +276,8 @@ async fn reconnect_storm(count: usize) -> anyhow::Result<()> {
     let now = status_kib(pid, "VmRSS")?;
     println!("reconnect storm: {count} agents, controller killed and started again");
     println!(
-        "{:>28}: all back {:.2} s after the restart | controller peak RSS {} KiB ({:.1} KiB per agent), {} KiB once settled",
+        "{:>28}: all back {:.2} s after the restart | controller peak RSS {} KiB \
+         ({:.1} KiB per agent), {} KiB once settled",
         format!("{count} agents"),
         (last - restarted).as_secs_f64(),
         peak,
