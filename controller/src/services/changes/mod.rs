@@ -8,8 +8,8 @@
 //!
 //! - here: the requests and views, plan / confirm / rollback / reads, and the per-target
 //!   steps every phase shares (prepare, abort, confirm, roll back, record);
-//! - [`deploy`]: a deploy as it runs, phase by phase, as the steps of its job;
-//! - [`recovery`]: finishing what was interrupted, from what the hosts say.
+//! - `deploy`: a deploy as it runs, phase by phase, as the steps of its job;
+//! - `recovery`: finishing what was interrupted, from what the hosts say.
 
 use std::sync::Arc;
 use std::time::Duration;
