@@ -28,6 +28,19 @@ use crate::config::JobsConfig;
 /// How long a job may run in all (commands carry their own, shorter timeouts).
 pub const JOB_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
+/// Returns once `wake_ups` says job `id` changed on this replica (or missed some wake-ups,
+/// so the caller must look); never, once the runner is gone.
+pub async fn changed(wake_ups: &mut broadcast::Receiver<String>, id: &str) {
+    loop {
+        match wake_ups.recv().await {
+            Ok(changed) if changed == id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// This replica's job runner state; cheap to share.
 pub struct Jobs {
     /// Who owns a job's lease: a fresh ID per process, so a restarted controller is a new
@@ -77,11 +90,6 @@ impl Jobs {
             }
             None => false,
         }
-    }
-
-    pub fn running_here(&self) -> Vec<String> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.keys().cloned().collect()
     }
 
     /// Registers a job this replica runs; `None` if it already runs it.

@@ -120,7 +120,12 @@ async fn finish(
     handle: &JobHandle,
     outcome: Result<JobOutcome>,
 ) {
-    let cancelled = handle.cancel_honoured();
+    // A job that failed after looking at a cancel request ended because of it.
+    let unsuccessful = if handle.cancel_honoured() {
+        JobState::Cancelled
+    } else {
+        JobState::Failed
+    };
     let (state, result, error, kind) = match outcome {
         Ok(JobOutcome {
             result,
@@ -129,25 +134,13 @@ async fn finish(
         Ok(JobOutcome {
             result,
             failure: Some(failure),
-        }) => {
-            let state = if cancelled {
-                JobState::Cancelled
-            } else {
-                JobState::Failed
-            };
-            (state, Some(result), Some(failure), None)
-        }
+        }) => (unsuccessful, Some(result), Some(failure), None),
         Err(error) => {
-            let state = if cancelled {
-                JobState::Cancelled
-            } else {
-                JobState::Failed
-            };
-            let kind = error.kind().as_str();
             if error.kind() == crate::error::ErrorKind::Internal {
                 tracing::error!(job_id = %row.id, %error, "job failed");
             }
-            (state, None, Some(error.public_message()), Some(kind))
+            let kind = Some(error.kind().as_str());
+            (unsuccessful, None, Some(error.public_message()), kind)
         }
     };
     let result = result.map(|value| value.to_string());

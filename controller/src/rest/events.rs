@@ -116,19 +116,7 @@ fn follow(
 }
 
 async fn wait(cursor: &mut Cursor) {
-    let job = cursor.job.as_str().to_string();
-    let woken = async {
-        loop {
-            match cursor.wake.recv().await {
-                Ok(changed) if changed == job => break,
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    std::future::pending::<()>().await
-                }
-            }
-        }
-    };
+    let woken = crate::jobs::changed(&mut cursor.wake, cursor.job.as_str());
     tokio::select! {
         _ = woken => {}
         _ = tokio::time::sleep(POLL) => {}

@@ -201,18 +201,7 @@ impl Services {
             if row.state.is_final() {
                 return Ok(row);
             }
-            let woken = async {
-                loop {
-                    match changed.recv().await {
-                        Ok(changed) if changed == id => break,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await
-                        }
-                    }
-                }
-            };
+            let woken = crate::jobs::changed(&mut changed, id);
             let sleep = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL));
             tokio::select! {
                 _ = woken => {}
