@@ -268,6 +268,7 @@ async fn run_change_deadlines(shared: &Shared, shutdown: &CancellationToken) {
     loop {
         let wait_ms = engine
             .next_deadline_ms()
+            .await
             .map(|deadline| (deadline - now_ms()).clamp(0, 60_000))
             .unwrap_or(60_000);
         tokio::select! {

@@ -386,7 +386,7 @@ async fn run_change(
             engine.rollback(&txn_id(&rollback.txn_id)?, reason).await?
         }
         command::Kind::AbortChange(abort) => engine.abort(&txn_id(&abort.txn_id)?).await?,
-        command::Kind::ChangeStatus(status) => engine.report(&txn_id(&status.txn_id)?)?,
+        command::Kind::ChangeStatus(status) => engine.report(&txn_id(&status.txn_id)?).await?,
         _ => return Err(ChangeError::InvalidInput("not a change command".into())),
     };
     let state = report.state.as_str().to_string();

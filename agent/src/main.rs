@@ -235,8 +235,8 @@ async fn change(config: AgentConfig, action: ChangeAction) -> anyhow::Result<()>
         ),
         ChangeAction::Status {
             txn_id: Some(txn_id),
-        } => print(&engine.status(&txn_id)?),
-        ChangeAction::Status { txn_id: None } => print(&engine.list()?),
+        } => print(&engine.status(&txn_id).await?),
+        ChangeAction::Status { txn_id: None } => print(&engine.list().await?),
         ChangeAction::Recover => {
             let mut resolved = engine.recover().await?;
             resolved.extend(engine.expire().await?);

@@ -115,11 +115,6 @@ async fn open_after_database(
             .map_err(StartError::Ssh)?;
     let ssh = Arc::new(crate::fleet::SshDriver::new(&ssh_private_key, 4).map_err(StartError::Ssh)?);
     tracing::info!("started: SSH pool");
-    let agentless_changes = Arc::new(crate::fleet::ssh_changes::AgentlessChanges::new(
-        ssh.clone(),
-        config.agentless_changes.clone(),
-        config.data_dir.join("changes"),
-    ));
     let sessions = Arc::new(SessionRegistry::default());
     // Who owns jobs' leases and agents' streams: a fresh ID per process, so a restarted
     // controller is a new replica like any other.
@@ -129,6 +124,12 @@ async fn open_after_database(
         replica.clone(),
         store.clone(),
         store.backend() == crate::store::Backend::Postgres,
+    ));
+    let agentless_changes = Arc::new(crate::fleet::ssh_changes::AgentlessChanges::new(
+        ssh.clone(),
+        config.agentless_changes.clone(),
+        store.clone(),
+        routing.clone(),
     ));
     Ok(Services {
         ssh,
@@ -311,14 +312,10 @@ impl Controller {
         let changes = services.clone();
         self.background
             .push(Running::spawn("agentless change deadlines", move |stop| {
-                Box::pin(async move {
-                    changes.recover_agentless_changes().await;
-                    every(Duration::from_secs(1), stop, move || {
-                        let changes = changes.clone();
-                        async move { changes.expire_agentless_changes().await }
-                    })
-                    .await
-                })
+                Box::pin(every(Duration::from_secs(1), stop, move || {
+                    let changes = changes.clone();
+                    async move { changes.watch_agentless_changes().await }
+                }))
             }));
         let reconciler = services.clone();
         self.background

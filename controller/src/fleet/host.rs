@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use infrastructor_hostops::change::{ChangeEngine, ChangeError, ChangeSet, CommitOptions};
-use infrastructor_hostops::change::{CommitReport, PrepareReport};
+use infrastructor_hostops::change::{ChangeError, ChangeSet, CommitOptions};
+use infrastructor_hostops::change::{CommitReport, PrepareReport, TxnState};
 use infrastructor_hostops::checks::{self, CheckConfig, Round};
 use infrastructor_hostops::names::TxnId;
 use infrastructor_proto::v1::command::Kind;
@@ -16,7 +16,7 @@ use infrastructor_proto::v1::{ChangeStatus, RollbackChange, RunChecks};
 
 use super::agent_driver::Answer;
 use super::routing::{RoutedCall, Routing};
-use super::ssh_changes::{AgentlessChanges, SshChangeHost};
+use super::ssh_changes::{AgentlessChanges, AgentlessEngine};
 use super::ssh_driver::SshRunner;
 use super::{AgentDriver, SessionRegistry, SshDriver, SshTarget};
 use crate::ctx::Ctx;
@@ -302,7 +302,7 @@ impl SshHost {
             .map_err(|reason| Error::Unavailable(reason.clone()))
     }
 
-    fn engine(&self) -> Result<Arc<ChangeEngine<SshChangeHost>>> {
+    fn engine(&self) -> Result<Arc<AgentlessEngine>> {
         self.changes
             .engine(&self.device_id, self.target()?.clone())
             .map_err(engine_error)
@@ -397,14 +397,51 @@ impl Host for SshHost {
     ) -> BoxFuture<'a, Result<CommitReport>> {
         Box::pin(async move {
             let engine = self.engine()?;
-            match step {
+            let taken = match step {
                 ChangeStep::Confirm => engine.confirm(txn_id).await,
                 ChangeStep::Abort => engine.abort(txn_id).await,
                 ChangeStep::Rollback(reason) => engine.rollback(txn_id, reason).await,
-                ChangeStep::Status => engine.report(txn_id),
+                ChangeStep::Status => engine.report(txn_id).await,
+            };
+            match taken {
+                Err(ChangeError::Conflict(message)) => {
+                    taken_elsewhere(&engine, txn_id, &step, message).await
+                }
+                other => other.map_err(engine_error),
             }
-            .map_err(engine_error)
         })
+    }
+}
+
+/// How long a step another controller is taking on the same transaction is waited for.
+const TAKEN_ELSEWHERE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A step refused as a conflict may have lost a race: another controller (its deadline
+/// watch, or its recovery of a stopped one) moved the same transaction first. When that
+/// move ends where this step was going, its outcome is this step's answer.
+async fn taken_elsewhere(
+    engine: &AgentlessEngine,
+    txn_id: &TxnId,
+    step: &ChangeStep<'_>,
+    message: String,
+) -> Result<CommitReport> {
+    let goal = |state: TxnState| match step {
+        ChangeStep::Confirm => state == TxnState::Committed,
+        ChangeStep::Abort => state == TxnState::Aborted,
+        ChangeStep::Rollback(_) => matches!(state, TxnState::RolledBack | TxnState::Aborted),
+        ChangeStep::Status => false,
+    };
+    let deadline = tokio::time::Instant::now() + TAKEN_ELSEWHERE_PATIENCE;
+    loop {
+        match engine.report(txn_id).await {
+            Ok(report) if goal(report.state) => return Ok(report),
+            Ok(report) if report.state == TxnState::RollingBack => {}
+            _ => return Err(Error::Conflict(message)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Conflict(message));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod agent_driver;
 pub mod host;
+pub mod journals;
 pub mod routing;
 pub mod sessions;
 pub mod ssh_changes;

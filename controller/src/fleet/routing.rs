@@ -152,6 +152,21 @@ impl Routing {
             .await?)
     }
 
+    /// Whether `replica` is alive: this one is; on SQLite (one controller) no other is; on
+    /// PostgreSQL, one that said so recently is.
+    pub async fn is_alive(&self, replica: &str) -> Result<bool> {
+        if replica == self.replica {
+            return Ok(true);
+        }
+        if !self.enabled {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .replica_alive(replica, self.alive_since())
+            .await?)
+    }
+
     /// Hands `call` for `device_id` to `holder` and waits up to `timeout` (plus the hop)
     /// for its answer.
     pub async fn call(

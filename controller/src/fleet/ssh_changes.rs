@@ -1,8 +1,8 @@
 //! Configuration changes on agentless hosts: the agent's own change engine, with its host
 //! primitives carried out over SSH through the same argv builders (`stat`, `realpath`,
 //! `mktemp`, `dd oflag=nofollow conv=fsync`, `chown -h`, `mv -T`, `sync`). The journal and the
-//! originals live on the controller, so a controller crash mid-change is finished on
-//! restart, as an agent's would be.
+//! originals live in the controllers' database ([`super::journals`]), so a change a crashed
+//! controller left mid-way is finished by the next one alive, as an agent's would be.
 //!
 //! Without file descriptors across SSH, safety comes from who may write where: a managed
 //! directory (and every directory above it) must be writable only by root or the SSH user,
@@ -10,7 +10,7 @@
 //! directories are made by `mktemp` (exclusive, unpredictable names) and checked to be ours.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,10 @@ use infrastructor_hostops::checks::CommandRunner;
 use infrastructor_hostops::command::{self, CommandOutput, HostCommand, StatLine};
 use infrastructor_hostops::names::ManagedPath;
 
+use super::journals::DbJournals;
+use super::routing::Routing;
 use super::{SshDriver, SshTarget};
+use crate::store::Store;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -253,7 +256,7 @@ impl ChangeHost for SshChangeHost {
         &self,
         txn_id: &str,
         index: usize,
-        _local_copy: &Path,
+        _local_copy: Option<&Path>,
         content: &[u8],
         reader: Option<(u32, u32)>,
     ) -> Result<ManagedPath, ChangeError> {
@@ -288,7 +291,7 @@ impl ChangeHost for SshChangeHost {
         Ok(path)
     }
 
-    async fn unstage(&self, txn_id: &str, _local_dir: &Path) {
+    async fn unstage(&self, txn_id: &str, _local_dir: Option<&Path>) {
         let dir = self.staging().remove(txn_id);
         if let Some(dir) = dir {
             let _ = self.run(&command::remove_dir(&dir), STEP_TIMEOUT).await;
@@ -352,28 +355,36 @@ impl ChangeHost for SshChangeHost {
     }
 }
 
-/// One change engine per agentless device, opened on first use; each keeps its journal under
-/// `<data_dir>/changes/<device_id>`.
+/// An agentless device's change engine.
+pub type AgentlessEngine = ChangeEngine<SshChangeHost, DbJournals>;
+
+/// One change engine per agentless device, opened on first use; each keeps its journal in
+/// the database.
 pub struct AgentlessChanges {
     driver: Arc<SshDriver>,
     policy: ChangePolicy,
-    dir: PathBuf,
-    engines: Mutex<HashMap<String, Arc<ChangeEngine<SshChangeHost>>>>,
+    store: Arc<Store>,
+    routing: Arc<Routing>,
+    engines: Mutex<HashMap<String, Arc<AgentlessEngine>>>,
 }
 
 impl AgentlessChanges {
-    pub fn new(driver: Arc<SshDriver>, policy: ChangePolicy, dir: PathBuf) -> Self {
+    pub fn new(
+        driver: Arc<SshDriver>,
+        policy: ChangePolicy,
+        store: Arc<Store>,
+        routing: Arc<Routing>,
+    ) -> Self {
         Self {
             driver,
             policy,
-            dir,
+            store,
+            routing,
             engines: Mutex::default(),
         }
     }
 
-    fn engines(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ChangeEngine<SshChangeHost>>>> {
+    fn engines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AgentlessEngine>>> {
         match self.engines.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -385,38 +396,32 @@ impl AgentlessChanges {
         &self,
         device_id: &str,
         target: SshTarget,
-    ) -> Result<Arc<ChangeEngine<SshChangeHost>>, ChangeError> {
+    ) -> Result<Arc<AgentlessEngine>, ChangeError> {
         let mut engines = self.engines();
         if let Some(engine) = engines.get(device_id) {
             return Ok(engine.clone());
         }
         let host = SshChangeHost::new(self.driver.clone(), target);
-        let engine = Arc::new(ChangeEngine::open(
+        let journals = DbJournals::new(
+            self.store.clone(),
+            self.routing.clone(),
+            device_id.to_string(),
+        );
+        let engine = Arc::new(ChangeEngine::with_journals(
             host,
             self.policy.clone(),
-            &self.dir.join(device_id),
+            journals,
         )?);
         engines.insert(device_id.to_string(), engine.clone());
         Ok(engine)
     }
 
-    /// Devices with a journal directory: transactions a previous run may have left open.
-    pub fn devices_with_journals(&self) -> Vec<String> {
-        std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn open_engines(&self) -> Vec<(String, Arc<ChangeEngine<SshChangeHost>>)> {
-        self.engines()
-            .iter()
-            .map(|(id, engine)| (id.clone(), engine.clone()))
-            .collect()
+    /// Devices with a transaction that still holds its files, on any replica: the ones
+    /// whose deadlines and interrupted steps must be watched.
+    pub async fn devices_with_live_journals(&self) -> Result<Vec<String>, ChangeError> {
+        self.store
+            .devices_with_live_journals()
+            .await
+            .map_err(|e| ChangeError::Internal(format!("change journal store: {e}")))
     }
 }

@@ -7,6 +7,7 @@
 
 mod approvals;
 mod audit;
+mod change_journals;
 mod changes;
 mod checks;
 mod devices;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{
 
 pub use approvals::ApprovalRow;
 pub use audit::{AuditFilter, AuditRow};
+pub use change_journals::{ChangeJournalRow, JournalSave};
 pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
 pub use devices::{DeviceRow, NewDevice};

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::health::{self, HealthOutcome};
 use super::host::{original_name, staged_name, ChangeHost, LiveFile};
-use super::journal::{FileMeta, Journal, JournalFile, Journals, Original, TxnState};
+use super::journal::{FileMeta, Journal, JournalFile, JournalStore, Journals, Original, TxnState};
 use super::spec::{ChangePolicy, ChangeSet, CommitOptions, FileChange};
 use super::{failpoint, ChangeError};
 use crate::command::{self, OwnerKind};
@@ -80,39 +80,31 @@ impl CommitReport {
     }
 }
 
-pub struct ChangeEngine<H> {
+pub struct ChangeEngine<H, J = Journals> {
     host: H,
     policy: ChangePolicy,
-    journals: Journals,
-    /// Held for the engine's life: one engine per journal directory, never two processes.
-    _lock: std::fs::File,
-    /// One state change at a time.
+    journals: J,
+    /// One state change at a time in this process (a shared store also refuses a save over
+    /// a state another process moved on).
     busy: tokio::sync::Mutex<()>,
 }
 
 impl<H: ChangeHost> ChangeEngine<H> {
-    /// Opens (creating) the journal directory and takes its lock.
+    /// An engine journaling in files under `dir` (created, and locked for the engine's life).
     pub fn open(host: H, policy: ChangePolicy, dir: &Path) -> Result<Self, ChangeError> {
         policy.validate()?;
-        let journals = Journals::open(dir)?;
-        let lock_path = dir.join("engine.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| ChangeError::io("opening", &lock_path, e))?;
-        lock.try_lock().map_err(|_| {
-            ChangeError::Conflict(format!(
-                "another process is applying changes from {}",
-                dir.display()
-            ))
-        })?;
+        Self::with_journals(host, policy, Journals::open(dir)?)
+    }
+}
+
+impl<H: ChangeHost, J: JournalStore> ChangeEngine<H, J> {
+    /// An engine journaling in `journals`.
+    pub fn with_journals(host: H, policy: ChangePolicy, journals: J) -> Result<Self, ChangeError> {
+        policy.validate()?;
         Ok(Self {
             host,
             policy,
             journals,
-            _lock: lock,
             busy: tokio::sync::Mutex::new(()),
         })
     }
@@ -135,8 +127,9 @@ impl<H: ChangeHost> ChangeEngine<H> {
         for file in &set.files {
             targets.push(self.resolve(file).await?);
         }
-        self.refuse_held_files(targets.iter().map(|(path, _)| path), None)?;
-        self.prune_finished();
+        self.refuse_held_files(targets.iter().map(|(path, _)| path), None)
+            .await?;
+        self.prune_finished().await;
 
         let now = now_ms();
         let mut journal = Journal {
@@ -150,7 +143,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
             confirm_deadline_ms: None,
             reason: None,
         };
-        self.journals.create_dir(txn_id)?;
+        self.journals.create(txn_id).await?;
         let mut diffs = Vec::with_capacity(targets.len());
         for (index, (file, (path, live))) in set.files.iter().zip(&targets).enumerate() {
             let new_meta = self.new_meta(file, live).await?;
@@ -158,7 +151,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 LiveFile::Absent => Original::Absent,
                 LiveFile::Regular { content, meta, .. } => {
                     self.journals
-                        .write_blob(txn_id, &original_name(index), content)?;
+                        .write_blob(txn_id, &original_name(index), content)
+                        .await?;
                     Original::Present {
                         meta: *meta,
                         sha256: sha256(content),
@@ -166,7 +160,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 }
             };
             self.journals
-                .write_blob(txn_id, &staged_name(index), file.content.as_bytes())?;
+                .write_blob(txn_id, &staged_name(index), file.content.as_bytes())
+                .await?;
             diffs.push(diff(path, live, &file.content));
             journal.files.push(JournalFile {
                 path: path.clone(),
@@ -183,7 +178,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
             journal.reason = Some(format!("validator {} failed", failed.name));
         }
         journal.updated_ms = now_ms();
-        self.journals.save(&journal)?;
+        self.journals.save(&journal, None).await?;
         tracing::info!(
             txn_id,
             state = journal.state.as_str(),
@@ -209,7 +204,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
     ) -> Result<CommitReport, ChangeError> {
         let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
-        let mut journal = self.journals.load(txn_id)?;
+        let mut journal = self.journals.load(txn_id).await?;
         if journal.state != TxnState::Prepared {
             return Err(ChangeError::Conflict(format!(
                 "transaction {txn_id} is {}, not prepared",
@@ -217,15 +212,17 @@ impl<H: ChangeHost> ChangeEngine<H> {
             )));
         }
         if let Err(error) = self.unchanged_since_prepare(&journal).await {
-            self.finish(&mut journal, TxnState::Aborted, Some(error.to_string()))?;
+            self.finish(&mut journal, TxnState::Aborted, Some(error.to_string()))
+                .await?;
             return Err(error);
         }
-        self.finish(&mut journal, TxnState::Committing, None)?;
+        self.finish(&mut journal, TxnState::Committing, None)
+            .await?;
         failpoint("commit.journaled");
 
         for (index, file) in journal.files.iter().enumerate() {
             let installed = async {
-                let content = self.journals.read_blob(txn_id, &staged_name(index))?;
+                let content = self.journals.read_blob(txn_id, &staged_name(index)).await?;
                 self.host.install(&file.path, &content, file.new_meta).await
             };
             if let Err(error) = installed.await {
@@ -246,11 +243,12 @@ impl<H: ChangeHost> ChangeEngine<H> {
             return self.roll_back(journal, reason, outcomes).await;
         }
         if options.confirm_timeout.is_zero() {
-            self.finish(&mut journal, TxnState::Committed, None)?;
+            self.finish(&mut journal, TxnState::Committed, None).await?;
         } else {
             journal.confirm_deadline_ms =
                 Some(now_ms() + options.confirm_timeout.as_millis() as i64);
-            self.finish(&mut journal, TxnState::AwaitingConfirmation, None)?;
+            self.finish(&mut journal, TxnState::AwaitingConfirmation, None)
+                .await?;
         }
         failpoint("commit.awaiting");
         tracing::info!(txn_id, state = journal.state.as_str(), "committed");
@@ -261,11 +259,11 @@ impl<H: ChangeHost> ChangeEngine<H> {
     pub async fn confirm(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
         let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
-        let mut journal = self.journals.load(txn_id)?;
+        let mut journal = self.journals.load(txn_id).await?;
         match journal.state {
             TxnState::AwaitingConfirmation => {
                 journal.confirm_deadline_ms = None;
-                self.finish(&mut journal, TxnState::Committed, None)?;
+                self.finish(&mut journal, TxnState::Committed, None).await?;
                 tracing::info!(txn_id, "confirmed");
             }
             TxnState::Committed => {}
@@ -283,10 +281,11 @@ impl<H: ChangeHost> ChangeEngine<H> {
     pub async fn abort(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
         let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
-        let mut journal = self.journals.load(txn_id)?;
+        let mut journal = self.journals.load(txn_id).await?;
         match journal.state {
             TxnState::Prepared => {
-                self.finish(&mut journal, TxnState::Aborted, Some("aborted".into()))?
+                self.finish(&mut journal, TxnState::Aborted, Some("aborted".into()))
+                    .await?
             }
             TxnState::Aborted => {}
             other => {
@@ -310,14 +309,15 @@ impl<H: ChangeHost> ChangeEngine<H> {
     ) -> Result<CommitReport, ChangeError> {
         let txn_id = txn_id.as_str();
         let _busy = self.busy.lock().await;
-        let mut journal = self.journals.load(txn_id)?;
+        let mut journal = self.journals.load(txn_id).await?;
         match journal.state {
             TxnState::AwaitingConfirmation | TxnState::Committing | TxnState::RollingBack => {
                 self.roll_back(journal, reason.to_string(), Vec::new())
                     .await
             }
             TxnState::Committed => {
-                self.refuse_held_files(journal.files.iter().map(|f| &f.path), Some(txn_id))?;
+                self.refuse_held_files(journal.files.iter().map(|f| &f.path), Some(txn_id))
+                    .await?;
                 self.unchanged_since_commit(&journal).await?;
                 self.roll_back(journal, reason.to_string(), Vec::new())
                     .await
@@ -325,19 +325,20 @@ impl<H: ChangeHost> ChangeEngine<H> {
             TxnState::RolledBack | TxnState::Aborted => Ok(CommitReport::of(&journal, Vec::new())),
             TxnState::Prepared => {
                 let reason = format!("{reason}; never applied, so dropped");
-                self.finish(&mut journal, TxnState::Aborted, Some(reason))?;
+                self.finish(&mut journal, TxnState::Aborted, Some(reason))
+                    .await?;
                 Ok(CommitReport::of(&journal, Vec::new()))
             }
         }
     }
 
-    /// After a restart: finishes every rollback a crash interrupted and rolls back every
-    /// transaction that was mid-commit. Transactions awaiting confirmation keep waiting
-    /// (their deadline still applies). Returns the transactions it rolled back.
+    /// After a crash: finishes every rollback it interrupted and rolls back every transaction
+    /// it left mid-commit (of those the store says were orphaned). Transactions awaiting
+    /// confirmation keep waiting (their deadline still applies). Returns what it rolled back.
     pub async fn recover(&self) -> Result<Vec<CommitReport>, ChangeError> {
         let _busy = self.busy.lock().await;
         let mut resolved = Vec::new();
-        for journal in self.journals.load_all()? {
+        for journal in self.journals.orphaned().await? {
             if matches!(journal.state, TxnState::Committing | TxnState::RollingBack) {
                 let reason = format!("restarted while {}: rolled back", journal.state.as_str());
                 tracing::warn!(txn_id = %journal.txn_id, %reason, "recovering transaction");
@@ -353,7 +354,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
         let _busy = self.busy.lock().await;
         let now = now_ms();
         let mut expired = Vec::new();
-        for mut journal in self.journals.load_all()? {
+        for mut journal in self.journals.load_all().await? {
             match journal.state {
                 TxnState::AwaitingConfirmation
                     if journal.confirm_deadline_ms.is_some_and(|d| d <= now) =>
@@ -369,7 +370,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
                         &mut journal,
                         TxnState::Aborted,
                         Some("never committed".into()),
-                    )?;
+                    )
+                    .await?;
                 }
                 _ => {}
             }
@@ -378,9 +380,10 @@ impl<H: ChangeHost> ChangeEngine<H> {
     }
 
     /// The earliest confirmation deadline, if any transaction awaits one.
-    pub fn next_deadline_ms(&self) -> Option<i64> {
+    pub async fn next_deadline_ms(&self) -> Option<i64> {
         self.journals
             .load_all()
+            .await
             .ok()?
             .iter()
             .filter(|j| j.state == TxnState::AwaitingConfirmation)
@@ -390,17 +393,17 @@ impl<H: ChangeHost> ChangeEngine<H> {
 
     /// Where a transaction is, as a report (changes nothing); `NotFound` when this host
     /// never had it.
-    pub fn report(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
-        let journal = self.journals.load(txn_id.as_str())?;
+    pub async fn report(&self, txn_id: &TxnId) -> Result<CommitReport, ChangeError> {
+        let journal = self.journals.load(txn_id.as_str()).await?;
         Ok(CommitReport::of(&journal, Vec::new()))
     }
 
-    pub fn status(&self, txn_id: &TxnId) -> Result<Journal, ChangeError> {
-        self.journals.load(txn_id.as_str())
+    pub async fn status(&self, txn_id: &TxnId) -> Result<Journal, ChangeError> {
+        self.journals.load(txn_id.as_str()).await
     }
 
-    pub fn list(&self) -> Result<Vec<Journal>, ChangeError> {
-        self.journals.load_all()
+    pub async fn list(&self) -> Result<Vec<Journal>, ChangeError> {
+        self.journals.load_all().await
     }
 
     /// The resolved path (directory symlinks followed, still inside a root) and what is there.
@@ -435,14 +438,15 @@ impl<H: ChangeHost> ChangeEngine<H> {
     }
 
     /// One transaction per file: refuses paths a live transaction (other than `except`) holds.
-    fn refuse_held_files<'a>(
+    async fn refuse_held_files<'a>(
         &self,
         mut paths: impl Iterator<Item = &'a ManagedPath>,
         except: Option<&str>,
     ) -> Result<(), ChangeError> {
         let held: Vec<Journal> = self
             .journals
-            .load_all()?
+            .load_all()
+            .await?
             .into_iter()
             .filter(|j| j.state.holds_files() && Some(j.txn_id.as_str()) != except)
             .collect();
@@ -546,12 +550,19 @@ impl<H: ChangeHost> ChangeEngine<H> {
                     .collect();
             }
         };
+        let local_dir = self.journals.local_dir(txn_id);
         let mut staged = Vec::with_capacity(set.files.len());
         for (index, file) in set.files.iter().enumerate() {
-            let local = self.journals.blob_path(txn_id, &staged_name(index));
+            let local = local_dir.as_ref().map(|dir| dir.join(staged_name(index)));
             staged.push(
                 self.host
-                    .stage(txn_id, index, &local, file.content.as_bytes(), account)
+                    .stage(
+                        txn_id,
+                        index,
+                        local.as_deref(),
+                        file.content.as_bytes(),
+                        account,
+                    )
                     .await,
             );
         }
@@ -590,8 +601,7 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 output,
             });
         }
-        let local_dir = self.journals.blob_path(txn_id, "");
-        self.host.unstage(txn_id, &local_dir).await;
+        self.host.unstage(txn_id, local_dir.as_deref()).await;
         outcomes
     }
 
@@ -682,7 +692,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
         health: Vec<HealthOutcome>,
     ) -> Result<CommitReport, ChangeError> {
         tracing::warn!(txn_id = %journal.txn_id, %reason, "rolling back");
-        self.finish(&mut journal, TxnState::RollingBack, Some(reason))?;
+        self.finish(&mut journal, TxnState::RollingBack, Some(reason))
+            .await?;
         for (index, file) in journal.files.iter().enumerate().rev() {
             // A file that is still (or again) its original is left alone, so a rollback
             // that never needs to write succeeds even where nothing can be written (the
@@ -694,7 +705,8 @@ impl<H: ChangeHost> ChangeEngine<H> {
                 Original::Present { meta, .. } => {
                     let content = self
                         .journals
-                        .read_blob(&journal.txn_id, &original_name(index))?;
+                        .read_blob(&journal.txn_id, &original_name(index))
+                        .await?;
                     if !is_exactly(live.as_ref(), &content, *meta) {
                         self.host.install(&file.path, &content, *meta).await?;
                     }
@@ -707,16 +719,18 @@ impl<H: ChangeHost> ChangeEngine<H> {
             reason.push_str(&format!("; after restoring the files, {error}"));
         }
         journal.confirm_deadline_ms = None;
-        self.finish(&mut journal, TxnState::RolledBack, Some(reason))?;
+        self.finish(&mut journal, TxnState::RolledBack, Some(reason))
+            .await?;
         Ok(CommitReport::of(&journal, health))
     }
 
-    fn finish(
+    async fn finish(
         &self,
         journal: &mut Journal,
         state: TxnState,
         reason: Option<String>,
     ) -> Result<(), ChangeError> {
+        let from = journal.state;
         if !journal.state.may_become(state) {
             return Err(ChangeError::Internal(format!(
                 "transaction {} cannot go from {} to {}",
@@ -730,18 +744,18 @@ impl<H: ChangeHost> ChangeEngine<H> {
             journal.reason = reason;
         }
         journal.updated_ms = now_ms();
-        self.journals.save(journal)
+        self.journals.save(journal, Some(from)).await
     }
 
     /// Keeps the newest finished transactions (for status and later rollback), drops older.
-    fn prune_finished(&self) {
-        let Ok(journals) = self.journals.load_all() else {
+    async fn prune_finished(&self) {
+        let Ok(journals) = self.journals.load_all().await else {
             return;
         };
         let finished: Vec<_> = journals.iter().filter(|j| !j.state.holds_files()).collect();
         let excess = finished.len().saturating_sub(KEEP_FINISHED);
         for journal in finished.into_iter().take(excess) {
-            self.journals.remove(&journal.txn_id);
+            self.journals.remove(&journal.txn_id).await;
         }
     }
 }

@@ -43,20 +43,21 @@ pub trait ChangeHost: CommandRunner + Send + Sync {
     ) -> impl Future<Output = Result<LiveFile, ChangeError>> + Send;
 
     /// Makes `content` readable by validators on the host and returns its path there.
-    /// `local_copy` is the engine's own staged copy (already durable). With `reader`, the
-    /// validators run as that `(uid, gid)`, and only it (and root) can read the copy.
+    /// `local_copy` is the engine's own staged copy when its journal is on this machine's
+    /// disk (already durable). With `reader`, the validators run as that `(uid, gid)`, and
+    /// only it (and root) can read the copy.
     fn stage(
         &self,
         txn_id: &str,
         index: usize,
-        local_copy: &Path,
+        local_copy: Option<&Path>,
         content: &[u8],
         reader: Option<(u32, u32)>,
     ) -> impl Future<Output = Result<ManagedPath, ChangeError>> + Send;
 
     /// Removes whatever [`stage`](Self::stage) put on the host.
-    /// `local_dir` is the engine's directory of the transaction.
-    fn unstage(&self, txn_id: &str, local_dir: &Path) -> impl Future<Output = ()> + Send;
+    /// `local_dir` is the engine's directory of the transaction, as for `stage`.
+    fn unstage(&self, txn_id: &str, local_dir: Option<&Path>) -> impl Future<Output = ()> + Send;
 
     /// Replaces `path` atomically: temp file in the same directory (created exclusively,
     /// never through a link) → fsync → rename → fsync the directory. The directory is checked
@@ -143,10 +144,13 @@ impl ChangeHost for LocalHost {
         &self,
         txn_id: &str,
         index: usize,
-        local_copy: &Path,
+        local_copy: Option<&Path>,
         content: &[u8],
         reader: Option<(u32, u32)>,
     ) -> Result<ManagedPath, ChangeError> {
+        let local_copy = local_copy.ok_or_else(|| {
+            ChangeError::Internal("the local host stages from a journal on its own disk".into())
+        })?;
         let Some(reader) = reader else {
             // The engine's staged copy is on this host already.
             return managed(local_copy);
@@ -166,7 +170,8 @@ impl ChangeHost for LocalHost {
         managed(&dir.join(staged_name(index)))
     }
 
-    async fn unstage(&self, txn_id: &str, local_dir: &Path) {
+    async fn unstage(&self, txn_id: &str, local_dir: Option<&Path>) {
+        let Some(local_dir) = local_dir else { return };
         let dir = validate_dir(txn_id, &local_dir.join("staged"));
         let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
         if is_dir {

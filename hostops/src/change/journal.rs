@@ -1,8 +1,10 @@
-//! The on-disk journal that drives a transaction's state machine. Each transaction has a
-//! directory holding `journal.json` plus the staged and original contents of its files; every
-//! write is atomic and fsynced, so after a crash the journal says exactly what to finish.
+//! The journal that drives a transaction's state machine: its state, its files' staged and
+//! original contents, and where they are kept ([`JournalStore`]). On disk ([`Journals`]) each
+//! transaction has a directory holding `journal.json` and the contents; every write is atomic
+//! and fsynced, so after a crash the journal says exactly what to finish.
 
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -110,9 +112,57 @@ pub struct Journal {
     pub reason: Option<String>,
 }
 
-/// Where journals live: `<root>/<txn_id>/`.
+/// Where a transaction's journal and its files' contents are kept. The agent keeps them in
+/// files on its own host ([`Journals`]); the controller keeps an agentless host's in its
+/// database, so whichever replica is alive can finish what another started.
+pub trait JournalStore: Send + Sync {
+    /// Reserves `txn_id`; `Conflict` when it exists already.
+    fn create(&self, txn_id: &str) -> impl Future<Output = Result<(), ChangeError>> + Send;
+
+    fn write_blob(
+        &self,
+        txn_id: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<(), ChangeError>> + Send;
+
+    fn read_blob(
+        &self,
+        txn_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, ChangeError>> + Send;
+
+    /// Persists the journal durably; the state it names is what a restart will act on.
+    /// `from` is the state it was read in (`None` for a new one): a store several processes
+    /// share refuses with `Conflict` when another moved the transaction on meanwhile.
+    fn save(
+        &self,
+        journal: &Journal,
+        from: Option<TxnState>,
+    ) -> impl Future<Output = Result<(), ChangeError>> + Send;
+
+    /// `NotFound` when this host never had the transaction.
+    fn load(&self, txn_id: &str) -> impl Future<Output = Result<Journal, ChangeError>> + Send;
+
+    /// Every transaction with a journal, oldest first.
+    fn load_all(&self) -> impl Future<Output = Result<Vec<Journal>, ChangeError>> + Send;
+
+    /// The transactions a crash left for this engine to finish: every one where the engine
+    /// is the store's only user, only those whose owner stopped where several share it.
+    fn orphaned(&self) -> impl Future<Output = Result<Vec<Journal>, ChangeError>> + Send;
+
+    fn remove(&self, txn_id: &str) -> impl Future<Output = ()> + Send;
+
+    /// The transaction's directory when its journal is on this host's disk (the local host
+    /// stages validators' copies from it); `None` for a journal kept elsewhere.
+    fn local_dir(&self, txn_id: &str) -> Option<PathBuf>;
+}
+
+/// Journals in files: `<root>/<txn_id>/`, every write atomic and fsynced. The directory is
+/// locked for the store's life: one engine per directory, never two processes.
 pub struct Journals {
     root: PathBuf,
+    _lock: fs::File,
 }
 
 /// Transaction IDs become directory names: short, and only letters, digits and `-`.
@@ -123,10 +173,25 @@ pub fn check_txn_id(txn_id: &str) -> Result<(), ChangeError> {
 }
 
 impl Journals {
+    /// Opens (creating) the directory and takes its lock.
     pub fn open(root: &Path) -> Result<Self, ChangeError> {
         fsutil::create_private_dir(root).map_err(|e| ChangeError::io("creating", root, e))?;
+        let lock_path = root.join("engine.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ChangeError::io("opening", &lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            ChangeError::Conflict(format!(
+                "another process is applying changes from {}",
+                root.display()
+            ))
+        })?;
         Ok(Self {
             root: root.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -138,40 +203,11 @@ impl Journals {
         self.root.join(txn_id)
     }
 
-    pub fn blob_path(&self, txn_id: &str, name: &str) -> PathBuf {
+    fn blob_path(&self, txn_id: &str, name: &str) -> PathBuf {
         self.dir(txn_id).join(name)
     }
 
-    pub fn create_dir(&self, txn_id: &str) -> Result<(), ChangeError> {
-        let dir = self.dir(txn_id);
-        if dir.exists() {
-            return Err(ChangeError::Conflict(format!(
-                "transaction {txn_id} already exists"
-            )));
-        }
-        fsutil::create_private_dir(&dir).map_err(|e| ChangeError::io("creating", &dir, e))?;
-        fsutil::sync_dir(&self.root).map_err(|e| ChangeError::io("syncing", &self.root, e))
-    }
-
-    pub fn write_blob(&self, txn_id: &str, name: &str, bytes: &[u8]) -> Result<(), ChangeError> {
-        let path = self.blob_path(txn_id, name);
-        fsutil::write_atomic(&path, bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
-    }
-
-    pub fn read_blob(&self, txn_id: &str, name: &str) -> Result<Vec<u8>, ChangeError> {
-        let path = self.blob_path(txn_id, name);
-        fs::read(&path).map_err(|e| ChangeError::io("reading", &path, e))
-    }
-
-    /// Persists the journal durably; the state it names is what a restart will act on.
-    pub fn save(&self, journal: &Journal) -> Result<(), ChangeError> {
-        let path = self.blob_path(&journal.txn_id, "journal.json");
-        let bytes = serde_json::to_vec_pretty(journal)
-            .map_err(|e| ChangeError::Internal(format!("encoding journal: {e}")))?;
-        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
-    }
-
-    pub fn load(&self, txn_id: &str) -> Result<Journal, ChangeError> {
+    fn load_file(&self, txn_id: &str) -> Result<Journal, ChangeError> {
         check_txn_id(txn_id)?;
         let path = self.blob_path(txn_id, "journal.json");
         let bytes = match fs::read(&path) {
@@ -187,9 +223,15 @@ impl Journals {
             .map_err(|e| ChangeError::Internal(format!("{}: {e}", path.display())))
     }
 
-    /// Every transaction with a journal, oldest first. A directory without one was never
-    /// prepared (crash while staging) and is removed.
-    pub fn load_all(&self) -> Result<Vec<Journal>, ChangeError> {
+    fn remove_dir(&self, txn_id: &str) {
+        let dir = self.dir(txn_id);
+        if let Err(error) = fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot remove transaction directory");
+        }
+    }
+
+    /// A directory without a journal was never prepared (crash while staging): removed.
+    fn load_dir(&self) -> Result<Vec<Journal>, ChangeError> {
         let entries =
             fs::read_dir(&self.root).map_err(|e| ChangeError::io("listing", &self.root, e))?;
         let mut journals = Vec::new();
@@ -198,21 +240,65 @@ impl Journals {
             if check_txn_id(&name).is_err() || !entry.path().is_dir() {
                 continue;
             }
-            match self.load(&name) {
+            match self.load_file(&name) {
                 Ok(journal) => journals.push(journal),
-                Err(ChangeError::NotFound(_)) => self.remove(&name),
+                Err(ChangeError::NotFound(_)) => self.remove_dir(&name),
                 Err(error) => return Err(error),
             }
         }
         journals.sort_by_key(|j| (j.created_ms, j.txn_id.clone()));
         Ok(journals)
     }
+}
 
-    pub fn remove(&self, txn_id: &str) {
+impl JournalStore for Journals {
+    async fn create(&self, txn_id: &str) -> Result<(), ChangeError> {
         let dir = self.dir(txn_id);
-        if let Err(error) = fs::remove_dir_all(&dir) {
-            tracing::warn!(%error, dir = %dir.display(), "cannot remove transaction directory");
+        if dir.exists() {
+            return Err(ChangeError::Conflict(format!(
+                "transaction {txn_id} already exists"
+            )));
         }
+        fsutil::create_private_dir(&dir).map_err(|e| ChangeError::io("creating", &dir, e))?;
+        fsutil::sync_dir(&self.root).map_err(|e| ChangeError::io("syncing", &self.root, e))
+    }
+
+    async fn write_blob(&self, txn_id: &str, name: &str, bytes: &[u8]) -> Result<(), ChangeError> {
+        let path = self.blob_path(txn_id, name);
+        fsutil::write_atomic(&path, bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
+    }
+
+    async fn read_blob(&self, txn_id: &str, name: &str) -> Result<Vec<u8>, ChangeError> {
+        let path = self.blob_path(txn_id, name);
+        fs::read(&path).map_err(|e| ChangeError::io("reading", &path, e))
+    }
+
+    /// The directory's lock makes this engine its only writer, so `from` needs no check.
+    async fn save(&self, journal: &Journal, _from: Option<TxnState>) -> Result<(), ChangeError> {
+        let path = self.blob_path(&journal.txn_id, "journal.json");
+        let bytes = serde_json::to_vec_pretty(journal)
+            .map_err(|e| ChangeError::Internal(format!("encoding journal: {e}")))?;
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|e| ChangeError::io("writing", &path, e))
+    }
+
+    async fn load(&self, txn_id: &str) -> Result<Journal, ChangeError> {
+        self.load_file(txn_id)
+    }
+
+    async fn load_all(&self) -> Result<Vec<Journal>, ChangeError> {
+        self.load_dir()
+    }
+
+    async fn orphaned(&self) -> Result<Vec<Journal>, ChangeError> {
+        self.load_dir()
+    }
+
+    async fn remove(&self, txn_id: &str) {
+        self.remove_dir(txn_id)
+    }
+
+    fn local_dir(&self, txn_id: &str) -> Option<PathBuf> {
+        Some(self.dir(txn_id))
     }
 }
 

@@ -3,7 +3,8 @@
 //! time. A file is always either its old or its new version, whatever crashes when.
 //!
 //! - [`spec`]: the change set and the host's policy (allowlisted roots and validators).
-//! - [`journal`]: the on-disk state machine that makes every step crash-safe.
+//! - [`journal`]: the journaled state machine that makes every step crash-safe, and where
+//!   it is kept (files on the agent, the database for agentless hosts).
 //! - [`host`]: the primitives a change needs ([`host::LocalHost`] here; the controller
 //!   implements them over SSH for agentless hosts).
 //! - [`health`]: commit actions and health checks.
@@ -20,7 +21,7 @@ pub mod wire;
 
 pub use engine::{ChangeEngine, CommitReport, FileDiff, PrepareReport, ValidatorOutcome};
 pub use host::{ChangeHost, LiveFile, LocalHost};
-pub use journal::{Journal, TxnState};
+pub use journal::{Journal, JournalStore, Journals, TxnState};
 pub use spec::{ChangePolicy, ChangeSet, CommitOptions};
 
 use std::path::Path;

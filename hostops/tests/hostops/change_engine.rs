@@ -213,7 +213,7 @@ async fn a_failed_health_check_restores_every_file() {
     assert_eq!(mode(&conf), 0o640);
     assert!(!new.exists(), "a file that did not exist is removed again");
     assert_eq!(
-        f.engine.status(&id("t")).unwrap().state,
+        f.engine.status(&id("t")).await.unwrap().state,
         TxnState::RolledBack
     );
 }
@@ -232,7 +232,7 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
         .unwrap();
     assert_eq!(report.state, TxnState::AwaitingConfirmation);
     assert_eq!(std::fs::read(&conf).unwrap(), b"new\n");
-    assert!(f.engine.next_deadline_ms().is_some());
+    assert!(f.engine.next_deadline_ms().await.is_some());
     tokio::time::sleep(Duration::from_millis(700)).await;
     let expired = f.engine.expire().await.unwrap();
     assert_eq!(expired.len(), 1);
@@ -254,7 +254,7 @@ async fn an_unconfirmed_change_rolls_back_at_the_deadline_and_a_confirmed_one_st
     assert!(f.engine.expire().await.unwrap().is_empty());
     assert_eq!(std::fs::read(&conf).unwrap(), b"new\n");
     assert_eq!(
-        f.engine.status(&id("confirmed")).unwrap().state,
+        f.engine.status(&id("confirmed")).await.unwrap().state,
         TxnState::Committed
     );
 }
@@ -352,7 +352,10 @@ async fn a_file_changed_between_prepare_and_commit_is_not_overwritten() {
         "{error}"
     );
     assert_eq!(std::fs::read(&conf).unwrap(), b"someone else\n");
-    assert_eq!(f.engine.status(&id("t")).unwrap().state, TxnState::Aborted);
+    assert_eq!(
+        f.engine.status(&id("t")).await.unwrap().state,
+        TxnState::Aborted
+    );
 }
 
 #[tokio::test]
@@ -400,7 +403,7 @@ async fn traversal_symlinks_special_files_and_outside_paths_are_refused() {
     assert_eq!(std::fs::read(&secret).unwrap(), b"secret\n");
     assert_eq!(dir_entries(&f.outside), ["secret"]);
     assert!(
-        f.engine.list().unwrap().is_empty(),
+        f.engine.list().await.unwrap().is_empty(),
         "refusals leave no transaction"
     );
 }

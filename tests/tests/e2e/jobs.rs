@@ -569,8 +569,8 @@ async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it(
     controller.shutdown().await;
 }
 
-/// Two controllers on one PostgreSQL database (sharing the CA and the agentless journals, as
-/// replicas behind one address do). The one running a deploy dies mid-commit; the other takes
+/// Two controllers on one PostgreSQL database (sharing the CA, as replicas behind one
+/// address do). The one running a deploy dies mid-commit; the other takes
 /// the job over when its lease runs out and finishes it from what the hosts say.
 #[tokio::test]
 async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
@@ -662,6 +662,77 @@ async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
     assert_eq!(namespace.read(&conf), "old\n");
     agent.stop().await;
     b.shutdown().await;
+}
+
+/// Two controllers on one PostgreSQL database, each with its own data directory (on two
+/// machines they share only the database and the SSH identity). A dies while an agentless
+/// host's file is swapped in and its health check runs; B reads the host's journal from the
+/// database, takes the job over and rolls the host back.
+#[tokio::test]
+async fn an_agentless_change_a_dead_replica_left_mid_commit_is_rolled_back_by_another() {
+    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
+    let Some(url) = infrastructor_e2e::fresh_postgres_database().await else {
+        return;
+    };
+    let Some(namespace) = MountNamespace::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    namespace.mount_tmpfs(&root);
+    namespace.write(&conf, "old\n");
+    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+        return;
+    };
+    let backend = Backend::Postgres(url);
+    let config = |name: &str| {
+        let mut config = controller_config(&dir.path().join(name), &backend);
+        config.agentless_changes = change_policy(&root, &[]);
+        config.jobs.lease = Duration::from_secs(3);
+        config
+    };
+    let a = TestController::start(config("a")).await;
+    copy_dir(&dir.path().join("a/ssh"), &dir.path().join("b/ssh"));
+    let b = TestController::start(config("b")).await;
+    let nas = sshd.register(&a, "nas").await;
+
+    // A service that never comes up: the health check keeps the commit open.
+    let port = port_opening_after(Duration::from_secs(3600));
+    let request = json!({"devices": [nas],
+        "change": {"files": [{"path": conf.to_str().unwrap(), "content": "new\n"}],
+            "health_checks": [{"tcp_connect": format!("127.0.0.1:{port}")}]},
+        "options": {"health_timeout_seconds": 300}});
+    let (status, job) = a.post_body("/changes", &request).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(60), "the file swapped in", || async {
+        (namespace.read(&conf) == "new\n").then_some(())
+    })
+    .await;
+    a.kill();
+
+    let job = finished_job(&b, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let (_, change) = b.get_json(&format!("/changes/{id}")).await;
+    assert_eq!(change["state"], "rolled_back", "{change}");
+    assert_eq!(change["targets"][0]["state"], "rolled_back", "{change}");
+    assert_eq!(namespace.read(&conf), "old\n", "the agentless host's file");
+    assert!(
+        !dir.path().join("b/changes").exists() && !dir.path().join("a/changes").exists(),
+        "no journal on a controller's disk"
+    );
+    b.shutdown().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 #[tokio::test]

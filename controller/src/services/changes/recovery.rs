@@ -1,6 +1,7 @@
 //! Finishing what was interrupted, from what the hosts say: a deploy job resumed after a
 //! controller crash or a takeover, a host's own rollbacks, changes left waiting past their
-//! deadline, and the agentless engines' journals at start.
+//! deadline, and agentless hosts' transactions that a stopped controller left or whose
+//! deadline passed.
 
 use super::*;
 
@@ -168,42 +169,53 @@ impl Services {
         }
     }
 
-    /// At start: finish what a crash interrupted on agentless hosts (their journals are here).
-    pub async fn recover_agentless_changes(&self) {
-        for device_id in self.agentless_changes.devices_with_journals() {
-            let Ok(Some(row)) = self.store.find_device(&device_id).await else {
+    /// Agentless hosts' transactions, on whichever replica started them: finishes what a
+    /// stopped controller left mid-step (its rollbacks and commits) and rolls back those
+    /// whose confirmation deadline passed. Whatever it rolls back is recorded on its change.
+    pub async fn watch_agentless_changes(&self) {
+        let ctx = Ctx::system("agentless change deadlines");
+        let devices = match self.agentless_changes.devices_with_live_journals().await {
+            Ok(devices) => devices,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list agentless transactions; will retry");
+                return;
+            }
+        };
+        for device_id in devices {
+            let Some(engine) = self.agentless_engine(&device_id).await else {
                 continue;
             };
-            let Ok(target) = crate::services::devices::ssh_target(&row) else {
-                continue;
-            };
-            match self.agentless_changes.engine(&row.id, target) {
-                Ok(engine) => {
-                    if let Err(error) = engine.recover().await {
-                        tracing::error!(device_id, %error, "cannot recover changes over SSH");
-                    }
-                }
-                Err(error) => tracing::error!(device_id, %error, "cannot open change journal"),
+            let mut finished = Vec::new();
+            match engine.recover().await {
+                Ok(recovered) => finished.extend(recovered),
+                Err(error) => tracing::error!(device_id, %error, "cannot recover changes over SSH"),
+            }
+            match engine.expire().await {
+                Ok(expired) => finished.extend(expired),
+                Err(error) => tracing::error!(device_id, %error, "cannot expire changes over SSH"),
+            }
+            for report in finished {
+                let event = TxnEvent {
+                    txn_id: report.txn_id,
+                    state: report.state,
+                    reason: report.reason.unwrap_or_default(),
+                };
+                self.record_change_event(&ctx, &device_id, &event).await;
             }
         }
     }
 
-    /// Rolls back agentless transactions whose confirmation deadline passed.
-    pub async fn expire_agentless_changes(&self) {
-        let ctx = Ctx::system("agentless change deadlines");
-        for (device_id, engine) in self.agentless_changes.open_engines() {
-            match engine.expire().await {
-                Ok(expired) => {
-                    for report in expired {
-                        let event = TxnEvent {
-                            txn_id: report.txn_id,
-                            state: report.state,
-                            reason: report.reason.unwrap_or_default(),
-                        };
-                        self.record_change_event(&ctx, &device_id, &event).await;
-                    }
-                }
-                Err(error) => tracing::error!(device_id, %error, "cannot expire changes over SSH"),
+    async fn agentless_engine(
+        &self,
+        device_id: &str,
+    ) -> Option<Arc<crate::fleet::ssh_changes::AgentlessEngine>> {
+        let row = self.store.find_device(device_id).await.ok()??;
+        let target = crate::services::devices::ssh_target(&row).ok()?;
+        match self.agentless_changes.engine(&row.id, target) {
+            Ok(engine) => Some(engine),
+            Err(error) => {
+                tracing::error!(device_id, %error, "cannot open the change engine");
+                None
             }
         }
     }
