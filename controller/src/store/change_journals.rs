@@ -24,6 +24,9 @@ pub struct JournalSave<'a> {
     pub now_ms: i64,
 }
 
+const SAVE_JOURNAL: &str = "UPDATE change_journals SET owner = $3, state = $4, journal = $5, \
+    updated_at_ms = $6 WHERE device_id = $1 AND txn_id = $2 AND state IS NOT DISTINCT FROM $7";
+
 impl Store {
     /// Reserves a transaction on a device; a unique violation (`Conflict`) if it exists.
     pub async fn create_change_journal(
@@ -90,23 +93,17 @@ impl Store {
     /// Saves the journal if the transaction is still in `save.from`; false if another
     /// replica moved it on (or removed it) meanwhile.
     pub async fn save_change_journal(&self, save: &JournalSave<'_>) -> StoreResult<bool> {
-        let done =
-            on_pool!(&self.writer, |p| {
-                sqlx::query(
-            "UPDATE change_journals SET owner = $3, state = $4, journal = $5, updated_at_ms = $6 \
-             WHERE device_id = $1 AND txn_id = $2 AND state IS NOT DISTINCT FROM $7"
-        )
-        .bind(save.device_id)
-        .bind(save.txn_id)
-        .bind(save.owner)
-        .bind(save.state)
-        .bind(save.journal)
-        .bind(save.now_ms)
-        .bind(save.from)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected())
-            })?;
+        let done = on_pool!(&self.writer, |p| sqlx::query(SAVE_JOURNAL)
+            .bind(save.device_id)
+            .bind(save.txn_id)
+            .bind(save.owner)
+            .bind(save.state)
+            .bind(save.journal)
+            .bind(save.now_ms)
+            .bind(save.from)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(done == 1)
     }
 
