@@ -13,6 +13,7 @@
 //!   operations.
 
 pub mod admin;
+pub mod analytics;
 pub mod approvals;
 pub mod changes;
 pub mod confirm;

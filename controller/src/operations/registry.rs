@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::pipeline::{execute, How, Outcome};
-use super::{admin, approvals, changes, devices, jobs, observe};
+use super::{admin, analytics, approvals, changes, devices, jobs, observe};
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -144,6 +144,8 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<observe::ListContainers>::NEW,
     &Entry::<observe::DiagnoseDevice>::NEW,
     &Entry::<observe::DiagnoseInfrastructure>::NEW,
+    &Entry::<analytics::AnalyzePerformanceTrends>::NEW,
+    &Entry::<analytics::PredictCapacity>::NEW,
     &Entry::<devices::GetSshPublicKey>::NEW,
     &Entry::<admin::CreateEnrollmentToken>::NEW,
     &Entry::<changes::PlanChange>::NEW,

@@ -351,7 +351,7 @@ pub fn parse_query(query: &MetricQuery, now: i64, raw_retention: Duration) -> Re
 }
 
 /// `disk.used_percent{mount=/,device=sda}` → name and labels.
-fn parse_selector(selector: &str) -> Result<(String, BTreeMap<String, String>)> {
+pub(crate) fn parse_selector(selector: &str) -> Result<(String, BTreeMap<String, String>)> {
     let (name, rest) = match selector.split_once('{') {
         Some((name, rest)) => {
             let inner = rest.strip_suffix('}').ok_or_else(|| {

@@ -441,7 +441,20 @@ impl Store {
         to_ms: i64,
         step_ms: i64,
     ) -> StoreResult<Vec<Bucket>> {
-        let sql = match resolution {
+        let sql = Self::buckets_sql(resolution);
+        Ok(read!(self, |p| sqlx::query_as::<_, Bucket>(&sql)
+            .bind(series_id)
+            .bind(step_ms)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(p)
+            .await)?)
+    }
+
+    /// The bucket query: `$1` series, `$2` step, `[$3, $4)` the range; columns `bucket`,
+    /// `avg`, `min`, `max`, `count`, ordered by bucket.
+    pub(super) fn buckets_sql(resolution: Resolution) -> String {
+        match resolution {
             Resolution::Raw => "SELECT (ts_ms / $2) * $2 AS bucket, AVG(value) AS avg, MIN(value) AS min, \
                  MAX(value) AS max, COUNT(*) AS count FROM samples \
                  WHERE series_id = $1 AND ts_ms >= $3 AND ts_ms < $4 GROUP BY 1 ORDER BY 1"
@@ -453,14 +466,7 @@ impl Store {
                  WHERE series_id = $1 AND bucket_ms >= $3 AND bucket_ms < $4 GROUP BY 1 ORDER BY 1",
                 rollup.table()
             ),
-        };
-        Ok(read!(self, |p| sqlx::query_as::<_, Bucket>(&sql)
-            .bind(series_id)
-            .bind(step_ms)
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_all(p)
-            .await)?)
+        }
     }
 
     /// The newest sample of every series of the device (optionally only the named series).

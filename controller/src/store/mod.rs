@@ -5,6 +5,7 @@
 //! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
 //! everywhere, so no type differs between the backends.
 
+mod analytics;
 mod approvals;
 mod audit;
 mod change_journals;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use analytics::{HourRow, NamedSeries};
 pub use approvals::ApprovalRow;
 pub use audit::{AuditFilter, AuditRow};
 pub use change_journals::{ChangeJournalRow, JournalSave};

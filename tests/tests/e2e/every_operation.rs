@@ -57,6 +57,9 @@ impl Fixture {
             }
             "query_metrics" => json!({"device": self.agent, "series": "cpu.usage_percent",
                 "from": "-1h", "step": "1m"}),
+            "analyze_performance_trends" => json!({"devices": self.agent,
+                "resource": "cpu", "window": "1h"}),
+            "predict_capacity" => json!({"device": self.agent, "resource": "disk"}),
             "check_history" => json!({"device": self.agent, "limit": 5}),
             "create_enrollment_token" => json!({"expires_in": "1h"}),
             "plan_change" => json!({"devices": [self.agent],

@@ -17,8 +17,9 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 20] = [
+const CATALOGUE: [&str; 22] = [
     "add_agentless_device",
+    "analyze_performance_trends",
     "cancel_job",
     "confirm_change",
     "deploy_configuration_change",
@@ -34,6 +35,7 @@ const CATALOGUE: [&str; 20] = [
     "list_changes",
     "list_containers",
     "list_devices",
+    "predict_capacity",
     "query_metrics",
     "remove_device",
     "rollback_change",
