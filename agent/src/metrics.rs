@@ -73,18 +73,21 @@ impl HostMetrics {
         out.push(sample("memory.total_bytes", &[], ts, total));
         out.push(sample("memory.used_bytes", &[], ts, used));
         out.push(sample("memory.used_percent", &[], ts, percent(used, total)));
-        out.push(sample(
-            "swap.total_bytes",
-            &[],
-            ts,
+        let (swap_total, swap_used) = (
             self.system.total_swap() as f64,
-        ));
-        out.push(sample(
-            "swap.used_bytes",
-            &[],
-            ts,
             self.system.used_swap() as f64,
-        ));
+        );
+        out.push(sample("swap.total_bytes", &[], ts, swap_total));
+        out.push(sample("swap.used_bytes", &[], ts, swap_used));
+        // Without swap there is nothing to fill: no percentage rather than a constant 0.
+        if swap_total > 0.0 {
+            out.push(sample(
+                "swap.used_percent",
+                &[],
+                ts,
+                percent(swap_used, swap_total),
+            ));
+        }
     }
 
     fn load_and_uptime(ts: i64, out: &mut Vec<Sample>) {

@@ -114,13 +114,14 @@ pub fn get(name: &str, arguments: &rmcp::model::JsonObject) -> Result<GetPromptR
             "Review capacity",
             format!(
                 "Review the fleet's capacity.\n\
-                 1. diagnose_infrastructure (summary) and list_devices for the inventory.\n\
-                 2. For each online device, query_metrics for cpu.usage_percent, \
-                 memory.used_percent and disk.used_percent over the last 7 days at 6h steps.\n\
-                 3. Rank the devices by how close their peaks come to full, and say which \
-                 resource runs out first on each and roughly when at the current trend.\n\
-                 Keep the answer to a table and the three most important actions. \
-                 {UNTRUSTED}"
+                 1. predict_capacity with no device: every disk, memory, swap and ZFS pool, \
+                 ranked by what fills first, with dates, intervals and confidence.\n\
+                 2. For the first few, analyze_performance_trends on that device and resource \
+                 over 30d to explain them: steady growth, a step (a deploy, a migration) or \
+                 anomalies.\n\
+                 3. diagnose_infrastructure (summary) for anything already failing.\n\
+                 Keep the answer to a table (device, resource, now, date, interval, \
+                 confidence) and the three most important actions. {UNTRUSTED}"
             ),
         ),
         other => {

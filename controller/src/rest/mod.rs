@@ -4,6 +4,7 @@
 //! served by one adapter over the operation pipeline (scope, audit, approvals, timing).
 
 mod body;
+mod charts;
 mod events;
 mod handlers;
 pub mod middleware;
@@ -38,6 +39,7 @@ pub fn router(services: Services, shutdown: CancellationToken) -> Router {
         .iter()
         .fold(Router::new(), |router, entry| entry.route(router))
         .route("/jobs/{job}/events", get(events::job_events))
+        .route("/devices/{device}/metrics/chart", get(charts::metric_chart))
         // Route layers run outermost-last: authenticate → rate limit → operation.
         .route_layer(axum::middleware::from_fn_with_state(
             services.clone(),

@@ -299,6 +299,50 @@ fn job_events() -> Value {
     }})
 }
 
+/// The other route that is not an operation: a series as an SVG chart.
+fn metric_chart() -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "the series' history (min-max band and mean), its trend line, and \
+                with a threshold the forecast's likely path inside its interval, up to the \
+                crossing",
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        }),
+    );
+    for (status, _) in PROBLEMS {
+        responses.insert(
+            status.to_string(),
+            json!({"$ref": format!("#/components/responses/{status}")}),
+        );
+    }
+    let query = |name: &str, schema: Value, description: &str| {
+        json!({"name": name, "in": "query", "required": false, "schema": schema,
+            "description": description})
+    };
+    json!({"get": {
+        "operationId": "metric_chart",
+        "summary": "A series as an SVG chart: history, trend line and forecast band",
+        "description": "Rendered on the controller, without JavaScript, for people and pages.",
+        "parameters": [
+            {"name": "device", "in": "path", "required": true,
+             "schema": {"type": "string", "pattern": crate::operations::params::DeviceRef::PATTERN}},
+            {"name": "series", "in": "query", "required": true,
+             "description": "one series: a selector picking a single label set",
+             "schema": {"type": "string", "pattern": crate::services::metrics::SERIES_SELECTOR}},
+            query("window", json!({"type": "string"}), "history shown, e.g. 7d (default 30d)"),
+            query("threshold", json!({"type": "number"}),
+                "draws the threshold and the forecast to it (default 90 for *_percent series)"),
+            query("horizon", json!({"type": "string"}), "how far the forecast reaches (default 30d)"),
+        ],
+        "security": [{"bearer": []}],
+        "x-required-scope": "read",
+        "x-effect": "read",
+        "responses": responses,
+    }})
+}
+
 fn problem_schema() -> Value {
     json!({
         "type": "object",
@@ -326,6 +370,10 @@ pub fn document() -> Value {
         }
     }
     paths.insert("/api/v1/jobs/{job}/events".into(), job_events());
+    paths.insert(
+        "/api/v1/devices/{device}/metrics/chart".into(),
+        metric_chart(),
+    );
     let mut problems = Map::new();
     for (status, description) in PROBLEMS {
         problems.insert(

@@ -186,6 +186,7 @@ async fn answers(backend: Backend, end_ms: i64) -> (Vec<Value>, Value) {
     }
     let (status, capacity) = controller.get_json("/analytics/capacity").await;
     assert_eq!(status, 200, "{capacity}");
+    chart(&controller).await;
     refusals(&controller).await;
     controller.shutdown().await;
     (trends, capacity)
@@ -321,4 +322,70 @@ fn check_capacity(capacity: &Value, end_ms: i64) {
         disk["method"]["since_step_ms"].is_i64(),
         "fitted after the cleanup: {disk}"
     );
+}
+
+/// The SVG chart parses as XML and draws what it says: history and its band, the trend, the
+/// forecast inside its band, the threshold and the crossing.
+async fn chart(controller: &TestController) {
+    let response = controller
+        .http()
+        .get(controller.api_url(
+            "/devices/filling/metrics/chart?series=disk.used_percent%7Bmount%3D%2Fdata%7D&window=60d&horizon=90d",
+        ))
+        .bearer_auth(&controller.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(kind, "image/svg+xml");
+    let body = response.text().await.unwrap();
+    if let Ok(path) = std::env::var("INFRASTRUCTOR_CHART_OUT") {
+        std::fs::write(path, &body).unwrap();
+    }
+    let svg = roxmltree::Document::parse(&body).expect("well-formed SVG");
+    let root = svg.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let with_class = |class: &str| {
+        svg.descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .collect::<Vec<_>>()
+    };
+    let history = with_class("history");
+    let points = history[0].attribute("points").unwrap().split(' ').count();
+    assert!((100..=130).contains(&points), "{points} history points");
+    assert_eq!(with_class("band").len(), 2, "history and forecast bands");
+    for drawn in ["trend", "forecast", "threshold", "crossing"] {
+        assert_eq!(with_class(drawn).len(), 1, "{drawn} in {body}");
+    }
+    let texts: Vec<&str> = svg
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("filling") && t.contains("disk.used_percent")));
+    assert!(
+        texts.iter().any(|t| t.starts_with("crosses 20")),
+        "{texts:?}"
+    );
+    for (query, status) in [
+        ("/devices/filling/metrics/chart", 400),
+        ("/devices/filling/metrics/chart?series=nope", 404),
+        (
+            "/devices/nobody/metrics/chart?series=cpu.usage_percent",
+            404,
+        ),
+        (
+            "/devices/filling/metrics/chart?series=cpu.usage_percent&window=x",
+            400,
+        ),
+    ] {
+        let (got, body) = controller.get_json(query).await;
+        assert_eq!(got, status, "{query}: {body}");
+    }
 }

@@ -129,16 +129,84 @@ impl Question {
 
 /// Forecasts from hourly buckets, oldest first.
 pub fn forecast(buckets: &[HourBucket], question: Question) -> Forecast {
+    match fitted(buckets, question) {
+        Ok(fitted) => fitted.forecast(question),
+        Err(answer) => *answer,
+    }
+}
+
+/// One instant of the forecast's paths: the likely peak, and the interval's bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathPoint {
+    pub ts_ms: i64,
+    pub likely: f64,
+    pub earliest: f64,
+    pub latest: f64,
+}
+
+/// The forecast, and its paths every `step_ms` from now to the horizon (none when there is
+/// no fit: already above, or not enough data).
+pub fn forecast_with_paths(
+    buckets: &[HourBucket],
+    question: Question,
+    step_ms: i64,
+) -> (Forecast, Vec<PathPoint>) {
+    let fitted = match fitted(buckets, question) {
+        Ok(fitted) => fitted,
+        Err(answer) => return (*answer, Vec::new()),
+    };
+    let end = question.hour() + (question.horizon_days * DAY_MS as f64) as i64;
+    let model = &fitted.model;
+    let paths = (0..)
+        .map(|i| question.hour() + i * step_ms.max(HOUR_MS))
+        .take_while(|t| *t <= end)
+        .map(|t| {
+            let x = trend::days(t);
+            PathPoint {
+                ts_ms: t,
+                likely: model.likely().at(x),
+                earliest: model.earliest().at(x),
+                latest: model.latest().at(x),
+            }
+        })
+        .collect();
+    (fitted.forecast(question), paths)
+}
+
+/// A model fitted to the history after the last step, with what the answer reports of it.
+struct Fitted {
+    model: Model,
+    backtest_error: Option<f64>,
+    since_step_ms: Option<i64>,
+    hours: i64,
+    current: Option<f64>,
+}
+
+impl Fitted {
+    fn forecast(&self, question: Question) -> Forecast {
+        project(
+            &self.model,
+            self.backtest_error,
+            self.since_step_ms,
+            self.hours,
+            question,
+            self.current,
+        )
+    }
+}
+
+/// The fit, or the answer when there is nothing to fit.
+fn fitted(buckets: &[HourBucket], question: Question) -> Result<Fitted, Box<Forecast>> {
     let Some(last) = buckets.last() else {
         let mut answer = Forecast::bare(Outlook::NotEnoughData, None);
         answer.needs_hours = Some(MIN_HISTORY_HOURS);
-        return answer;
+        return Err(Box::new(answer));
     };
     let current = Some(last.avg);
     if last.avg >= question.threshold {
         let mut answer = Forecast::bare(Outlook::AlreadyAbove, current);
         answer.confidence = 1.0;
-        return answer;
+        return Err(Box::new(answer));
     }
     let means: Vec<Point> = buckets
         .iter()
@@ -154,25 +222,23 @@ pub fn forecast(buckets: &[HourBucket], question: Question) -> Forecast {
         .copied()
         .collect();
     let hours = (last.ts_ms - segment[0].ts_ms) / HOUR_MS + 1;
-    if hours < MIN_HISTORY_HOURS {
+    let short = |needs: i64| {
         let mut answer = Forecast::bare(Outlook::NotEnoughData, current);
-        answer.needs_hours = Some(MIN_HISTORY_HOURS - hours);
-        answer.method = None;
-        return answer;
-    }
-    let Some((model, backtest_error)) = choose_window(&segment, hours) else {
-        let mut answer = Forecast::bare(Outlook::NotEnoughData, current);
-        answer.needs_hours = Some(MIN_HISTORY_HOURS);
-        return answer;
+        answer.needs_hours = Some(needs);
+        answer
     };
-    project(
-        &model,
+    if hours < MIN_HISTORY_HOURS {
+        return Err(Box::new(short(MIN_HISTORY_HOURS - hours)));
+    }
+    let (model, backtest_error) =
+        choose_window(&segment, hours).ok_or_else(|| Box::new(short(MIN_HISTORY_HOURS)))?;
+    Ok(Fitted {
+        model,
         backtest_error,
         since_step_ms,
         hours,
-        question,
         current,
-    )
+    })
 }
 
 /// A fitted window: the trend of its peaks, their weekly profile, and the offsets of the

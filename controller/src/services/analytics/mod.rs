@@ -2,6 +2,7 @@
 //! statistics are plain functions over buckets ([`stats`], [`trend`], [`forecast`]); the
 //! service methods here read the store and put them together.
 
+pub mod chart;
 pub mod forecast;
 pub mod stats;
 pub mod synthetic;
@@ -667,3 +668,159 @@ fn anomaly_view(anomaly: &Anomaly) -> AnomalyView {
 
 #[cfg(test)]
 mod tests;
+
+/// `GET /devices/{d}/metrics/chart` parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChartQuery {
+    /// One series: a selector that picks a single label set, e.g. `disk.used_percent{mount=/}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(required, regex(pattern = super::metrics::SERIES_SELECTOR))]
+    pub series: Option<String>,
+    /// History shown, e.g. `7d` (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Draws the threshold and the forecast up to it; default 90 for `*_percent` series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// How far the forecast reaches (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<String>,
+}
+
+/// Buckets a chart's history is drawn in.
+const CHART_BUCKETS: i64 = 120;
+
+impl Services {
+    /// One series of a device as an SVG chart with its trend and, with a threshold, its
+    /// forecast and crossing.
+    pub async fn metric_chart(&self, ctx: &Ctx, device: &str, query: ChartQuery) -> Result<String> {
+        ctx.principal.require(Scope::Read)?;
+        let row = self.require_device(device).await?;
+        let selector = query
+            .series
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "query parameter 'series' is required, e.g. series=disk.used_percent{mount=/}",
+                )
+            })?;
+        let (name, wanted) = parse_selector(selector)?;
+        let window = parse_duration(
+            "window",
+            query.window.as_deref(),
+            Duration::from_secs(30 * 86_400),
+            MAX_WINDOW,
+        )?;
+        let horizon = parse_duration(
+            "horizon",
+            query.horizon.as_deref(),
+            Duration::from_secs(30 * 86_400),
+            MAX_HORIZON,
+        )?;
+        let threshold = match query.threshold {
+            Some(t) if !t.is_finite() => return Err(Error::invalid("threshold must be a number")),
+            Some(t) => Some(t),
+            None => name.ends_with("_percent").then_some(90.0),
+        };
+        let matching: Vec<NamedSeries> = self
+            .store
+            .series_named(Some(std::slice::from_ref(&row.id)), &[name.as_str()])
+            .await?
+            .into_iter()
+            .filter(|s| matches(&labels_of(s), &wanted))
+            .collect();
+        let series = match matching.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(Error::NotFound(format!(
+                    "device {} has no series {selector}",
+                    row.name
+                )))
+            }
+            many => {
+                return Err(Error::invalid(format!(
+                    "{selector} matches {} label sets; pick one, e.g. {}{}",
+                    many.len(),
+                    name,
+                    many[0].labels.replace(['"'], "").replace(':', "=")
+                )))
+            }
+        };
+        let now = now_ms();
+        let window_ms = window.as_millis() as i64;
+        let parsed = parse_query(
+            &MetricQuery {
+                series: Some(name.clone()),
+                from: Some((now - window_ms).to_string()),
+                to: Some(now.to_string()),
+                step: Some(format!("{}s", (window_ms / CHART_BUCKETS / 1000).max(60))),
+            },
+            now,
+            self.config.retention.raw,
+        )?;
+        let buckets = self
+            .store
+            .query_buckets(
+                series.id,
+                parsed.resolution,
+                parsed.from_ms,
+                parsed.to_ms,
+                parsed.step_ms,
+            )
+            .await?;
+        let history: Vec<chart::ChartBucket> = buckets
+            .iter()
+            .map(|b| chart::ChartBucket {
+                ts_ms: b.bucket,
+                avg: b.avg,
+                min: b.min,
+                max: b.max,
+            })
+            .collect();
+        let (xs, ys): (Vec<f64>, Vec<f64>) = buckets
+            .iter()
+            .map(|b| (trend::days(b.bucket), b.avg))
+            .unzip();
+        let trend = stats::least_squares(&xs, &ys).map(|f| (f.slope, f.intercept));
+        let (forecast, paths) = match threshold {
+            Some(threshold) => {
+                let from = now - HISTORY.as_millis() as i64;
+                let hours: Vec<HourBucket> = self
+                    .store
+                    .hourly_history(&[series.id], from, now)
+                    .await?
+                    .into_iter()
+                    .map(|r| HourBucket {
+                        ts_ms: r.bucket_ms,
+                        avg: r.avg,
+                        max: r.max,
+                    })
+                    .collect();
+                let question = Question {
+                    threshold,
+                    horizon_days: horizon.as_secs_f64() / 86_400.0,
+                    now_ms: now,
+                };
+                let step = (horizon.as_millis() as i64 / 60).max(forecast::HOUR_MS);
+                let (answer, mut paths) = forecast::forecast_with_paths(&hours, question, step);
+                // Drawn until even the latest bound has crossed: the rest says nothing more.
+                if let Some(done) = paths.iter().position(|p| p.latest >= threshold) {
+                    paths.truncate(done + 1);
+                }
+                (Some(answer), paths)
+            }
+            None => (None, Vec::new()),
+        };
+        let title = format!("{} — {selector}", row.name);
+        Ok(chart::render(&chart::Chart {
+            title: &title,
+            history: &history,
+            trend,
+            forecast: &paths,
+            threshold,
+            crossing_ms: forecast.and_then(|f| f.date_ms),
+        }))
+    }
+}
