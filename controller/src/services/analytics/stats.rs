@@ -236,6 +236,24 @@ pub fn theil_sen(xs: &[f64], ys: &[f64], confidence: f64) -> Option<RobustFit> {
     })
 }
 
+/// Theil's own estimator (1950): the median slope of the pairs half the series apart, with
+/// the median intercept. As robust as [`theil_sen`] for a trend, in O(n log n) rather than
+/// O(n²), for long series where no interval is needed.
+pub fn theil_halves(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
+    let n = xs.len().min(ys.len());
+    let half = n / 2;
+    if half < 2 {
+        return None;
+    }
+    let slopes = (0..half).filter_map(|i| {
+        let dx = xs[i + half] - xs[i];
+        (dx != 0.0).then(|| (ys[i + half] - ys[i]) / dx)
+    });
+    let slope = median(slopes)?;
+    let intercept = median(xs.iter().zip(ys).map(|(x, y)| y - slope * x))?;
+    Some((slope, intercept))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +303,7 @@ mod tests {
         assert!(fit.slope_low > 1.9 && fit.slope_high < 2.1, "{fit:?}");
         let ols = least_squares(&xs, &ys).unwrap();
         assert!((ols.slope - 2.0).abs() > (fit.slope - 2.0).abs());
+        let (halves, _) = theil_halves(&xs, &ys).unwrap();
+        assert!((halves - 2.0).abs() < 0.05, "{halves}");
     }
 }

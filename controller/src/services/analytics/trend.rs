@@ -97,10 +97,11 @@ pub fn steps(points: &[Point], bucket_ms: i64) -> Vec<Step> {
     if threshold <= 0.0 {
         return Vec::new();
     }
+    let mut buffer = Vec::with_capacity(w);
     let mut candidates: Vec<(usize, f64, f64, f64)> = (w..=n - w)
         .filter_map(|i| {
-            let before = stats::median(ys[i - w..i].iter().copied())?;
-            let after = stats::median(ys[i..i + w].iter().copied())?;
+            let before = window_median(&ys[i - w..i], &mut buffer)?;
+            let after = window_median(&ys[i..i + w], &mut buffer)?;
             let shift = after - before - drift;
             (shift.abs() > threshold).then_some((i, shift, before, after))
         })
@@ -124,6 +125,14 @@ pub fn steps(points: &[Point], bucket_ms: i64) -> Vec<Step> {
         .collect()
 }
 
+/// The median of a window, sorted in a reused buffer (one per series, not one per window).
+fn window_median(values: &[f64], buffer: &mut Vec<f64>) -> Option<f64> {
+    buffer.clear();
+    buffer.extend(values.iter().copied().filter(|v| v.is_finite()));
+    buffer.sort_unstable_by(f64::total_cmp);
+    stats::quantile_sorted(buffer, 0.5)
+}
+
 /// What each point should be, from a robust line through each stretch between steps and,
 /// where a daily cycle can be seen, the median deviation at each hour of the day.
 pub fn expected(points: &[Point], bucket_ms: i64, steps: &[Step]) -> Vec<f64> {
@@ -137,10 +146,14 @@ pub fn expected(points: &[Point], bucket_ms: i64, steps: &[Step]) -> Vec<f64> {
         let stretch = &points[start..end];
         let xs: Vec<f64> = stretch.iter().map(|p| days(p.ts_ms)).collect();
         let ys: Vec<f64> = stretch.iter().map(|p| p.value).collect();
-        let line = stats::theil_sen(&xs, &ys, 0.9);
+        // Long stretches (90 days of hours) would cost O(n²) pairs: Theil's half-pairs.
+        let line = match xs.len() {
+            n if n > 300 => stats::theil_halves(&xs, &ys),
+            _ => stats::theil_sen(&xs, &ys, 0.9).map(|f| (f.slope, f.intercept)),
+        };
         let level = stats::median(ys.iter().copied()).unwrap_or(0.0);
         for (k, x) in xs.iter().enumerate() {
-            expected[start + k] = line.map_or(level, |l| l.at(*x));
+            expected[start + k] = line.map_or(level, |(slope, intercept)| intercept + slope * x);
         }
         start = end;
     }
