@@ -89,19 +89,7 @@ fn scenarios(end_ms: i64) -> Vec<(&'static str, Synthetic, f64)> {
             },
             90.0,
         ),
-        (
-            "everything at once",
-            Synthetic {
-                daily_amplitude: 2.0,
-                weekly_amplitude: 1.5,
-                noise_sd: 0.6,
-                cleanup: Some((70 * 24, 15.0)),
-                outliers: vec![(1000, 25.0), (1500, -20.0), (1900, 30.0), (2050, 18.0)],
-                seed: 7,
-                ..base(90, 40.0, 0.5)
-            },
-            85.0,
-        ),
+        ("everything at once", Synthetic::everything(end_ms), 85.0),
     ]
 }
 

@@ -3,7 +3,7 @@
 //! safely, and — with the controller killed at each step of a two-device deploy, on SQLite
 //! and PostgreSQL — ends in a state that the change, each target and each file agree on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infrastructor_e2e::{
@@ -308,6 +308,36 @@ async fn a_running_deploy_holds_its_files_streams_live_and_cancels_safely() {
     controller.shutdown().await;
 }
 
+/// An `app.conf` reading "old\n" here (an agent host's file) and, at the same path, in a
+/// private mount namespace served by its own sshd (an agentless host's different file).
+struct TwoHosts {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    conf: PathBuf,
+    namespace: infrastructor_e2e::sshd::MountNamespace,
+    sshd: infrastructor_e2e::sshd::Sshd,
+}
+
+fn two_hosts() -> Option<TwoHosts> {
+    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
+    let namespace = MountNamespace::new()?;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("managed");
+    std::fs::create_dir_all(&root).unwrap();
+    let conf = root.join("app.conf");
+    std::fs::write(&conf, "old\n").unwrap();
+    namespace.mount_tmpfs(&root);
+    namespace.write(&conf, "old\n");
+    let sshd = start_sshd_in(Some(&namespace))?;
+    Some(TwoHosts {
+        dir,
+        root,
+        conf,
+        namespace,
+        sshd,
+    })
+}
+
 /// Where the controller is killed in a two-device deploy (an agent host, then an agentless
 /// one over SSH), and what must be true after it restarts: the change's state, each
 /// target's, and the file on each host.
@@ -325,19 +355,14 @@ struct Crash {
 }
 
 async fn crash_and_recover(backend: Backend, crash: Crash) {
-    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
-    let Some(namespace) = MountNamespace::new() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("managed");
-    std::fs::create_dir_all(&root).unwrap();
-    let conf = root.join("app.conf");
-    std::fs::write(&conf, "old\n").unwrap();
-    // The agentless host sees its own file at the same path.
-    namespace.mount_tmpfs(&root);
-    namespace.write(&conf, "old\n");
-    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+    let Some(TwoHosts {
+        dir,
+        root,
+        conf,
+        namespace,
+        sshd,
+    }) = two_hosts()
+    else {
         return;
     };
     let mut config = controller_config(&dir.path().join("controller"), &backend);
@@ -574,22 +599,18 @@ async fn a_long_tool_sends_progress_to_a_real_mcp_client_and_get_job_follows_it(
 /// the job over when its lease runs out and finishes it from what the hosts say.
 #[tokio::test]
 async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
-    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
     use infrastructor_e2e::{agent_config, Forwarder, SequenceSource};
     let Some(url) = infrastructor_e2e::fresh_postgres_database().await else {
         return;
     };
-    let Some(namespace) = MountNamespace::new() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("managed");
-    std::fs::create_dir_all(&root).unwrap();
-    let conf = root.join("app.conf");
-    std::fs::write(&conf, "old\n").unwrap();
-    namespace.mount_tmpfs(&root);
-    namespace.write(&conf, "old\n");
-    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+    let Some(TwoHosts {
+        dir,
+        root,
+        conf,
+        namespace,
+        sshd,
+    }) = two_hosts()
+    else {
         return;
     };
     let backend = Backend::Postgres(url);
@@ -670,20 +691,17 @@ async fn a_dead_replicas_job_is_taken_over_and_finished_by_another() {
 /// database, takes the job over and rolls the host back.
 #[tokio::test]
 async fn an_agentless_change_a_dead_replica_left_mid_commit_is_rolled_back_by_another() {
-    use infrastructor_e2e::sshd::{start_sshd_in, MountNamespace};
     let Some(url) = infrastructor_e2e::fresh_postgres_database().await else {
         return;
     };
-    let Some(namespace) = MountNamespace::new() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("managed");
-    std::fs::create_dir_all(&root).unwrap();
-    let conf = root.join("app.conf");
-    namespace.mount_tmpfs(&root);
-    namespace.write(&conf, "old\n");
-    let Some(sshd) = start_sshd_in(Some(&namespace)) else {
+    let Some(TwoHosts {
+        dir,
+        root,
+        conf,
+        namespace,
+        sshd,
+    }) = two_hosts()
+    else {
         return;
     };
     let backend = Backend::Postgres(url);

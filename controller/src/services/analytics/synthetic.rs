@@ -46,6 +46,21 @@ impl Synthetic {
         }
     }
 
+    /// A disk at 40% growing half a point a day for 90 days, with a daily and a weekly
+    /// cycle, noise, a cleanup 20 days before the end that freed 15 points, and four
+    /// outliers: everything that fools a line at once.
+    pub fn everything(end_ms: i64) -> Self {
+        Self {
+            daily_amplitude: 2.0,
+            weekly_amplitude: 1.5,
+            noise_sd: 0.6,
+            cleanup: Some((70 * 24, 15.0)),
+            outliers: vec![(1000, 25.0), (1500, -20.0), (1900, 30.0), (2050, 18.0)],
+            seed: 7,
+            ..Self::growth(end_ms, 90, 40.0, 0.5)
+        }
+    }
+
     /// The noise-free value `hour` hours after the start (fractional, and past the end too).
     pub fn signal(&self, hour: f64) -> f64 {
         use std::f64::consts::TAU;

@@ -28,18 +28,8 @@ fn question(s: &Synthetic, threshold: f64) -> Question {
     }
 }
 
-/// A disk at 40% growing half a point a day, with a daily and a weekly cycle, noise, a
-/// cleanup 20 days ago that freed 15 points, and outliers: everything that fools a line.
 fn realistic() -> Synthetic {
-    Synthetic {
-        daily_amplitude: 2.0,
-        weekly_amplitude: 1.5,
-        noise_sd: 0.6,
-        cleanup: Some((70 * 24, 15.0)),
-        outliers: vec![(1000, 25.0), (1500, -20.0), (1900, 30.0), (2050, 18.0)],
-        seed: 7,
-        ..Synthetic::growth(END_MS, 90, 40.0, 0.5)
-    }
+    Synthetic::everything(END_MS)
 }
 
 fn assert_close_to_truth(s: &Synthetic, threshold: f64) -> forecast::Forecast {
