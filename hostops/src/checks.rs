@@ -148,6 +148,15 @@ pub async fn docker_checks(engine: &bollard::Docker, round: &mut Round) {
         }
         Err(error) => round.reports.push(unavailable("docker.containers", error)),
     }
+    match crate::docker_disk::disk_usage(engine).await {
+        Ok(usage) => {
+            round
+                .samples
+                .extend(crate::docker_disk::metrics(&usage, crate::now_ms()));
+            round.reports.push(crate::docker_disk::check(&usage));
+        }
+        Err(error) => round.reports.push(unavailable("docker.disk", error)),
+    }
 }
 
 /// The checks that need only commands (ZFS, systemd, journal): shared by the agent and the

@@ -20,6 +20,7 @@ pub mod change;
 pub mod checks;
 pub mod command;
 pub mod docker;
+pub mod docker_disk;
 pub mod fsutil;
 pub mod journal;
 pub mod names;

@@ -242,3 +242,44 @@ fn journal_lines_are_scanned_with_patterns() {
     );
     assert!(Pattern::new("bad", "(").is_err());
 }
+
+#[test]
+fn docker_disk_usage_lists_what_nothing_uses() {
+    use infrastructor_hostops::docker_disk;
+    // `GET /system/df` from a real engine: an image in use, a dangling one, an unused tagged
+    // one, an orphaned 3 MiB volume and a volume a stopped container mounts.
+    let df: bollard::models::SystemDataUsageResponse =
+        serde_json::from_str(&fixture("docker_system_df.json")).unwrap();
+    let usage = docker_disk::summarize(&df);
+    assert_eq!(usage.images_bytes, 4_985_472 + 3_985_472 + 1_985_472);
+    let unused: Vec<(&str, bool, u64)> = usage
+        .unused_images
+        .iter()
+        .map(|i| {
+            (
+                i.tags.first().map_or("", String::as_str),
+                i.dangling,
+                i.unique_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        unused,
+        [("infra-old:1", false, 3_000_000), ("", true, 2_000_000)]
+    );
+    assert_eq!(usage.reclaimable.images_bytes, 5_000_000);
+    assert_eq!(usage.unused_volumes.len(), 1);
+    assert_eq!(usage.unused_volumes[0].name, "orphan");
+    assert_eq!(usage.reclaimable.volumes_bytes, 3 << 20);
+    let report = docker_disk::check(&usage);
+    assert_eq!(
+        (report.check.as_str(), report.status),
+        ("docker.disk", CheckStatus::Ok)
+    );
+    assert!(
+        report.message.contains("2 unused images, 1 unused volumes"),
+        "{}",
+        report.message
+    );
+    assert_eq!(report.evidence["unused_volumes"][0]["bytes"], 3 << 20);
+}

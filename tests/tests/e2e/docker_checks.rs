@@ -124,4 +124,24 @@ async fn container_states_health_and_metrics_from_the_real_engine() {
     assert!(samples
         .iter()
         .all(|s| s.labels.get("name") == Some(&names[0])));
+
+    // What the engine keeps on disk: the test image is in use by the containers above.
+    let usage = infrastructor_hostops::docker_disk::disk_usage(&docker)
+        .await
+        .unwrap();
+    assert!(usage.images_bytes > 0, "{usage:?}");
+    assert!(
+        usage
+            .unused_images
+            .iter()
+            .all(|i| !i.tags.iter().any(|t| t.starts_with(IMAGE))),
+        "an image in use is not reclaimable: {usage:?}"
+    );
+    let report = infrastructor_hostops::docker_disk::check(&usage);
+    assert_eq!(report.check, "docker.disk");
+    assert!(
+        report.evidence["reclaimable"]["images_bytes"].is_u64(),
+        "{}",
+        report.evidence
+    );
 }
