@@ -542,7 +542,9 @@ impl Store {
     }
 
     /// Recomputes the rollup buckets touched by recent ingests, from raw samples. Buckets that
-    /// raw retention has already thinned are left alone. Returns how many pending ranges it
+    /// raw retention has already thinned are left alone. Two runs may take the same range at
+    /// once (replicas on one PostgreSQL database each run maintenance): both compute the
+    /// same buckets, and the upsert keeps one of each. Returns how many pending ranges it
     /// processed.
     pub async fn run_rollups(&self, raw_cutoff_ms: i64, limit: i64) -> StoreResult<usize> {
         on_pool!(&self.writer, |p| {
@@ -582,7 +584,9 @@ impl Store {
                         "INSERT INTO {table} (series_id, bucket_ms, count, sum, min, max) \
                          SELECT m.series_id, (m.ts_ms / $4) * $4, COUNT(*), SUM(m.value), MIN(m.value), MAX(m.value) \
                          FROM samples m JOIN series s ON s.id = m.series_id \
-                         WHERE s.device_id = $1 AND m.ts_ms >= $2 AND m.ts_ms < $3 GROUP BY 1, 2"
+                         WHERE s.device_id = $1 AND m.ts_ms >= $2 AND m.ts_ms < $3 GROUP BY 1, 2 \
+                         ON CONFLICT (series_id, bucket_ms) DO UPDATE SET count = excluded.count, \
+                         sum = excluded.sum, min = excluded.min, max = excluded.max"
                     ))
                     .bind(*device)
                     .bind(start)
