@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use infrastructor_controller::ratelimit::RateLimit;
 use infrastructor_controller::services::analytics::forecast::{self, HourBucket, Question};
 use infrastructor_controller::services::analytics::synthetic::Synthetic;
-use infrastructor_controller::ratelimit::RateLimit;
 use infrastructor_controller::store::{IngestSample, Pool};
 use infrastructor_e2e::{controller_config, fresh_postgres_database, Backend, TestController};
 use serde_json::json;
