@@ -257,7 +257,7 @@ fn selection(
     resource: Option<Resource>,
     default: &[Resource],
 ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    match (series.filter(|s| !s.is_empty()), resource) {
+    match (series, resource) {
         (Some(_), Some(_)) => Err(Error::invalid(
             "give either 'series' or 'resource', not both",
         )),
