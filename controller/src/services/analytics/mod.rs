@@ -20,7 +20,7 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{Bucket, DeviceRow, NamedSeries, Resolution};
+use crate::store::{Bucket, DeviceRow, HourRow, NamedSeries, Resolution};
 
 const MAX_WINDOW: Duration = Duration::from_secs(730 * 86_400);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
@@ -544,11 +544,10 @@ impl Services {
         let series_ids: Vec<i64> = series.iter().map(|s| s.id).collect();
         let mut history: HashMap<i64, Vec<HourBucket>> = HashMap::new();
         for row in self.store.hourly_history(&series_ids, from, now).await? {
-            history.entry(row.series_id).or_default().push(HourBucket {
-                ts_ms: row.bucket_ms,
-                avg: row.avg,
-                max: row.max,
-            });
+            history
+                .entry(row.series_id)
+                .or_default()
+                .push(hour_bucket(&row));
         }
         let question = Question {
             threshold,
@@ -595,6 +594,15 @@ fn default_bucket_ms(window_ms: i64) -> i64 {
         .map(|s| s * 1000)
         .find(|b| window_ms / b <= DEFAULT_BUCKETS)
         .unwrap_or(30 * 86_400_000)
+}
+
+/// A row of the 1-hour rollup as the forecast reads it.
+fn hour_bucket(row: &HourRow) -> HourBucket {
+    HourBucket {
+        ts_ms: row.bucket_ms,
+        avg: row.avg,
+        max: row.max,
+    }
 }
 
 /// Sort key: what needs attention first.
@@ -792,11 +800,7 @@ impl Services {
                     .hourly_history(&[series.id], from, now)
                     .await?
                     .into_iter()
-                    .map(|r| HourBucket {
-                        ts_ms: r.bucket_ms,
-                        avg: r.avg,
-                        max: r.max,
-                    })
+                    .map(|r| hour_bucket(&r))
                     .collect();
                 let question = Question {
                     threshold,
