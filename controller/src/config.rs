@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::ConnectionLimits;
 use crate::ratelimit::RateLimit;
+use crate::services::analytics::waste::rules::WasteConfig;
 use crate::store::redact_url;
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +188,8 @@ pub struct ControllerConfig {
     /// Connection caps, header timeout and the failed-authentication budget per peer.
     pub connections: ConnectionLimits,
     pub jobs: JobsConfig,
+    /// The waste report's thresholds and prices.
+    pub waste: WasteConfig,
 }
 
 const DAY: u64 = 86_400;
@@ -217,6 +220,7 @@ impl Default for ControllerConfig {
             rate_limit: RateLimit::default(),
             connections: ConnectionLimits::default(),
             jobs: JobsConfig::default(),
+            waste: WasteConfig::default(),
         }
     }
 }
@@ -371,6 +375,9 @@ impl ControllerConfig {
             || self.mcp_job_wait > Duration::from_secs(300)
         {
             return invalid("mcp_job_wait must be between 1s and 5m".into());
+        }
+        if let Err(message) = self.waste.validate() {
+            return invalid(message);
         }
         if !(1..=256).contains(&self.jobs.parallelism) {
             return invalid("jobs.parallelism must be 1..=256".into());

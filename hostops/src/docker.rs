@@ -37,6 +37,9 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub uptime_seconds: Option<u64>,
+    /// How long a container that is not running has been stopped (since it exited, or since
+    /// it was created when it never ran).
+    pub stopped_seconds: Option<u64>,
 }
 
 /// Connects to the local engine and checks that it answers.
@@ -87,16 +90,16 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError
         .await?;
     let state = details.state.unwrap_or_default();
     let running = state.running.unwrap_or(false);
-    let uptime_seconds = state
-        .started_at
-        .as_deref()
-        .filter(|_| running)
-        .and_then(|t| {
-            humantime::parse_rfc3339_weak(t.trim_end_matches('Z').split('.').next().unwrap_or(t))
-                .ok()
-        })
-        .and_then(|started| SystemTime::now().duration_since(started).ok())
-        .map(|d| d.as_secs());
+    let uptime_seconds = match running {
+        true => seconds_since(state.started_at.as_deref()),
+        false => None,
+    };
+    let stopped_seconds = match running {
+        true => None,
+        // A container that never ran has the zero time as FinishedAt: count from creation.
+        false => seconds_since(state.finished_at.as_deref())
+            .or_else(|| seconds_since(details.created.as_deref())),
+    };
     Ok(ContainerInfo {
         id: details.id.unwrap_or_default(),
         name: details
@@ -115,7 +118,23 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError
         exit_code: state.exit_code,
         oom_killed: state.oom_killed.unwrap_or(false),
         uptime_seconds,
+        stopped_seconds,
     })
+}
+
+/// Seconds since an engine timestamp (RFC 3339 with nanoseconds); `None` for the engine's
+/// zero time (`0001-01-01T00:00:00Z`) or one in the future.
+fn seconds_since(timestamp: Option<&str>) -> Option<u64> {
+    let text = timestamp?;
+    let whole = text.trim_end_matches('Z').split('.').next().unwrap_or(text);
+    let at = humantime::parse_rfc3339_weak(whole).ok()?;
+    if at <= SystemTime::UNIX_EPOCH {
+        return None;
+    }
+    SystemTime::now()
+        .duration_since(at)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// A container restarted by the engine and up for less than this is flapping.

@@ -1,6 +1,6 @@
 //! What Docker keeps on disk (`docker system df`, through the engine API) and what of it
 //! nothing uses: images no container refers to, volumes no container mounts, build cache not
-//! in use. The `docker.disk` check carries the reclaimable items as evidence for the waste
+//! in use, the writable layers of containers that are not running. The `docker.disk` check carries the reclaimable items as evidence for the waste
 //! report, and the totals are metric series.
 
 use bollard::models::SystemDataUsageResponse;
@@ -19,15 +19,20 @@ const LISTED: usize = 50;
 pub const RECLAIMABLE_WARNING_BYTES: u64 = 10 << 30;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DiskUsage {
     pub images_bytes: u64,
     pub volumes_bytes: u64,
     pub build_cache_bytes: u64,
+    /// The writable layers of every container.
+    pub containers_bytes: u64,
     pub reclaimable: Reclaimable,
     /// Images no container uses (dangling ones included), biggest first.
     pub unused_images: Vec<UnusedImage>,
     /// Volumes no container mounts, biggest first.
     pub unused_volumes: Vec<UnusedVolume>,
+    /// Containers that are not running, biggest writable layer first.
+    pub stopped_containers: Vec<StoppedContainer>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -35,12 +40,25 @@ pub struct Reclaimable {
     pub images_bytes: u64,
     pub volumes_bytes: u64,
     pub build_cache_bytes: u64,
+    /// Writable layers of stopped containers (`docker container prune`).
+    #[serde(default)]
+    pub containers_bytes: u64,
 }
 
 impl Reclaimable {
     pub fn total(&self) -> u64 {
-        self.images_bytes + self.volumes_bytes + self.build_cache_bytes
+        self.images_bytes + self.volumes_bytes + self.build_cache_bytes + self.containers_bytes
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoppedContainer {
+    pub name: String,
+    pub image: String,
+    /// created, exited or dead.
+    pub state: String,
+    /// Its writable layer: what removing it frees (its image and volumes aside).
+    pub writable_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +130,27 @@ pub fn summarize(df: &SystemDataUsageResponse) -> DiskUsage {
             });
         }
     }
+    for container in df.containers.iter().flatten() {
+        let size = bytes(container.size_rw.unwrap_or(0));
+        usage.containers_bytes += size;
+        let state = container.state.map(|s| s.to_string()).unwrap_or_default();
+        if !matches!(state.as_str(), "created" | "exited" | "dead") {
+            continue;
+        }
+        usage.reclaimable.containers_bytes += size;
+        usage.stopped_containers.push(StoppedContainer {
+            name: container
+                .names
+                .iter()
+                .flatten()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            image: container.image.clone().unwrap_or_default(),
+            state,
+            writable_bytes: size,
+        });
+    }
     for cache in df.build_cache.iter().flatten() {
         let size = bytes(cache.size.unwrap_or(0));
         usage.build_cache_bytes += size;
@@ -125,8 +164,14 @@ pub fn summarize(df: &SystemDataUsageResponse) -> DiskUsage {
     usage
         .unused_volumes
         .sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    usage.stopped_containers.sort_by(|a, b| {
+        b.writable_bytes
+            .cmp(&a.writable_bytes)
+            .then(a.name.cmp(&b.name))
+    });
     usage.unused_images.truncate(LISTED);
     usage.unused_volumes.truncate(LISTED);
+    usage.stopped_containers.truncate(LISTED);
     usage
 }
 
@@ -142,14 +187,16 @@ pub fn check(usage: &DiskUsage) -> CheckReport {
         check: "docker.disk".into(),
         status,
         message: format!(
-            "images {}, volumes {}, build cache {}; {} reclaimable ({} unused images, {} unused \
-             volumes)",
+            "images {}, volumes {}, build cache {}, containers {}; {} reclaimable ({} unused \
+             images, {} unused volumes, {} stopped containers)",
             mib(usage.images_bytes),
             mib(usage.volumes_bytes),
             mib(usage.build_cache_bytes),
+            mib(usage.containers_bytes),
             mib(reclaimable),
             usage.unused_images.len(),
-            usage.unused_volumes.len()
+            usage.unused_volumes.len(),
+            usage.stopped_containers.len()
         ),
         evidence: serde_json::to_value(usage).unwrap_or_default(),
     }
@@ -160,7 +207,7 @@ fn mib(bytes: u64) -> String {
 }
 
 /// `docker.disk_bytes` and `docker.reclaimable_bytes`, labelled `kind` (images, volumes,
-/// build_cache).
+/// build_cache, containers).
 pub fn metrics(usage: &DiskUsage, ts: i64) -> Vec<Sample> {
     let kinds = [
         ("images", usage.images_bytes, usage.reclaimable.images_bytes),
@@ -173,6 +220,11 @@ pub fn metrics(usage: &DiskUsage, ts: i64) -> Vec<Sample> {
             "build_cache",
             usage.build_cache_bytes,
             usage.reclaimable.build_cache_bytes,
+        ),
+        (
+            "containers",
+            usage.containers_bytes,
+            usage.reclaimable.containers_bytes,
         ),
     ];
     kinds

@@ -120,6 +120,8 @@ pub fn get(name: &str, arguments: &rmcp::model::JsonObject) -> Result<GetPromptR
                  over 30d to explain them: steady growth, a step (a deploy, a migration) or \
                  anomalies.\n\
                  3. diagnose_infrastructure (summary) for anything already failing.\n\
+                 4. analyze_cost_optimization: what could be shrunk, stopped or reclaimed to \
+                 make room (reclaimable Docker space, idle hosts, oversized ones).\n\
                  Keep the answer to a table (device, resource, now, date, interval, \
                  confidence) and the three most important actions. {UNTRUSTED}"
             ),

@@ -146,6 +146,7 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<observe::DiagnoseInfrastructure>::NEW,
     &Entry::<analytics::AnalyzePerformanceTrends>::NEW,
     &Entry::<analytics::PredictCapacity>::NEW,
+    &Entry::<analytics::AnalyzeCostOptimization>::NEW,
     &Entry::<devices::GetSshPublicKey>::NEW,
     &Entry::<admin::CreateEnrollmentToken>::NEW,
     &Entry::<changes::PlanChange>::NEW,

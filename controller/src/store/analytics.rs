@@ -1,6 +1,7 @@
-//! Reads for the analyses: series by name across devices, hourly history of many series in
-//! one pass over the 1-hour rollup, and the aggregates PostgreSQL computes itself (the
-//! regression moments of a bucket series, bucket percentiles) where SQLite has none.
+//! Reads for the analyses: series by name across devices, the history of many series in one
+//! pass over a rollup, per-series shares of buckets below a threshold, the size of the metric
+//! store per tier, and the aggregates PostgreSQL computes itself (the regression moments of a
+//! bucket series, bucket percentiles) where SQLite has none.
 
 use super::{on_pool, read, Backend, Resolution, Store, StoreResult};
 use crate::services::analytics::stats::Moments;
@@ -13,17 +14,51 @@ pub struct NamedSeries {
     pub labels: String,
 }
 
-/// One hour of one series from the 1-hour rollup.
+/// One bucket of one series from a rollup.
 #[derive(Clone, Copy, Debug, sqlx::FromRow, PartialEq)]
-pub struct HourRow {
+pub struct RollupRow {
     pub series_id: i64,
     pub bucket_ms: i64,
     pub avg: f64,
     pub max: f64,
 }
 
+/// Per-series counts over 5-minute buckets ([`Store::share_below_5m`]).
+#[derive(Clone, Copy, Debug, sqlx::FromRow, PartialEq)]
+pub struct ShareRow {
+    pub series_id: i64,
+    pub buckets: i64,
+    pub below: i64,
+    pub mean: f64,
+    pub peak: f64,
+}
+
+/// What the metric history takes on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreUsage {
+    /// Raw samples, then the 5-minute and the 1-hour rollups.
+    pub tiers: Vec<TierUsage>,
+    pub database_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TierUsage {
+    pub resolution: Resolution,
+    pub table: &'static str,
+    pub bytes: u64,
+    pub oldest_ms: Option<i64>,
+}
+
 /// Series ids per query: well under both backends' bound-parameter limits.
 const IDS_PER_QUERY: usize = 500;
+
+/// `$first, $first+1, …`: `count` numbered placeholders.
+fn placeholders(count: usize, first: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl Store {
     /// Every series with one of `names` on the given devices (every live device: `None`).
@@ -65,24 +100,38 @@ impl Store {
         })?)
     }
 
-    /// Hourly mean and peak of each series in `[from_ms, to_ms)`, ordered by series and time.
-    pub async fn hourly_history(
+    /// Mean and peak of each series per bucket of `resolution` in `[from_ms, to_ms)` (raw:
+    /// each sample is its own bucket), ordered by series and time.
+    pub async fn rollup_history(
         &self,
+        resolution: Resolution,
         series: &[i64],
         from_ms: i64,
         to_ms: i64,
-    ) -> StoreResult<Vec<HourRow>> {
+    ) -> StoreResult<Vec<RollupRow>> {
+        let (columns, table, time) = match resolution {
+            Resolution::Raw => (
+                "ts_ms AS bucket_ms, value AS avg, value AS max",
+                "samples",
+                "ts_ms",
+            ),
+            rollup => (
+                "bucket_ms, sum / CAST(count AS DOUBLE PRECISION) AS avg, max",
+                rollup.table(),
+                "bucket_ms",
+            ),
+        };
         let mut rows = Vec::new();
         for chunk in series.chunks(IDS_PER_QUERY) {
-            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
-                "SELECT series_id, bucket_ms, sum / CAST(count AS DOUBLE PRECISION) AS avg, max \
-                 FROM rollups_1h WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
-                 ORDER BY series_id, bucket_ms",
-                ids.join(", ")
+                "SELECT series_id, {columns} FROM {table} WHERE series_id IN ({}) \
+                 AND {time} >= $1 AND {time} < $2 ORDER BY series_id, {time}",
+                placeholders(chunk.len(), 3)
             );
             rows.extend(read!(self, |p| {
-                let mut query = sqlx::query_as::<_, HourRow>(&sql).bind(from_ms).bind(to_ms);
+                let mut query = sqlx::query_as::<_, RollupRow>(&sql)
+                    .bind(from_ms)
+                    .bind(to_ms);
                 for id in chunk {
                     query = query.bind(id);
                 }
@@ -90,6 +139,145 @@ impl Store {
             })?);
         }
         Ok(rows)
+    }
+
+    /// The sum of the series' bucket means per 5-minute bucket in `[from_ms, to_ms)`: one
+    /// host's traffic over all its interfaces, say. Oldest first.
+    pub async fn summed_5m(
+        &self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<(i64, f64)>> {
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sums: std::collections::BTreeMap<i64, f64> = Default::default();
+        for chunk in series.chunks(IDS_PER_QUERY) {
+            let sql = format!(
+                "SELECT bucket_ms, SUM(sum / CAST(count AS DOUBLE PRECISION)) FROM rollups_5m \
+                 WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
+                 GROUP BY bucket_ms",
+                placeholders(chunk.len(), 3)
+            );
+            let rows: Vec<(i64, f64)> = read!(self, |p| {
+                let mut query = sqlx::query_as(&sql).bind(from_ms).bind(to_ms);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(p).await
+            })?;
+            for (bucket, sum) in rows {
+                *sums.entry(bucket).or_default() += sum;
+            }
+        }
+        Ok(sums.into_iter().collect())
+    }
+
+    /// Per series, over the 5-minute buckets in `[from_ms, to_ms)`: how many there are, how
+    /// many have a mean below `threshold`, the mean of the means and the peak.
+    pub async fn share_below_5m(
+        &self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+        threshold: f64,
+    ) -> StoreResult<Vec<ShareRow>> {
+        let mut rows = Vec::new();
+        for chunk in series.chunks(IDS_PER_QUERY) {
+            let sql = format!(
+                "SELECT series_id, COUNT(*) AS buckets, \
+                 SUM(CASE WHEN sum / CAST(count AS DOUBLE PRECISION) < $3 THEN 1 ELSE 0 END) \
+                 AS below, AVG(sum / CAST(count AS DOUBLE PRECISION)) AS mean, MAX(max) AS peak \
+                 FROM rollups_5m WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
+                 GROUP BY series_id ORDER BY series_id",
+                placeholders(chunk.len(), 4)
+            );
+            rows.extend(read!(self, |p| {
+                let mut query = sqlx::query_as::<_, ShareRow>(&sql)
+                    .bind(from_ms)
+                    .bind(to_ms)
+                    .bind(threshold);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(p).await
+            })?);
+        }
+        Ok(rows)
+    }
+
+    /// Bytes on disk of each metric tier (table and indexes) and the oldest time it holds,
+    /// and the whole database's size.
+    pub async fn metric_store_usage(&self) -> StoreResult<StoreUsage> {
+        let mut tiers = Vec::with_capacity(3);
+        for (resolution, table, column) in [
+            (Resolution::Raw, "samples", "ts_ms"),
+            (Resolution::FiveMinutes, "rollups_5m", "bucket_ms"),
+            (Resolution::OneHour, "rollups_1h", "bucket_ms"),
+        ] {
+            tiers.push(TierUsage {
+                resolution,
+                table,
+                bytes: self.table_bytes(table).await?,
+                oldest_ms: self.oldest(table, column).await?,
+            });
+        }
+        let database_bytes = match self.backend() {
+            Backend::Postgres => {
+                let (bytes,): (i64,) = read!(self, |p| sqlx::query_as(
+                    "SELECT pg_database_size(current_database())"
+                )
+                .fetch_one(p)
+                .await)?;
+                bytes
+            }
+            Backend::Sqlite => {
+                let (bytes,): (i64,) =
+                    read!(self, |p| {
+                        sqlx::query_as(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+                )
+                .fetch_one(p)
+                .await
+                    })?;
+                bytes
+            }
+        };
+        Ok(StoreUsage {
+            tiers,
+            database_bytes: u64::try_from(database_bytes).unwrap_or(0),
+        })
+    }
+
+    /// A table with its indexes: PostgreSQL's relation sizes, SQLite's pages (`dbstat`).
+    async fn table_bytes(&self, table: &str) -> StoreResult<u64> {
+        let (bytes,): (Option<i64>,) = match self.backend() {
+            Backend::Postgres => read!(self, |p| sqlx::query_as(
+                "SELECT CAST(pg_total_relation_size(to_regclass($1)) AS BIGINT)"
+            )
+            .bind(table)
+            .fetch_one(p)
+            .await)?,
+            Backend::Sqlite => read!(self, |p| sqlx::query_as(
+                "SELECT CAST(SUM(pgsize) AS BIGINT) FROM dbstat WHERE name IN \
+                 (SELECT name FROM sqlite_master WHERE tbl_name = $1)"
+            )
+            .bind(table)
+            .fetch_one(p)
+            .await)?,
+        };
+        Ok(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
+    }
+
+    /// The oldest time a tier holds: one index lookup per series rather than a scan.
+    async fn oldest(&self, table: &str, column: &str) -> StoreResult<Option<i64>> {
+        let sql = format!(
+            "SELECT MIN((SELECT MIN({column}) FROM {table} t WHERE t.series_id = s.id)) \
+             FROM series s"
+        );
+        let (oldest,): (Option<i64>,) = read!(self, |p| sqlx::query_as(&sql).fetch_one(p).await)?;
+        Ok(oldest)
     }
 
     /// On PostgreSQL, the least-squares moments of the bucket means against time in days,

@@ -73,7 +73,7 @@ impl Resolution {
         }
     }
 
-    fn table(self) -> &'static str {
+    pub(super) fn table(self) -> &'static str {
         match self {
             Self::Raw => "samples",
             Self::FiveMinutes => "rollups_5m",

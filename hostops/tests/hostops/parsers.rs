@@ -277,9 +277,20 @@ fn docker_disk_usage_lists_what_nothing_uses() {
         ("docker.disk", CheckStatus::Ok)
     );
     assert!(
-        report.message.contains("2 unused images, 1 unused volumes"),
+        report
+            .message
+            .contains("2 unused images, 1 unused volumes, 1 stopped containers"),
         "{}",
         report.message
     );
     assert_eq!(report.evidence["unused_volumes"][0]["bytes"], 3 << 20);
+    // The one container never ran: listed as stopped, with an empty writable layer.
+    let stopped = &usage.stopped_containers;
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(
+        (stopped[0].name.as_str(), stopped[0].state.as_str()),
+        ("stopped-app", "created")
+    );
+    assert_eq!(stopped[0].image, "infrastructor-test-busybox:latest");
+    assert_eq!(usage.reclaimable.containers_bytes, 0);
 }

@@ -66,6 +66,7 @@ async fn container_states_health_and_metrics_from_the_real_engine() {
     );
     assert_eq!(healthy.image, IMAGE);
     assert!(healthy.uptime_seconds.is_some());
+    assert_eq!(healthy.stopped_seconds, None);
     assert_eq!(
         find(&containers, &names[1]).health.as_deref(),
         Some("unhealthy")
@@ -74,6 +75,11 @@ async fn container_states_health_and_metrics_from_the_real_engine() {
     assert_eq!(
         (crashed.state.as_str(), crashed.exit_code),
         ("exited", Some(3))
+    );
+    // Exited moments ago: stopped for seconds, not since the zero time.
+    assert!(
+        crashed.stopped_seconds.is_some_and(|s| s < 600),
+        "{crashed:?}"
     );
     assert!(find(&containers, &names[3]).restart_count > 0);
 
@@ -136,6 +142,13 @@ async fn container_states_health_and_metrics_from_the_real_engine() {
             .iter()
             .all(|i| !i.tags.iter().any(|t| t.starts_with(IMAGE))),
         "an image in use is not reclaimable: {usage:?}"
+    );
+    assert!(
+        usage
+            .stopped_containers
+            .iter()
+            .any(|c| c.name == names[2] && c.state == "exited"),
+        "the crashed container is stopped: {usage:?}"
     );
     let report = infrastructor_hostops::docker_disk::check(&usage);
     assert_eq!(report.check, "docker.disk");

@@ -60,6 +60,7 @@ impl Fixture {
             "analyze_performance_trends" => json!({"devices": self.agent,
                 "resource": "cpu", "window": "1h"}),
             "predict_capacity" => json!({"device": self.agent, "resource": "disk"}),
+            "analyze_cost_optimization" => json!({"window": "1d"}),
             "check_history" => json!({"device": self.agent, "limit": 5}),
             "create_enrollment_token" => json!({"expires_in": "1h"}),
             "plan_change" => json!({"devices": [self.agent],

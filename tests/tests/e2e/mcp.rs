@@ -17,8 +17,9 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 22] = [
+const CATALOGUE: [&str; 23] = [
     "add_agentless_device",
+    "analyze_cost_optimization",
     "analyze_performance_trends",
     "cancel_job",
     "confirm_change",

@@ -1,12 +1,13 @@
-//! Analyses over the metric history: performance trends and capacity forecasts. The
-//! statistics are plain functions over buckets ([`stats`], [`trend`], [`forecast`]); the
-//! service methods here read the store and put them together.
+//! Analyses over the metric history: performance trends, capacity forecasts and the waste
+//! report ([`waste`]). The statistics are plain functions over buckets ([`stats`], [`trend`],
+//! [`forecast`]); the service methods here read the store and put them together.
 
 pub mod chart;
 pub mod forecast;
 pub mod stats;
 pub mod synthetic;
 pub mod trend;
+pub mod waste;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::{now_ms, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{Bucket, DeviceRow, HourRow, NamedSeries, Resolution};
+use crate::store::{Bucket, DeviceRow, NamedSeries, Resolution, RollupRow};
 
 const MAX_WINDOW: Duration = Duration::from_secs(730 * 86_400);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
@@ -217,6 +218,20 @@ pub enum Confidence {
 }
 
 impl Confidence {
+    /// `self`, or `cap` when that is lower.
+    pub fn at_most(self, cap: Self) -> Self {
+        let rank = |c: Self| match c {
+            Self::High => 2,
+            Self::Medium => 1,
+            Self::Low => 0,
+        };
+        if rank(self) > rank(cap) {
+            cap
+        } else {
+            self
+        }
+    }
+
     fn of(value: f64) -> Self {
         match value {
             v if v >= 0.7 => Self::High,
@@ -543,7 +558,11 @@ impl Services {
         let from = now - HISTORY.as_millis() as i64;
         let series_ids: Vec<i64> = series.iter().map(|s| s.id).collect();
         let mut history: HashMap<i64, Vec<HourBucket>> = HashMap::new();
-        for row in self.store.hourly_history(&series_ids, from, now).await? {
+        for row in self
+            .store
+            .rollup_history(Resolution::OneHour, &series_ids, from, now)
+            .await?
+        {
             history
                 .entry(row.series_id)
                 .or_default()
@@ -597,7 +616,7 @@ fn default_bucket_ms(window_ms: i64) -> i64 {
 }
 
 /// A row of the 1-hour rollup as the forecast reads it.
-fn hour_bucket(row: &HourRow) -> HourBucket {
+fn hour_bucket(row: &RollupRow) -> HourBucket {
     HourBucket {
         ts_ms: row.bucket_ms,
         avg: row.avg,
@@ -797,7 +816,7 @@ impl Services {
                 let from = now - HISTORY.as_millis() as i64;
                 let hours: Vec<HourBucket> = self
                     .store
-                    .hourly_history(&[series.id], from, now)
+                    .rollup_history(Resolution::OneHour, &[series.id], from, now)
                     .await?
                     .into_iter()
                     .map(|r| hour_bucket(&r))
