@@ -233,14 +233,13 @@ impl Store {
                 bytes
             }
             Backend::Sqlite => {
-                let (bytes,): (i64,) =
-                    read!(self, |p| {
-                        sqlx::query_as(
+                let (bytes,): (i64,) = read!(self, |p| {
+                    sqlx::query_as(
                     "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
                 )
                 .fetch_one(p)
                 .await
-                    })?;
+                })?;
                 bytes
             }
         };

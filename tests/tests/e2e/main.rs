@@ -22,3 +22,4 @@ mod rest_api;
 mod security;
 mod ssh_driver;
 mod storage_contract;
+mod waste;

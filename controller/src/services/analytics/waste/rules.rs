@@ -465,6 +465,10 @@ pub fn stopped_container(
         return None;
     }
     let days = stopped_seconds as f64 / 86_400.0;
+    let stopped_for = match days {
+        d if d >= 2.0 => format!("{d:.0} days"),
+        _ => format!("{:.0} hours", stopped_seconds as f64 / 3600.0),
+    };
     let mut evidence = BTreeMap::from([("stopped_days".to_string(), round(days, 1))]);
     if let Some(bytes) = writable_bytes {
         evidence.insert("writable_bytes".into(), bytes as f64);
@@ -472,7 +476,7 @@ pub fn stopped_container(
     Some(Verdict {
         kind: FindingKind::StoppedContainer,
         summary: format!(
-            "stopped for {days:.0} days; remove it (docker rm) if it is not a one-off job, \
+            "stopped for {stopped_for}; remove it (docker rm) if it is not a one-off job, \
              which also frees its image when nothing else uses it"
         ),
         evidence,
