@@ -51,6 +51,8 @@ pub struct TierUsage {
 
 /// Series ids per query: well under both backends' bound-parameter limits.
 const IDS_PER_QUERY: usize = 500;
+/// Series ids per history read, so a fleet's history is read over several connections.
+const IDS_PER_READ: usize = 50;
 
 /// `$first, $first+1, …`: `count` numbered placeholders.
 fn placeholders(count: usize, first: usize) -> String {
@@ -121,14 +123,15 @@ impl Store {
                 "bucket_ms",
             ),
         };
-        let mut rows = Vec::new();
-        for chunk in series.chunks(IDS_PER_QUERY) {
+        // Several reads at once on the reader pool: decoding rows is most of the work, and
+        // each connection decodes on its own thread.
+        let reads = series.chunks(IDS_PER_READ).map(|chunk| async move {
             let sql = format!(
                 "SELECT series_id, {columns} FROM {table} WHERE series_id IN ({}) \
                  AND {time} >= $1 AND {time} < $2 ORDER BY series_id, {time}",
                 placeholders(chunk.len(), 3)
             );
-            rows.extend(read!(self, |p| {
+            let rows: Vec<RollupRow> = read!(self, |p| {
                 let mut query = sqlx::query_as::<_, RollupRow>(&sql)
                     .bind(from_ms)
                     .bind(to_ms);
@@ -136,9 +139,10 @@ impl Store {
                     query = query.bind(id);
                 }
                 query.fetch_all(p).await
-            })?);
-        }
-        Ok(rows)
+            })?;
+            Ok::<_, super::StoreError>(rows)
+        });
+        Ok(futures::future::try_join_all(reads).await?.concat())
     }
 
     /// The sum of the series' bucket means per 5-minute bucket in `[from_ms, to_ms)`: one

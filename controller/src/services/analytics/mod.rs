@@ -573,17 +573,25 @@ impl Services {
             horizon_days: horizon.as_secs_f64() / 86_400.0,
             now_ms: now,
         };
-        let mut forecasts: Vec<ResourceForecast> = series
-            .iter()
+        let work: Vec<(NamedSeries, String, Vec<HourBucket>)> = series
+            .into_iter()
             .map(|s| {
                 let buckets = history.remove(&s.id).unwrap_or_default();
                 let device = by_id
                     .get(s.device_id.as_str())
                     .map(|d| d.name.clone())
                     .unwrap_or_default();
-                resource_forecast(s, device, forecast::forecast(&buckets, question))
+                (s, device, buckets)
             })
             .collect();
+        // Seconds of arithmetic for a fleet: off the async workers, over every core.
+        let mut forecasts = tokio::task::spawn_blocking(move || {
+            on_every_core(work, |(s, device, buckets)| {
+                resource_forecast(&s, device, forecast::forecast(&buckets, question))
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("forecasting: {e}")))?;
         forecasts.sort_by_key(rank);
         Ok(CapacityReport {
             threshold,
@@ -592,6 +600,34 @@ impl Services {
             forecasts,
         })
     }
+}
+
+/// `f` over `items` on every core (scoped threads over equal shares), in order.
+fn on_every_core<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores == 1 || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let share = items.len().div_ceil(cores);
+    let mut shares: Vec<Vec<T>> = Vec::with_capacity(cores);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        shares.push(items.by_ref().take(share).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|thread| match thread.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The smallest round width that cuts the window into at most [`DEFAULT_BUCKETS`].
