@@ -1,7 +1,8 @@
 //! What Docker keeps on disk (`docker system df`, through the engine API) and what of it
 //! nothing uses: images no container refers to, volumes no container mounts, build cache not
-//! in use, the writable layers of containers that are not running. The `docker.disk` check carries the reclaimable items as evidence for the waste
-//! report, and the totals are metric series.
+//! in use, the writable layers of containers that are not running. The `docker.disk` check
+//! carries the reclaimable items as evidence for the waste report, and the totals are metric
+//! series.
 
 use bollard::models::SystemDataUsageResponse;
 use bollard::query_parameters::DataUsageOptions;

@@ -63,6 +63,10 @@ pub fn postgres_admin_url() -> String {
 
 /// A fresh, empty PostgreSQL database for one test, or `None` (test skipped) when no server is
 /// reachable — unless services are required, in which case that is a failure.
+/// A well-formed host key no host answers with.
+const UNREACHABLE_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
 pub async fn fresh_postgres_database() -> Option<String> {
     use sqlx::Connection;
     let admin_url = postgres_admin_url();
@@ -325,6 +329,20 @@ impl TestController {
             .bearer_auth(&self.admin_token)
             .json(body);
         status_and_json(request).await
+    }
+
+    /// Registers an agentless device that is never reached (its history is stored directly),
+    /// and returns its ID.
+    pub async fn unreachable_device(&self, name: &str) -> String {
+        let (status, device) = self
+            .post_body(
+                "/devices",
+                &serde_json::json!({"name": name, "ssh_address": "127.0.0.1:1",
+                    "ssh_user": "monitor", "ssh_host_key": UNREACHABLE_HOST_KEY}),
+            )
+            .await;
+        assert_eq!(status, 201, "{device}");
+        device["id"].as_str().expect("device id").to_string()
     }
 
     /// The controller's own metrics (`GET /metrics`), as text.

@@ -54,8 +54,8 @@ const IDS_PER_QUERY: usize = 500;
 /// Series ids per history read, so a fleet's history is read over several connections.
 const IDS_PER_READ: usize = 50;
 
-/// `$first, $first+1, …`: `count` numbered placeholders.
-fn placeholders(count: usize, first: usize) -> String {
+/// `$first, $first+1, …`: `count` numbered bind parameters.
+fn bind_params(count: usize, first: usize) -> String {
     (first..first + count)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -129,7 +129,7 @@ impl Store {
             let sql = format!(
                 "SELECT series_id, {columns} FROM {table} WHERE series_id IN ({}) \
                  AND {time} >= $1 AND {time} < $2 ORDER BY series_id, {time}",
-                placeholders(chunk.len(), 3)
+                bind_params(chunk.len(), 3)
             );
             let rows: Vec<RollupRow> = read!(self, |p| {
                 let mut query = sqlx::query_as::<_, RollupRow>(&sql)
@@ -162,7 +162,7 @@ impl Store {
                 "SELECT bucket_ms, SUM(sum / CAST(count AS DOUBLE PRECISION)) FROM rollups_5m \
                  WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
                  GROUP BY bucket_ms",
-                placeholders(chunk.len(), 3)
+                bind_params(chunk.len(), 3)
             );
             let rows: Vec<(i64, f64)> = read!(self, |p| {
                 let mut query = sqlx::query_as(&sql).bind(from_ms).bind(to_ms);
@@ -195,7 +195,7 @@ impl Store {
                  AS below, AVG(sum / CAST(count AS DOUBLE PRECISION)) AS mean, MAX(max) AS peak \
                  FROM rollups_5m WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
                  GROUP BY series_id ORDER BY series_id",
-                placeholders(chunk.len(), 4)
+                bind_params(chunk.len(), 4)
             );
             rows.extend(read!(self, |p| {
                 let mut query = sqlx::query_as::<_, ShareRow>(&sql)

@@ -8,12 +8,10 @@ use infrastructor_controller::services::analytics::synthetic::Synthetic;
 use infrastructor_controller::services::analytics::trend::Point;
 use infrastructor_controller::store::IngestSample;
 use infrastructor_e2e::{controller_config, fresh_postgres_database, Backend, TestController};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
-const HOST_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -34,18 +32,6 @@ fn filling(end_ms: i64) -> Synthetic {
         seed: 7,
         ..Synthetic::growth(end_ms, 60, 50.0, 0.5)
     }
-}
-
-async fn device(controller: &TestController, name: &str) -> String {
-    let (status, device) = controller
-        .post_body(
-            "/devices",
-            &json!({"name": name, "ssh_address": "127.0.0.1:1", "ssh_user": "monitor",
-                "ssh_host_key": HOST_KEY}),
-        )
-        .await;
-    assert_eq!(status, 201, "{device}");
-    device["id"].as_str().unwrap().to_string()
 }
 
 /// Stores `points` as raw samples of one series and rolls every bucket up, history included.
@@ -83,9 +69,9 @@ async fn ingest(
 /// The fleet every backend gets: "filling" (a disk with everything that fools a line, and a
 /// CPU sampled each minute for a day), "steady" (a flat disk) and "full" (memory above 90%).
 async fn fleet(controller: &TestController, end_ms: i64) -> (String, String, String) {
-    let filling_id = device(controller, "filling").await;
-    let steady_id = device(controller, "steady").await;
-    let full_id = device(controller, "full").await;
+    let filling_id = controller.unreachable_device("filling").await;
+    let steady_id = controller.unreachable_device("steady").await;
+    let full_id = controller.unreachable_device("full").await;
     let mount = r#"{"mount":"/data"}"#;
     ingest(
         controller,

@@ -11,13 +11,11 @@ use infrastructor_controller::services::analytics::waste::rules::Prices;
 use infrastructor_controller::store::IngestSample;
 use infrastructor_e2e::docker::{docker_cli, engine_with_image, run, Containers, IMAGE};
 use infrastructor_e2e::{controller_config, fresh_postgres_database, Backend, TestController};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const FIVE_MINUTES: i64 = 300_000;
 const BUCKETS: i64 = 14 * 288;
 const GIB: f64 = (1u64 << 30) as f64;
-const HOST_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -113,18 +111,6 @@ fn docker_fixture() -> DockerFixture {
     fixture
 }
 
-async fn device(controller: &TestController, name: &str) -> String {
-    let (status, device) = controller
-        .post_body(
-            "/devices",
-            &json!({"name": name, "ssh_address": "127.0.0.1:1", "ssh_user": "monitor",
-                "ssh_host_key": HOST_KEY}),
-        )
-        .await;
-    assert_eq!(status, 201, "{device}");
-    device["id"].as_str().unwrap().to_string()
-}
-
 /// One sample per 5-minute bucket of the last two weeks (`buckets` of them, newest last), of
 /// each `(series, labels, value)`; then every bucket rolled up.
 async fn ingest(
@@ -180,9 +166,9 @@ fn cores(n: u32) -> Vec<SeriesSpec<'static>> {
 /// chatter, which does not count). "big": 16 cores at 4-9%, 64 GiB with 9 used, 50 MB/s, and
 /// the idle container's CPU. "young": two hours of history.
 async fn fleet(controller: &TestController, idle_container: &str) -> String {
-    let idle = device(controller, "idle").await;
-    let big = device(controller, "big").await;
-    let young = device(controller, "young").await;
+    let idle = controller.unreachable_device("idle").await;
+    let big = controller.unreachable_device("big").await;
+    let young = controller.unreachable_device("young").await;
     let none = "{}".to_string();
     let eth0 = r#"{"interface":"eth0"}"#.to_string();
     let lo = r#"{"interface":"lo"}"#.to_string();
