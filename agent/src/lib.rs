@@ -10,9 +10,11 @@
 //! - [`metrics`]: host metric collection (sysinfo) behind the [`metrics::MetricSource`] trait.
 //! - [`spool`]: the bounded on-disk spool of unacknowledged metric batches.
 //! - [`link`]: the one gRPC stream to the controller, with resume, acks and backoff.
+//! - `containers`: the controller's container commands, run on the local engine.
 //! - [`daemon`]: ties collector, link and renewal together ([`Agent`]).
 
 pub mod config;
+mod containers;
 pub mod daemon;
 pub mod enroll;
 pub mod error;

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::containers::{self, ContainerRequest};
 use crate::daemon::Shared;
 use crate::error::{AgentError, Result};
 use crate::metrics::now_ms;
@@ -266,6 +267,16 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 Ok(()) => return None,
                 Err(message) => Err((ErrorKind::InvalidInput, message)),
             },
+            Some(command::Kind::ListContainers(_)) => {
+                let outbox = shared.outbox_sender.clone();
+                containers::spawn(outbox, command.request_id, ContainerRequest::List);
+                return None;
+            }
+            Some(command::Kind::Container(one)) => {
+                let outbox = shared.outbox_sender.clone();
+                containers::spawn(outbox, command.request_id, ContainerRequest::One(one));
+                return None;
+            }
             None => Err((ErrorKind::InvalidInput, "unknown command".to_string())),
         }
     };
@@ -296,6 +307,8 @@ fn command_name(kind: Option<&command::Kind>) -> &'static str {
         Some(command::Kind::RollbackChange(_)) => "rollback_change",
         Some(command::Kind::AbortChange(_)) => "abort_change",
         Some(command::Kind::ChangeStatus(_)) => "change_status",
+        Some(command::Kind::ListContainers(_)) => "list_containers",
+        Some(command::Kind::Container(_)) => "container",
         None => "unknown",
     }
 }

@@ -10,8 +10,11 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use infrastructor_proto::v1::Sample;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
+use super::compose::ComposeService;
+use super::container_ops::parse_engine_time;
 use super::names::ContainerName;
 use super::{CheckReport, CheckStatus, Finding};
 use crate::{now_ms, sample};
@@ -24,7 +27,20 @@ pub enum DockerError {
     Api(#[from] bollard::errors::Error),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl DockerError {
+    /// The engine's HTTP status, when it answered with an error (404: no such container,
+    /// 409: not in a state that allows it).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api(bollard::errors::Error::DockerResponseServerError {
+                status_code, ..
+            }) => Some(*status_code),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,
@@ -40,6 +56,14 @@ pub struct ContainerInfo {
     /// How long a container that is not running has been stopped (since it exited, or since
     /// it was created when it never ran).
     pub stopped_seconds: Option<u64>,
+    /// When it last started and last stopped (Unix milliseconds; `None`: never).
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_at_ms: Option<i64>,
+    /// Its Compose project and service, when Compose created it.
+    #[serde(default)]
+    pub compose: Option<ComposeService>,
 }
 
 /// Connects to the local engine and checks that it answers.
@@ -100,6 +124,13 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError
         false => seconds_since(state.finished_at.as_deref())
             .or_else(|| seconds_since(details.created.as_deref())),
     };
+    let compose = details
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(ComposeService::from_labels);
+    let started_at_ms = state.started_at.as_deref().and_then(parse_engine_time);
+    let finished_at_ms = state.finished_at.as_deref().and_then(parse_engine_time);
     Ok(ContainerInfo {
         id: details.id.unwrap_or_default(),
         name: details
@@ -119,6 +150,9 @@ async fn inspect(docker: &Docker, id: &str) -> Result<ContainerInfo, DockerError
         oom_killed: state.oom_killed.unwrap_or(false),
         uptime_seconds,
         stopped_seconds,
+        started_at_ms,
+        finished_at_ms,
+        compose,
     })
 }
 
@@ -204,26 +238,12 @@ pub async fn container_metrics(docker: &Docker, containers: &[ContainerInfo]) ->
     for (name, stats) in stats {
         let Some(Ok(stats)) = stats else { continue };
         let labels = [("name", name)];
-        let cpu = stats.cpu_stats.unwrap_or_default();
-        let precpu = stats.precpu_stats.unwrap_or_default();
-        let total = |s: &bollard::models::ContainerCpuStats| {
-            s.cpu_usage
-                .as_ref()
-                .and_then(|u| u.total_usage)
-                .unwrap_or(0)
-        };
-        let cpu_delta = total(&cpu).saturating_sub(total(&precpu)) as f64;
-        let system_delta = cpu
-            .system_cpu_usage
-            .unwrap_or(0)
-            .saturating_sub(precpu.system_cpu_usage.unwrap_or(0)) as f64;
-        let cpus = f64::from(cpu.online_cpus.unwrap_or(1).max(1));
-        let cpu_percent = if system_delta > 0.0 {
-            cpu_delta / system_delta * cpus * 100.0
-        } else {
-            0.0
-        };
-        samples.push(sample("container.cpu_percent", &labels, ts, cpu_percent));
+        samples.push(sample(
+            "container.cpu_percent",
+            &labels,
+            ts,
+            cpu_percent(&stats),
+        ));
         if let Some(memory) = stats.memory_stats {
             let usage = memory.usage.unwrap_or(0) as f64;
             samples.push(sample("container.memory_bytes", &labels, ts, usage));
@@ -238,4 +258,27 @@ pub async fn container_metrics(docker: &Docker, containers: &[ContainerInfo]) ->
         }
     }
     samples
+}
+
+/// CPU use over the reading's window, as a share of one core × 100.
+pub fn cpu_percent(stats: &bollard::models::ContainerStatsResponse) -> f64 {
+    let cpu = stats.cpu_stats.clone().unwrap_or_default();
+    let precpu = stats.precpu_stats.clone().unwrap_or_default();
+    let total = |s: &bollard::models::ContainerCpuStats| {
+        s.cpu_usage
+            .as_ref()
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0)
+    };
+    let cpu_delta = total(&cpu).saturating_sub(total(&precpu)) as f64;
+    let system_delta = cpu
+        .system_cpu_usage
+        .unwrap_or(0)
+        .saturating_sub(precpu.system_cpu_usage.unwrap_or(0)) as f64;
+    let cpus = f64::from(cpu.online_cpus.unwrap_or(1).max(1));
+    if system_delta > 0.0 {
+        cpu_delta / system_delta * cpus * 100.0
+    } else {
+        0.0
+    }
 }

@@ -10,6 +10,9 @@
 //! - [`process`]: what every binary does at start and exit (logging, signals, exit code).
 //! - [`names`]: strict patterns for every name that can reach an argv.
 //! - [`docker`]: containers through the engine API, the container check, container metrics.
+//! - [`compose`]: a container's Compose project, service and dependencies, from its labels.
+//! - [`container_ops`]: acting on one container: start, stop, restart, kill, logs, stats;
+//!   [`container_wire`] is their protocol form.
 //! - [`command`]: argv-only command descriptions (never a shell string), `--` before
 //!   positionals, bounded output.
 //! - [`zfs`]: `zpool status` / `zpool list -Hp` parsers and the pool check.
@@ -19,6 +22,9 @@
 pub mod change;
 pub mod checks;
 pub mod command;
+pub mod compose;
+pub mod container_ops;
+pub mod container_wire;
 pub mod docker;
 pub mod docker_disk;
 pub mod fsutil;

@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infrastructor_hostops::change::{CommitReport, PrepareReport};
+use infrastructor_hostops::container_ops::ContainerAnswer;
+use infrastructor_hostops::container_wire;
+use infrastructor_hostops::docker::ContainerInfo;
 use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
     command, command_result, controller_message, Cancel, Command, CommandResult, CommandSucceeded,
@@ -247,6 +250,25 @@ impl Answer for CommitReport {
             Some(Payload::CommitReport(report)) => report.try_into().map_err(|e| format!("{e}")),
             _ => Err("expected a commit report".into()),
         }
+    }
+}
+
+impl Answer for Vec<ContainerInfo> {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
+        match payload {
+            Some(Payload::ContainerList(list)) => {
+                Ok(list.containers.into_iter().map(Into::into).collect())
+            }
+            _ => Err("expected a container list".into()),
+        }
+    }
+}
+
+impl Answer for ContainerAnswer {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
+        payload
+            .and_then(container_wire::answer_from_payload)
+            .ok_or_else(|| "expected a container's state, logs or stats".into())
     }
 }
 

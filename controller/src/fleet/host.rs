@@ -9,10 +9,13 @@ use futures::future::BoxFuture;
 use infrastructor_hostops::change::{ChangeError, ChangeSet, CommitOptions};
 use infrastructor_hostops::change::{CommitReport, PrepareReport, TxnState};
 use infrastructor_hostops::checks::{self, CheckConfig, Round};
-use infrastructor_hostops::names::TxnId;
+use infrastructor_hostops::container_ops::{ContainerAnswer, ContainerOp, MAX_GRACE_SECONDS};
+use infrastructor_hostops::docker::{ContainerInfo, DockerError};
+use infrastructor_hostops::names::{ContainerName, TxnId};
+use infrastructor_hostops::{container_ops, container_wire, docker};
 use infrastructor_proto::v1::command::Kind;
 use infrastructor_proto::v1::{AbortChange, CommitChange, ConfirmChange, PrepareChange};
-use infrastructor_proto::v1::{ChangeStatus, RollbackChange, RunChecks};
+use infrastructor_proto::v1::{ChangeStatus, ListContainers, RollbackChange, RunChecks};
 
 use super::agent_driver::Answer;
 use super::routing::{RoutedCall, Routing};
@@ -31,6 +34,8 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Beyond the health timeout: swaps and actions (restarts may take a while).
 const COMMIT_SLACK: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Beyond a stop's grace period: the engine's own work (and a stats reading's second).
+const CONTAINER_SLACK: Duration = Duration::from_secs(30);
 
 /// The host's link, as far as callers care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +101,29 @@ pub trait Host: Send + Sync {
         txn_id: &'a TxnId,
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>>;
+
+    /// Every container on the host, running or not, read now.
+    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>>;
+
+    /// One operation on one container.
+    fn container<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        name: &'a ContainerName,
+        op: &'a ContainerOp,
+    ) -> BoxFuture<'a, Result<ContainerAnswer>>;
+}
+
+/// How long a container operation may take: a stop's grace period, and the engine's own
+/// work around it.
+fn container_timeout(op: &ContainerOp) -> Duration {
+    match op {
+        ContainerOp::Act { options, .. } => {
+            let grace = options.grace_seconds.unwrap_or(10).min(MAX_GRACE_SECONDS);
+            Duration::from_secs(u64::from(grace)) + CONTAINER_SLACK
+        }
+        _ => CONTAINER_SLACK,
+    }
 }
 
 /// A host with an agent: typed commands over its stream, answered by the agent's engine.
@@ -268,6 +296,37 @@ impl Host for AgentHost {
             self.command(ctx, kind, STEP_TIMEOUT).await
         })
     }
+
+    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
+        Box::pin(async move {
+            let call = RoutedCall::Containers;
+            if let Some(answer) = self.elsewhere(ctx, call, CONTAINER_SLACK).await {
+                return answer;
+            }
+            let kind = Kind::ListContainers(ListContainers {});
+            self.command(ctx, kind, CONTAINER_SLACK).await
+        })
+    }
+
+    fn container<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        name: &'a ContainerName,
+        op: &'a ContainerOp,
+    ) -> BoxFuture<'a, Result<ContainerAnswer>> {
+        Box::pin(async move {
+            let timeout = container_timeout(op);
+            let call = RoutedCall::Container {
+                name: name.as_str().to_string(),
+                op: op.clone(),
+            };
+            if let Some(answer) = self.elsewhere(ctx, call, timeout).await {
+                return answer;
+            }
+            let kind = Kind::Container(container_wire::command(name, op));
+            self.command(ctx, kind, timeout).await
+        })
+    }
 }
 
 /// A step as another replica is asked to take it.
@@ -300,6 +359,22 @@ impl SshHost {
         self.target
             .as_ref()
             .map_err(|reason| Error::Unavailable(reason.clone()))
+    }
+
+    /// The host's Docker engine through the SSH tunnel to its socket.
+    async fn docker(&self) -> Result<bollard::Docker> {
+        self.driver
+            .docker(self.target()?)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Docker on device {}: {e}", self.device_id)))
+    }
+
+    fn too_slow(&self, timeout: Duration) -> Error {
+        Error::Unavailable(format!(
+            "Docker on device {} did not answer within {}s",
+            self.device_id,
+            timeout.as_secs()
+        ))
     }
 
     fn engine(&self) -> Result<Arc<AgentlessEngine>> {
@@ -411,6 +486,33 @@ impl Host for SshHost {
             }
         })
     }
+
+    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
+        Box::pin(async move {
+            let engine = self.docker().await?;
+            let listed = docker::list_containers(&engine);
+            tokio::time::timeout(ctx.bounded(CONTAINER_SLACK), listed)
+                .await
+                .map_err(|_| self.too_slow(CONTAINER_SLACK))?
+                .map_err(docker_error)
+        })
+    }
+
+    fn container<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        name: &'a ContainerName,
+        op: &'a ContainerOp,
+    ) -> BoxFuture<'a, Result<ContainerAnswer>> {
+        Box::pin(async move {
+            let engine = self.docker().await?;
+            let timeout = container_timeout(op);
+            tokio::time::timeout(ctx.bounded(timeout), container_ops::run(&engine, name, op))
+                .await
+                .map_err(|_| self.too_slow(timeout))?
+                .map_err(docker_error)
+        })
+    }
 }
 
 /// How long a step another controller is taking on the same transaction is waited for.
@@ -454,5 +556,16 @@ pub fn engine_error(error: ChangeError) -> Error {
         ChangeError::NotFound(m) => Error::NotFound(m),
         ChangeError::Failed(m) => Error::Unavailable(m),
         other => Error::Internal(other.to_string()),
+    }
+}
+
+/// The engine's refusal as the services' error: a missing container is not found, one in
+/// the wrong state a conflict.
+pub fn docker_error(error: DockerError) -> Error {
+    match error.status() {
+        Some(404) => Error::NotFound(error.to_string()),
+        Some(409) => Error::Conflict(error.to_string()),
+        Some(400) => Error::invalid(error.to_string()),
+        _ => Error::Unavailable(error.to_string()),
     }
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use infrastructor_hostops::change::{ChangeSet, CommitOptions};
-use infrastructor_hostops::names::TxnId;
+use infrastructor_hostops::container_ops::ContainerOp;
+use infrastructor_hostops::names::{ContainerName, TxnId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -65,6 +66,11 @@ pub enum RoutedCall {
     },
     Status {
         txn_id: String,
+    },
+    Containers,
+    Container {
+        name: String,
+        op: ContainerOp,
     },
 }
 
@@ -438,6 +444,11 @@ async fn run(host: &AgentHost, ctx: &Ctx, call: &str) -> Result<Value> {
             host.change_step(ctx, &txn(txn_id)?, ChangeStep::Status)
                 .await?,
         ),
+        RoutedCall::Containers => to_json(host.containers(ctx).await?),
+        RoutedCall::Container { name, op } => {
+            let name = ContainerName::new(name).map_err(|e| Error::invalid(e.to_string()))?;
+            to_json(host.container(ctx, &name, op).await?)
+        }
     };
     Ok(value)
 }

@@ -9,14 +9,15 @@
 //! - [`pipeline`]: scope → decode → confirm/approval → run → audit → timing, for every surface.
 //! - [`confirm`]: single-use confirmation IDs for MCP mutations (plan → confirm).
 //! - [`registry`]: the list, and the type-erased entry each surface iterates.
-//! - [`devices`], [`observe`], [`changes`], [`jobs`], [`admin`], [`approvals`]: the
-//!   operations.
+//! - [`devices`], [`observe`], [`containers`], [`changes`], [`jobs`], [`admin`], [`approvals`]:
+//!   the operations (and [`analytics`]).
 
 pub mod admin;
 pub mod analytics;
 pub mod approvals;
 pub mod changes;
 pub mod confirm;
+pub mod containers;
 pub mod devices;
 pub mod jobs;
 pub mod observe;

@@ -91,11 +91,26 @@ reference!(
     "1 to 64 letters, digits and '-'"
 );
 
+reference!(
+    ContainerRef,
+    "container name or ID",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+    "a letter or digit followed by letters, digits, '_', '.' or '-', at most 128 characters"
+);
+
 /// `{device}` in the path.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePath {
     pub device: DeviceRef,
+}
+
+/// `{device}` and `{container}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerPath {
+    pub device: DeviceRef,
+    pub container: ContainerRef,
 }
 
 /// `{change}` in the path.

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::pipeline::{execute, How, Outcome};
-use super::{admin, analytics, approvals, changes, devices, jobs, observe};
+use super::{admin, analytics, approvals, changes, containers, devices, jobs, observe};
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -142,6 +142,10 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<observe::CheckHistory>::NEW,
     &Entry::<observe::DeviceCapabilities>::NEW,
     &Entry::<observe::ListContainers>::NEW,
+    &Entry::<containers::InspectContainer>::NEW,
+    &Entry::<containers::ContainerLogs>::NEW,
+    &Entry::<containers::ContainerStats>::NEW,
+    &Entry::<containers::ContainerAction>::NEW,
     &Entry::<observe::DiagnoseDevice>::NEW,
     &Entry::<observe::DiagnoseInfrastructure>::NEW,
     &Entry::<analytics::AnalyzePerformanceTrends>::NEW,

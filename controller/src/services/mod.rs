@@ -23,6 +23,7 @@ pub mod approvals;
 pub mod audit;
 pub mod changes;
 pub mod checks;
+pub mod containers;
 pub mod devices;
 pub mod diagnostics;
 pub mod enrollment;
@@ -41,6 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::{Cache, CacheStats};
 use crate::config::ControllerConfig;
+use crate::error::{Error, Result};
 use crate::fleet::SessionRegistry;
 use crate::performance::OperationTimings;
 use crate::pki::Pki;
@@ -151,4 +153,27 @@ impl Services {
             cache: self.cache.stats(),
         })
     }
+}
+
+/// A duration a caller gave (`24h`, `7d`), more than zero and at most `max`; `default` when
+/// absent.
+pub(crate) fn parse_duration(
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration> {
+    let Some(text) = text else { return Ok(default) };
+    let value = humantime::parse_duration(text).map_err(|e| {
+        Error::invalid(format!(
+            "invalid {field} {text:?}: {e} (examples: 24h, 7d, 90d)"
+        ))
+    })?;
+    if value.is_zero() || value > max {
+        return Err(Error::invalid(format!(
+            "{field} must be more than 0 and at most {}",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(value)
 }

@@ -23,6 +23,18 @@ pub struct RollupRow {
     pub max: f64,
 }
 
+/// One UTC day of one series from the 1-hour rollup ([`Store::daily_summary`]).
+#[derive(Clone, Copy, Debug, sqlx::FromRow, PartialEq)]
+pub struct DayRow {
+    pub series_id: i64,
+    /// Days since the Unix epoch.
+    pub day: i64,
+    pub peak: f64,
+    /// The mean of the day's hourly means.
+    pub mean: f64,
+    pub hours: i64,
+}
+
 /// Per-series counts over 5-minute buckets ([`Store::share_below_5m`]).
 #[derive(Clone, Copy, Debug, sqlx::FromRow, PartialEq)]
 pub struct ShareRow {
@@ -143,6 +155,40 @@ impl Store {
             Ok::<_, super::StoreError>(rows)
         });
         Ok(futures::future::try_join_all(reads).await?.concat())
+    }
+
+    /// Each series' UTC days in `[from_ms, to_ms)` of the 1-hour rollup, grouped by the
+    /// database: the peak of the hourly peaks, the mean of the hourly means, the hours
+    /// counted (a day cut by either bound counts only its hours inside). Ordered by series
+    /// and day.
+    pub async fn daily_summary(
+        &self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<Vec<DayRow>> {
+        let reads = series.chunks(IDS_PER_READ).map(|chunk| async move {
+            let sql = format!(
+                "SELECT series_id, bucket_ms / 86400000 AS day, MAX(max) AS peak, \
+                 AVG(sum / CAST(count AS DOUBLE PRECISION)) AS mean, COUNT(*) AS hours \
+                 FROM rollups_1h WHERE series_id IN ({}) AND bucket_ms >= $1 AND bucket_ms < $2 \
+                 GROUP BY series_id, bucket_ms / 86400000",
+                bind_params(chunk.len(), 3)
+            );
+            let rows: Vec<DayRow> = read!(self, |p| {
+                let mut query = sqlx::query_as::<_, DayRow>(&sql).bind(from_ms).bind(to_ms);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(p).await
+            })?;
+            Ok::<_, super::StoreError>(rows)
+        });
+        // Ordered here: without an ORDER BY, PostgreSQL aggregates in a hash table instead
+        // of sorting every hour first.
+        let mut days = futures::future::try_join_all(reads).await?.concat();
+        days.sort_unstable_by_key(|d| (d.series_id, d.day));
+        Ok(days)
     }
 
     /// The sum of the series' bucket means per 5-minute bucket in `[from_ms, to_ms)`: one

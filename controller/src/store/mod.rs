@@ -29,7 +29,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use analytics::{NamedSeries, RollupRow, ShareRow, StoreUsage, TierUsage};
+pub use analytics::{DayRow, NamedSeries, RollupRow, ShareRow, StoreUsage, TierUsage};
 pub use approvals::ApprovalRow;
 pub use audit::{AuditFilter, AuditRow};
 pub use change_journals::{ChangeJournalRow, JournalSave};

@@ -1,5 +1,6 @@
 //! Analytics benchmark: forecast accuracy on synthetic series with a known truth, next to a
-//! single-window `predict_linear` on the same data; then, over a fleet of hourly history in
+//! single-window `predict_linear` and to augurs (MSTL with daily and weekly seasons, AutoETS
+//! for the trend) on the same data; then, over a fleet of hourly history in
 //! the real store on SQLite and PostgreSQL, a 90-day trend of one series from the 1-hour
 //! rollup (p50/p99 through REST) and a fleet-wide capacity forecast (wall time), with the
 //! query plans that serve them.
@@ -9,10 +10,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use augurs_core::{Fit, Predict};
+use augurs_ets::{trend::AutoETSTrendModel, AutoETS};
+use augurs_mstl::MSTLModel;
 use clap::Parser;
 use infrastructor_controller::ratelimit::RateLimit;
-use infrastructor_controller::services::analytics::forecast::{self, HourBucket, Question};
+use infrastructor_controller::services::analytics::forecast::{self, Question};
+use infrastructor_controller::services::analytics::history::{self, History, HourBucket};
 use infrastructor_controller::services::analytics::synthetic::Synthetic;
+use infrastructor_controller::services::analytics::trend::Point;
 use infrastructor_controller::store::{IngestSample, Pool, Resolution};
 use infrastructor_e2e::{controller_config, fresh_postgres_database, Backend, TestController};
 use serde_json::json;
@@ -98,10 +104,18 @@ fn accuracy() -> (f64, f64) {
     let end_ms = 1_780_272_000_000;
     println!("forecast accuracy: days until the threshold, error against the truth");
     println!(
-        "{:>28} | {:>6} | {:>14} | {:>8} | {:>22} | {:>22}",
-        "series", "truth", "ours", "in band", "predict_linear[1d]", "predict_linear[7d]"
+        "{:>28} | {:>6} | {:>14} | {:>8} | {:>22} | {:>22} | {:>16} | {:>8}",
+        "series",
+        "truth",
+        "ours",
+        "in band",
+        "predict_linear[1d]",
+        "predict_linear[7d]",
+        "augurs MSTL+ETS",
+        "in band"
     );
-    let (mut ours_total, mut peer_total) = (0.0, 0.0);
+    let (mut ours_total, mut peer_total, mut augurs_total) = (0.0, 0.0, 0.0);
+    let (mut ours_time, mut augurs_time) = (Duration::ZERO, Duration::ZERO);
     for (name, series, threshold) in scenarios(end_ms) {
         let points = series.points();
         let buckets: Vec<HourBucket> = points
@@ -121,7 +135,12 @@ fn accuracy() -> (f64, f64) {
             .true_crossing_ms(threshold, 365.0)
             .unwrap_or(i64::MAX);
         let ahead = (truth - series.end_ms()) as f64;
-        let answer = forecast::forecast(&buckets, question);
+        let started = Instant::now();
+        let answer = forecast::forecast(&History::from_hours(&buckets, question.now_ms), question);
+        ours_time += started.elapsed();
+        let started = Instant::now();
+        let augurs = augurs_crossing(&points, question);
+        augurs_time += started.elapsed();
         let error = |at: Option<i64>| at.map_or(1.0, |at| ((at - truth) as f64 / ahead).abs());
         let days = |at: Option<i64>| {
             at.map_or("never".to_string(), |at| {
@@ -134,8 +153,10 @@ fn accuracy() -> (f64, f64) {
         let peer_7d = forecast::predict_linear_crossing(&points, 7 * DAY_MS, question);
         ours_total += error(answer.date_ms);
         peer_total += error(peer_1d);
+        augurs_total += error(augurs.date_ms);
         println!(
-            "{name:>28} | {:>6.1} | {:>6} {:>+6.1}% | {:>8} | {:>12} {:>+8.1}% | {:>12} {:>+8.1}%",
+            "{name:>28} | {:>6.1} | {:>6} {:>+6.1}% | {:>8} | {:>12} {:>+8.1}% | {:>12} {:>+8.1}% \
+             | {:>6} {:>+8.1}% | {:>8}",
             ahead / DAY_MS as f64,
             days(answer.date_ms),
             signed(answer.date_ms, truth, ahead),
@@ -144,6 +165,13 @@ fn accuracy() -> (f64, f64) {
             signed(peer_1d, truth, ahead),
             days(peer_7d),
             signed(peer_7d, truth, ahead),
+            days(augurs.date_ms),
+            signed(augurs.date_ms, truth, ahead),
+            match augurs.inside(truth) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
         );
     }
     let n = scenarios(end_ms).len() as f64;
@@ -153,7 +181,81 @@ fn accuracy() -> (f64, f64) {
         peer_total / n * 100.0,
         (ours_total / n) / (peer_total / n).max(1e-9)
     );
+    println!(
+        "against augurs: ours {:.1}% | augurs {:.1}% | ratio {:.2}; time per series: ours {:.2} ms \
+         | augurs {:.2} ms | ratio {:.2}",
+        ours_total / n * 100.0,
+        augurs_total / n * 100.0,
+        (ours_total / n) / (augurs_total / n).max(1e-9),
+        ours_time.as_secs_f64() * 1000.0 / n,
+        augurs_time.as_secs_f64() * 1000.0 / n,
+        ours_time.as_secs_f64() / augurs_time.as_secs_f64().max(1e-9),
+    );
     (ours_total / n, peer_total / n)
+}
+
+/// augurs' answer to the same question: its point forecast's first hour at the threshold,
+/// and the first hours its 80% interval's upper and lower bounds reach it.
+struct PeerCrossing {
+    date_ms: Option<i64>,
+    low_ms: Option<i64>,
+    high_ms: Option<i64>,
+    fitted: bool,
+}
+
+impl PeerCrossing {
+    /// Whether the truth lies in the interval; `None` when there is no interval to judge.
+    fn inside(&self, truth: i64) -> Option<bool> {
+        if !self.fitted {
+            return None;
+        }
+        Some(
+            self.low_ms.is_some_and(|low| low <= truth)
+                && self.high_ms.is_none_or(|high| truth <= high),
+        )
+    }
+}
+
+/// MSTL over the hourly values with a daily and a weekly season, the trend left to AutoETS
+/// (which picks among additive, damped and no-trend models by AICc): the well-kept Rust
+/// forecaster the issue names, given the same hours ours gets.
+fn augurs_crossing(points: &[Point], question: Question) -> PeerCrossing {
+    let none = PeerCrossing {
+        date_ms: None,
+        low_ms: None,
+        high_ms: None,
+        fitted: false,
+    };
+    let Some(last) = points.last() else {
+        return none;
+    };
+    let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+    let trend: AutoETSTrendModel = AutoETS::non_seasonal().into_trend_model();
+    let model = MSTLModel::new(vec![24, 168], trend);
+    let horizon = (question.horizon_days * 24.0) as usize;
+    let Ok(fitted) = model.fit(&values) else {
+        return none;
+    };
+    let Ok(prediction) = fitted.predict(horizon, 0.8) else {
+        return none;
+    };
+    let hour_at = |i: usize| last.ts_ms + (i as i64 + 1) * HOUR_MS;
+    let first = |values: &[f64]| {
+        values
+            .iter()
+            .position(|v| *v >= question.threshold)
+            .map(hour_at)
+    };
+    let (low_ms, high_ms) = prediction
+        .intervals
+        .as_ref()
+        .map_or((None, None), |i| (first(&i.upper), first(&i.lower)));
+    PeerCrossing {
+        date_ms: first(&prediction.point),
+        low_ms,
+        high_ms,
+        fitted: true,
+    }
 }
 
 fn signed(at: Option<i64>, truth: i64, ahead: f64) -> f64 {
@@ -200,6 +302,12 @@ async fn load_fleet(controller: &TestController, args: &Args, end_ms: i64) -> an
             })
             .await?;
     }
+    // What autovacuum does after a bulk load, so the planner knows the table's size.
+    if let Pool::Postgres(pool) = controller.services.store.write_pool().clone() {
+        controller
+            .run(async move { sqlx::query("ANALYZE").execute(&pool).await })
+            .await?;
+    }
     println!(
         "  loaded {} series × 90 days hourly in {:.1} s",
         args.devices * args.series,
@@ -229,31 +337,46 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-async fn plans(controller: &TestController) -> anyhow::Result<()> {
-    let pool = controller.services.store.write_pool().clone();
-    let sql =
+/// The reads a fleet forecast makes, as the stores make them (see `store/analytics.rs`).
+const PLANNED: [(&str, &str); 2] = [
+    (
+        "day summaries before the hourly tail",
+        "SELECT series_id, bucket_ms / 86400000 AS day, MAX(max), \
+         AVG(sum / CAST(count AS DOUBLE PRECISION)), COUNT(*) FROM rollups_1h \
+         WHERE series_id IN (1, 2, 3) AND bucket_ms >= 0 AND bucket_ms < 9000000000000 \
+         GROUP BY series_id, bucket_ms / 86400000",
+    ),
+    (
+        "the hourly tail",
         "SELECT series_id, bucket_ms, sum / CAST(count AS DOUBLE PRECISION), max FROM rollups_1h \
-               WHERE series_id IN (1, 2, 3) AND bucket_ms >= 0 AND bucket_ms < 9000000000000 \
-               ORDER BY series_id, bucket_ms";
-    let lines: Vec<String> = controller
-        .run(async move {
-            match pool {
-                Pool::Sqlite(p) => sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
-                    "EXPLAIN QUERY PLAN {sql}"
-                ))
-                .fetch_all(&p)
-                .await
-                .map(|rows| rows.into_iter().map(|r| r.3).collect()),
-                Pool::Postgres(p) => sqlx::query_as::<_, (String,)>(&format!("EXPLAIN {sql}"))
+         WHERE series_id IN (1, 2, 3) AND bucket_ms >= 0 AND bucket_ms < 9000000000000 \
+         ORDER BY series_id, bucket_ms",
+    ),
+];
+
+async fn plans(controller: &TestController) -> anyhow::Result<()> {
+    for (what, sql) in PLANNED {
+        let pool = controller.services.store.write_pool().clone();
+        let lines: Vec<String> = controller
+            .run(async move {
+                match pool {
+                    Pool::Sqlite(p) => sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
+                        "EXPLAIN QUERY PLAN {sql}"
+                    ))
                     .fetch_all(&p)
                     .await
-                    .map(|rows| rows.into_iter().map(|r| r.0).collect()),
-            }
-        })
-        .await?;
-    println!("  plan of the hourly history read:");
-    for line in lines {
-        println!("    {line}");
+                    .map(|rows| rows.into_iter().map(|r| r.3).collect()),
+                    Pool::Postgres(p) => sqlx::query_as::<_, (String,)>(&format!("EXPLAIN {sql}"))
+                        .fetch_all(&p)
+                        .await
+                        .map(|rows| rows.into_iter().map(|r| r.0).collect()),
+                }
+            })
+            .await?;
+        println!("  plan of the read of {what}:");
+        for line in lines {
+            println!("    {line}");
+        }
     }
     Ok(())
 }
@@ -301,27 +424,41 @@ async fn speed(backend: Backend, name: &str, args: &Args) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Where the fleet forecast's time goes: the one read of the hourly history, and the
-/// forecasts over it.
+/// Where the fleet forecast's time goes: the reads of the history (day summaries before
+/// the hourly tail, hours within it), and the forecasts over it.
 async fn breakdown(controller: &TestController) -> anyhow::Result<()> {
     let store = controller.services.store.clone();
-    let (read, rows, compute) = controller
+    let (read, rows, series, compute) = controller
         .run(async move {
             let series = store.series_named(None, &["disk.used_percent"]).await?;
             let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
             let now = infrastructor_controller::services::now_ms();
+            let (from, tail) = (now - 90 * DAY_MS, history::tail_start_ms(now));
             let started = Instant::now();
-            let history = store
-                .rollup_history(Resolution::OneHour, &ids, now - 90 * DAY_MS, now)
-                .await?;
+            let (days, hours) = futures::try_join!(
+                store.daily_summary(&ids, from, tail),
+                store.rollup_history(Resolution::OneHour, &ids, tail, now),
+            )?;
             let read = started.elapsed();
-            let rows = history.len();
-            let mut by_series: std::collections::BTreeMap<i64, Vec<HourBucket>> =
-                Default::default();
-            for row in history {
+            let rows = days.len() + hours.len();
+            let mut by_series: std::collections::BTreeMap<i64, History> = Default::default();
+            for row in days {
                 by_series
                     .entry(row.series_id)
                     .or_default()
+                    .days
+                    .push(history::DayBucket {
+                        day: row.day,
+                        peak: row.peak,
+                        mean: row.mean,
+                        hours: row.hours as u32,
+                    });
+            }
+            for row in hours {
+                by_series
+                    .entry(row.series_id)
+                    .or_default()
+                    .hours
                     .push(HourBucket {
                         ts_ms: row.bucket_ms,
                         avg: row.avg,
@@ -334,24 +471,19 @@ async fn breakdown(controller: &TestController) -> anyhow::Result<()> {
                 now_ms: now,
             };
             let started = Instant::now();
-            for buckets in by_series.values() {
-                std::hint::black_box(forecast::forecast(buckets, question));
+            for history in by_series.values() {
+                std::hint::black_box(forecast::forecast(history, question));
             }
-            Ok::<_, anyhow::Error>((read, rows, started.elapsed()))
+            Ok::<_, anyhow::Error>((read, rows, by_series.len(), started.elapsed()))
         })
         .await?;
     println!(
-        "    of which: reading {rows} hourly rows {:.2} s | {} forecasts one after another {:.2} s",
+        "    of which: reading {rows} rows (days, then hours) {:.2} s | {series} forecasts one \
+         after another {:.2} s",
         read.as_secs_f64(),
-        ids_note(rows),
         compute.as_secs_f64()
     );
     Ok(())
-}
-
-/// Series in the fleet, from its rows (2160 each).
-fn ids_note(rows: usize) -> usize {
-    rows / (90 * 24)
 }
 
 #[tokio::main]

@@ -5,6 +5,7 @@
 mod analytics;
 mod config_changes;
 mod conformance;
+mod containers;
 mod correlation;
 mod diagnostics;
 mod docker_checks;

@@ -17,7 +17,7 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 23] = [
+const CATALOGUE: [&str; 25] = [
     "add_agentless_device",
     "analyze_cost_optimization",
     "analyze_performance_trends",
@@ -29,6 +29,7 @@ const CATALOGUE: [&str; 23] = [
     "get_approval",
     "get_change",
     "get_check_history",
+    "get_container_logs",
     "get_controller_performance",
     "get_device",
     "get_job",
@@ -36,6 +37,7 @@ const CATALOGUE: [&str; 23] = [
     "list_changes",
     "list_containers",
     "list_devices",
+    "manage_container",
     "predict_capacity",
     "query_metrics",
     "remove_device",

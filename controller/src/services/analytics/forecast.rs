@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::history::{DayBucket, History, HourBucket};
 use super::stats::{self, RobustFit};
 use super::trend::{self, Point, DAY_MS};
 
@@ -23,20 +24,10 @@ pub const MIN_HISTORY_HOURS: i64 = 12;
 const WINDOWS_DAYS: [i64; 4] = [1, 7, 30, 90];
 /// Windows up to this many days are fitted on hourly peaks, longer ones on daily peaks.
 const HOURLY_UP_TO_DAYS: i64 = 3;
-/// A day with fewer hourly buckets than this is incomplete: its peak may be yet to come.
-const FULL_DAY_BUCKETS: usize = 12;
 /// The slope's interval, and the residual quantiles around the line, cover this much.
 const INTERVAL: f64 = 0.8;
 /// Backtest errors within this factor of the best count as a tie.
 const TIE: f64 = 1.1;
-
-/// One hour of a series: its mean and its peak.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HourBucket {
-    pub ts_ms: i64,
-    pub avg: f64,
-    pub max: f64,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -127,9 +118,9 @@ impl Question {
     }
 }
 
-/// Forecasts from hourly buckets, oldest first.
-pub fn forecast(buckets: &[HourBucket], question: Question) -> Forecast {
-    match fitted(buckets, question) {
+/// Forecasts from a series' history.
+pub fn forecast(history: &History, question: Question) -> Forecast {
+    match fitted(history, question) {
         Ok(fitted) => fitted.forecast(question),
         Err(answer) => *answer,
     }
@@ -147,11 +138,11 @@ pub struct PathPoint {
 /// The forecast, and its paths every `step_ms` from now to the horizon (none when there is
 /// no fit: already above, or not enough data).
 pub fn forecast_with_paths(
-    buckets: &[HourBucket],
+    history: &History,
     question: Question,
     step_ms: i64,
 ) -> (Forecast, Vec<PathPoint>) {
-    let fitted = match fitted(buckets, question) {
+    let fitted = match fitted(history, question) {
         Ok(fitted) => fitted,
         Err(answer) => return (*answer, Vec::new()),
     };
@@ -196,34 +187,25 @@ impl Fitted {
 }
 
 /// The fit, or the answer when there is nothing to fit.
-fn fitted(buckets: &[HourBucket], question: Question) -> Result<Fitted, Box<Forecast>> {
-    let Some(last) = buckets.last() else {
+fn fitted(history: &History, question: Question) -> Result<Fitted, Box<Forecast>> {
+    let Some(current) = history.current() else {
         let mut answer = Forecast::bare(Outlook::NotEnoughData, None);
         answer.needs_hours = Some(MIN_HISTORY_HOURS);
         return Err(Box::new(answer));
     };
-    let current = Some(last.avg);
-    if last.avg >= question.threshold {
-        let mut answer = Forecast::bare(Outlook::AlreadyAbove, current);
+    if current >= question.threshold {
+        let mut answer = Forecast::bare(Outlook::AlreadyAbove, Some(current));
         answer.confidence = 1.0;
         return Err(Box::new(answer));
     }
-    let means: Vec<Point> = buckets
-        .iter()
-        .map(|b| Point {
-            ts_ms: b.ts_ms,
-            value: b.avg,
-        })
-        .collect();
-    let since_step_ms = trend::steps(&means, HOUR_MS).last().map(|s| s.ts_ms);
-    let segment: Vec<HourBucket> = buckets
-        .iter()
-        .filter(|b| since_step_ms.is_none_or(|at| b.ts_ms >= at))
-        .copied()
-        .collect();
-    let hours = (last.ts_ms - segment[0].ts_ms) / HOUR_MS + 1;
+    let since_step_ms = last_step(history);
+    let segment = match since_step_ms {
+        Some(at) => history.since(at),
+        None => history.clone(),
+    };
+    let hours = segment.span_hours();
     let short = |needs: i64| {
-        let mut answer = Forecast::bare(Outlook::NotEnoughData, current);
+        let mut answer = Forecast::bare(Outlook::NotEnoughData, Some(current));
         answer.needs_hours = Some(needs);
         answer
     };
@@ -237,7 +219,20 @@ fn fitted(buckets: &[HourBucket], question: Question) -> Result<Fitted, Box<Fore
         backtest_error,
         since_step_ms,
         hours,
-        current,
+        current: Some(current),
+    })
+}
+
+/// The last step change: at hourly precision within the hourly tail, else at daily
+/// precision before it.
+fn last_step(history: &History) -> Option<i64> {
+    let tail_start = history.hours.first().map(|h| h.ts_ms);
+    let hourly = trend::steps(&history.hourly_means(), HOUR_MS);
+    hourly.last().map(|s| s.ts_ms).or_else(|| {
+        trend::steps(&history.daily_means(), DAY_MS)
+            .into_iter()
+            .rfind(|s| tail_start.is_none_or(|tail| s.ts_ms < tail))
+            .map(|s| s.ts_ms)
     })
 }
 
@@ -258,14 +253,15 @@ struct Model {
 }
 
 impl Model {
-    /// Fits `buckets` (the window's hours) on hourly or daily peaks.
-    fn fit(buckets: &[HourBucket], window_days: i64) -> Option<Self> {
+    /// Fits the window `(from_ms, until_ms]` of `history` on hourly or daily peaks.
+    fn fit(history: &History, from_ms: i64, until_ms: i64, window_days: i64) -> Option<Self> {
         let (points, xs, ys, peak_over_mean) = if window_days <= HOURLY_UP_TO_DAYS {
-            let over = stats::median(buckets.iter().map(|b| b.max - b.avg)).unwrap_or(0.0);
-            let (xs, ys) = hourly_peaks(buckets);
+            let hours = history.hours_in(from_ms, until_ms);
+            let over = stats::median(hours.iter().map(|b| b.max - b.avg)).unwrap_or(0.0);
+            let (xs, ys) = hourly_peaks(&hours);
             (Points::HourlyPeaks, xs, ys, over)
         } else {
-            let (xs, ys, over) = daily_peaks(buckets);
+            let (xs, ys, over) = daily_peaks(&history.days_in(from_ms, until_ms));
             (Points::DailyPeaks, xs, ys, over)
         };
         if xs.len() < 4 {
@@ -346,30 +342,17 @@ impl Model {
 /// quarter, at most a week), best predicted the holdout's daily peaks: every window judged
 /// on the same days at the same distance. The window is then fitted again up to now.
 /// Returns the model and its holdout error (`None` error: too short to hold any out).
-fn choose_window(segment: &[HourBucket], hours: i64) -> Option<(Model, Option<f64>)> {
-    let end = segment.last()?.ts_ms;
-    let window = |until: i64, days: i64| -> Vec<HourBucket> {
-        let from = until - days * DAY_MS;
-        segment
-            .iter()
-            .filter(|b| b.ts_ms > from && b.ts_ms <= until)
-            .copied()
-            .collect()
-    };
+fn choose_window(segment: &History, hours: i64) -> Option<(Model, Option<f64>)> {
+    let end = segment.last_ms()?;
+    let fit = |until: i64, days: i64| Model::fit(segment, until - days * DAY_MS, until, days);
     let covered = |days: i64| days == WINDOWS_DAYS[0] || hours as f64 >= 0.6 * (days * 24) as f64;
     let holdout_ms = (7 * DAY_MS).min(hours * HOUR_MS / 4);
     let cut = end - holdout_ms;
-    let (xs, ys, _) = daily_peaks(
-        &segment
-            .iter()
-            .filter(|b| b.ts_ms > cut)
-            .copied()
-            .collect::<Vec<_>>(),
-    );
+    let (xs, ys, _) = daily_peaks(&segment.days_in(cut, end));
     let mut scored: Vec<(i64, f64)> = Vec::new();
     if xs.len() >= 2 {
         for days in WINDOWS_DAYS.into_iter().filter(|d| covered(*d)) {
-            let Some(model) = Model::fit(&window(cut, days), days) else {
+            let Some(model) = fit(cut, days) else {
                 continue;
             };
             let path = model.likely();
@@ -381,14 +364,14 @@ fn choose_window(segment: &[HourBucket], hours: i64) -> Option<(Model, Option<f6
         // Too short for a holdout: the shortest window that fits.
         return WINDOWS_DAYS
             .into_iter()
-            .find_map(|days| Model::fit(&window(end, days), days))
+            .find_map(|days| fit(end, days))
             .map(|model| (model, None));
     };
     scored
         .iter()
         .rev()
         .filter(|(_, error)| *error <= best * TIE + 1e-9)
-        .find_map(|(days, error)| Some((Model::fit(&window(end, *days), *days)?, Some(*error))))
+        .find_map(|(days, error)| Some((fit(end, *days)?, Some(*error))))
 }
 
 fn hourly_peaks(buckets: &[HourBucket]) -> (Vec<f64>, Vec<f64>) {
@@ -398,28 +381,11 @@ fn hourly_peaks(buckets: &[HourBucket]) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// The peak of every complete UTC day, at the day's middle, and the median height of the
-/// peaks above their day's mean.
-fn daily_peaks(buckets: &[HourBucket]) -> (Vec<f64>, Vec<f64>, f64) {
-    // (day, peak, sum of means, buckets)
-    let mut days: Vec<(i64, f64, f64, usize)> = Vec::new();
-    for b in buckets {
-        let day = b.ts_ms.div_euclid(DAY_MS);
-        match days.last_mut() {
-            Some((d, peak, sum, count)) if *d == day => {
-                *peak = peak.max(b.max);
-                *sum += b.avg;
-                *count += 1;
-            }
-            _ => days.push((day, b.max, b.avg, 1)),
-        }
-    }
-    days.retain(|(_, _, _, count)| *count >= FULL_DAY_BUCKETS);
-    let over = stats::median(days.iter().map(|(_, peak, sum, n)| peak - sum / *n as f64));
-    let (xs, ys) = days
-        .into_iter()
-        .map(|(day, peak, _, _)| (day as f64 + 0.5, peak))
-        .unzip();
+/// The peak of every full day at the day's middle, and the median height of the peaks above
+/// their day's mean.
+fn daily_peaks(days: &[DayBucket]) -> (Vec<f64>, Vec<f64>, f64) {
+    let over = stats::median(days.iter().map(|d| d.peak - d.mean));
+    let (xs, ys) = days.iter().map(|d| (d.x(), d.peak)).unzip();
     (xs, ys, over.unwrap_or(0.0))
 }
 

@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod forecast;
+pub mod history;
 pub mod stats;
 pub mod synthetic;
 pub mod trend;
@@ -14,14 +15,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use self::forecast::{Forecast, HourBucket, Outlook, Question};
+use self::forecast::{Forecast, Outlook, Question};
+use self::history::{DayBucket, History, HourBucket};
 use self::trend::{Anomaly, Direction, Point, Step};
 use super::metrics::{parse_query, parse_selector, MetricQuery, ParsedQuery};
-use super::{now_ms, rfc3339, Services};
+use super::{now_ms, parse_duration, rfc3339, Services};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
-use crate::store::{Bucket, DeviceRow, NamedSeries, Resolution, RollupRow};
+use crate::store::{Bucket, DeviceRow, NamedSeries, Resolution};
 
 const MAX_WINDOW: Duration = Duration::from_secs(730 * 86_400);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
@@ -239,27 +241,6 @@ impl Confidence {
             _ => Self::Low,
         }
     }
-}
-
-fn parse_duration(
-    field: &str,
-    text: Option<&str>,
-    default: Duration,
-    max: Duration,
-) -> Result<Duration> {
-    let Some(text) = text else { return Ok(default) };
-    let value = humantime::parse_duration(text).map_err(|e| {
-        Error::invalid(format!(
-            "invalid {field} {text:?}: {e} (examples: 24h, 7d, 90d)"
-        ))
-    })?;
-    if value.is_zero() || value > max {
-        return Err(Error::invalid(format!(
-            "{field} must be more than 0 and at most {}",
-            humantime::format_duration(max)
-        )));
-    }
-    Ok(value)
 }
 
 fn labels_of(series: &NamedSeries) -> BTreeMap<String, String> {
@@ -557,23 +538,13 @@ impl Services {
         let now = now_ms();
         let from = now - HISTORY.as_millis() as i64;
         let series_ids: Vec<i64> = series.iter().map(|s| s.id).collect();
-        let mut history: HashMap<i64, Vec<HourBucket>> = HashMap::new();
-        for row in self
-            .store
-            .rollup_history(Resolution::OneHour, &series_ids, from, now)
-            .await?
-        {
-            history
-                .entry(row.series_id)
-                .or_default()
-                .push(hour_bucket(&row));
-        }
+        let mut history = self.forecast_history(&series_ids, from, now).await?;
         let question = Question {
             threshold,
             horizon_days: horizon.as_secs_f64() / 86_400.0,
             now_ms: now,
         };
-        let work: Vec<(NamedSeries, String, Vec<HourBucket>)> = series
+        let work: Vec<(NamedSeries, String, History)> = series
             .into_iter()
             .map(|s| {
                 let buckets = history.remove(&s.id).unwrap_or_default();
@@ -599,6 +570,50 @@ impl Services {
             generated_at: rfc3339(now),
             forecasts,
         })
+    }
+}
+
+impl Services {
+    /// What forecasts read of `series` over `[from_ms, now_ms]`: day summaries grouped by the
+    /// database before the hourly tail, the 1-hour rollup's buckets within it. The day
+    /// summaries and the hours are read at once.
+    async fn forecast_history(
+        &self,
+        series: &[i64],
+        from_ms: i64,
+        now_ms: i64,
+    ) -> Result<HashMap<i64, History>> {
+        let tail = history::tail_start_ms(now_ms);
+        let (days, hours) = futures::try_join!(
+            self.store.daily_summary(series, from_ms.min(tail), tail),
+            self.store
+                .rollup_history(Resolution::OneHour, series, tail.max(from_ms), now_ms),
+        )?;
+        let mut histories: HashMap<i64, History> = HashMap::new();
+        for row in days {
+            histories
+                .entry(row.series_id)
+                .or_default()
+                .days
+                .push(DayBucket {
+                    day: row.day,
+                    peak: row.peak,
+                    mean: row.mean,
+                    hours: u32::try_from(row.hours).unwrap_or(u32::MAX),
+                });
+        }
+        for row in hours {
+            histories
+                .entry(row.series_id)
+                .or_default()
+                .hours
+                .push(HourBucket {
+                    ts_ms: row.bucket_ms,
+                    avg: row.avg,
+                    max: row.max,
+                });
+        }
+        Ok(histories)
     }
 }
 
@@ -649,15 +664,6 @@ fn default_bucket_ms(window_ms: i64) -> i64 {
         .map(|s| s * 1000)
         .find(|b| window_ms / b <= DEFAULT_BUCKETS)
         .unwrap_or(30 * 86_400_000)
-}
-
-/// A row of the 1-hour rollup as the forecast reads it.
-fn hour_bucket(row: &RollupRow) -> HourBucket {
-    HourBucket {
-        ts_ms: row.bucket_ms,
-        avg: row.avg,
-        max: row.max,
-    }
 }
 
 /// Sort key: what needs attention first.
@@ -850,20 +856,18 @@ impl Services {
         let (forecast, paths) = match threshold {
             Some(threshold) => {
                 let from = now - HISTORY.as_millis() as i64;
-                let hours: Vec<HourBucket> = self
-                    .store
-                    .rollup_history(Resolution::OneHour, &[series.id], from, now)
+                let history = self
+                    .forecast_history(&[series.id], from, now)
                     .await?
-                    .into_iter()
-                    .map(|r| hour_bucket(&r))
-                    .collect();
+                    .remove(&series.id)
+                    .unwrap_or_default();
                 let question = Question {
                     threshold,
                     horizon_days: horizon.as_secs_f64() / 86_400.0,
                     now_ms: now,
                 };
                 let step = (horizon.as_millis() as i64 / 60).max(forecast::HOUR_MS);
-                let (answer, mut paths) = forecast::forecast_with_paths(&hours, question, step);
+                let (answer, mut paths) = forecast::forecast_with_paths(&history, question, step);
                 // Drawn until even the latest bound has crossed: the rest says nothing more.
                 if let Some(done) = paths.iter().position(|p| p.latest >= threshold) {
                     paths.truncate(done + 1);

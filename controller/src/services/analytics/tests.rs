@@ -1,6 +1,7 @@
 //! The analyses measured against series whose truth is known.
 
-use super::forecast::{self, HourBucket, Outlook, Question};
+use super::forecast::{self, Outlook, Question};
+use super::history::{History, HourBucket};
 use super::stats;
 use super::synthetic::Synthetic;
 use super::trend::{self, Direction, Point, DAY_MS};
@@ -20,6 +21,11 @@ fn hourly(points: &[Point]) -> Vec<HourBucket> {
         .collect()
 }
 
+/// What the stores hand the forecast at the end of `s`.
+fn history(buckets: &[HourBucket], s: &Synthetic) -> History {
+    History::from_hours(buckets, s.end_ms())
+}
+
 fn question(s: &Synthetic, threshold: f64) -> Question {
     Question {
         threshold,
@@ -36,7 +42,7 @@ fn assert_close_to_truth(s: &Synthetic, threshold: f64) -> forecast::Forecast {
     let truth = s
         .true_crossing_ms(threshold, 90.0)
         .expect("the truth crosses");
-    let answer = forecast::forecast(&hourly(&s.points()), question(s, threshold));
+    let answer = forecast::forecast(&history(&hourly(&s.points()), s), question(s, threshold));
     assert_eq!(answer.outlook, Outlook::Crosses, "{answer:?}");
     let date = answer.date_ms.unwrap();
     let to_truth = (truth - s.end_ms()) as f64;
@@ -96,7 +102,7 @@ fn a_flat_series_is_flat_and_never_crosses() {
         ..Synthetic::growth(END_MS, 30, 50.0, 0.0)
     };
     let points = s.points();
-    let answer = forecast::forecast(&hourly(&points), question(&s, 90.0));
+    let answer = forecast::forecast(&history(&hourly(&points), &s), question(&s, 90.0));
     assert_eq!(answer.outlook, Outlook::NotWithinHorizon, "{answer:?}");
     let (xs, ys): (Vec<f64>, Vec<f64>) = points
         .iter()
@@ -162,11 +168,14 @@ fn a_rising_trend_is_rising_and_a_doubling_is_a_step() {
 fn too_little_history_says_how_much_more_is_needed_and_full_is_already_above() {
     let s = Synthetic::growth(END_MS, 1, 40.0, 1.0);
     let points = &hourly(&s.points())[..5];
-    let answer = forecast::forecast(points, question(&s, 90.0));
+    let answer = forecast::forecast(&history(points, &s), question(&s, 90.0));
     assert_eq!(answer.outlook, Outlook::NotEnoughData);
     assert_eq!(answer.needs_hours, Some(forecast::MIN_HISTORY_HOURS - 5));
     let full = Synthetic::growth(END_MS, 3, 95.0, 0.0);
-    let answer = forecast::forecast(&hourly(&full.points()), question(&full, 90.0));
+    let answer = forecast::forecast(
+        &history(&hourly(&full.points()), &full),
+        question(&full, 90.0),
+    );
     assert_eq!(answer.outlook, Outlook::AlreadyAbove);
 }
 
@@ -175,7 +184,7 @@ fn predict_linear_is_fooled_where_this_forecast_is_not() {
     let s = realistic();
     let truth = s.true_crossing_ms(85.0, 90.0).unwrap();
     let points = s.points();
-    let ours = forecast::forecast(&hourly(&points), question(&s, 85.0))
+    let ours = forecast::forecast(&history(&hourly(&points), &s), question(&s, 85.0))
         .date_ms
         .unwrap();
     let peer = forecast::predict_linear_crossing(&points, DAY_MS, question(&s, 85.0));
