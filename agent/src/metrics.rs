@@ -111,8 +111,9 @@ impl HostMetrics {
         let mut seen = std::collections::HashSet::new();
         for disk in self.disks.list() {
             let mount = disk.mount_point().to_string_lossy().into_owned();
+            let fs = disk.file_system().to_string_lossy();
             // Bind mounts show the same filesystem several times; report each mount once.
-            if !seen.insert(mount.clone()) {
+            if !is_host_filesystem(&mount, &fs) || !seen.insert(mount.clone()) {
                 continue;
             }
             let total = disk.total_space() as f64;
@@ -193,9 +194,51 @@ fn process_count() -> Option<usize> {
     )
 }
 
+/// Container runtimes' state directories: what is mounted under them is a container's own
+/// filesystem, which comes and goes with the container.
+const RUNTIME_DIRS: [&str; 6] = [
+    "/var/lib/docker/",
+    "/var/lib/containers/",
+    "/var/lib/kubelet/",
+    "/run/containerd/",
+    "/run/docker/",
+    "/run/k3s/",
+];
+
+/// Whether a mount is one of the host's own filesystems. Containers' root filesystems
+/// (overlays under a runtime's directory) would add a series per container that lives for
+/// minutes, and read-only images (squashfs: snaps) are always full — a capacity alarm that
+/// means nothing.
+pub fn is_host_filesystem(mount: &str, fs: &str) -> bool {
+    let layered = matches!(fs, "overlay" | "fuse.fuse-overlayfs" | "aufs" | "squashfs");
+    let in_runtime = RUNTIME_DIRS.iter().any(|dir| mount.starts_with(dir));
+    !layered && !in_runtime
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_and_images_are_not_host_filesystems() {
+        assert!(is_host_filesystem("/", "ext4"));
+        assert!(
+            is_host_filesystem("/var/lib/docker", "ext4"),
+            "the runtime's own disk"
+        );
+        assert!(is_host_filesystem("/srv/tank", "zfs"));
+        let overlay = "/var/lib/docker/fuse-overlayfs/0c3065/merged";
+        assert!(!is_host_filesystem(overlay, "fuse.fuse-overlayfs"));
+        assert!(!is_host_filesystem(
+            "/var/lib/docker/overlay2/ab12/merged",
+            "overlay"
+        ));
+        assert!(!is_host_filesystem(
+            "/run/containerd/io.containerd/rootfs",
+            "ext4"
+        ));
+        assert!(!is_host_filesystem("/snap/core22/1380", "squashfs"));
+    }
 
     #[test]
     fn collects_the_documented_series_from_this_host() {

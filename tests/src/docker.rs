@@ -73,21 +73,26 @@ impl Drop for Containers {
 
 /// `docker run -d --name NAME EXTRA… IMAGE COMMAND…`
 pub fn run(name: &str, extra: &[&str], command: &[&str]) {
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--label",
-        "infrastructor-test=1",
-    ];
+    docker_new("run", name, extra, command);
+}
+
+/// `docker create --name NAME EXTRA… IMAGE COMMAND…`: made, not started.
+pub fn create(name: &str, extra: &[&str], command: &[&str]) {
+    docker_new("create", name, extra, command);
+}
+
+fn docker_new(verb: &str, name: &str, extra: &[&str], command: &[&str]) {
+    let detached: &[&str] = if verb == "run" { &["-d"] } else { &[] };
+    let mut args = vec![verb];
+    args.extend_from_slice(detached);
+    args.extend(["--name", name, "--label", "infrastructor-test=1"]);
     args.extend_from_slice(extra);
     args.push(IMAGE);
     args.extend_from_slice(command);
     let output = docker_cli(&args);
     assert!(
         output.status.success(),
-        "docker run {name}: {}",
+        "docker {verb} {name}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

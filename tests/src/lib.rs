@@ -331,6 +331,23 @@ impl TestController {
         status_and_json(request).await
     }
 
+    pub async fn put_body(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let request = self
+            .http()
+            .put(self.api_url(path))
+            .bearer_auth(&self.admin_token)
+            .json(body);
+        status_and_json(request).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let request = self
+            .http()
+            .delete(self.api_url(path))
+            .bearer_auth(&self.admin_token);
+        status_and_json(request).await
+    }
+
     /// Registers an agentless device that is never reached (its history is stored directly),
     /// and returns its ID.
     pub async fn unreachable_device(&self, name: &str) -> String {

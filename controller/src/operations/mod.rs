@@ -10,10 +10,11 @@
 //! - [`confirm`]: single-use confirmation IDs for MCP mutations (plan → confirm).
 //! - [`registry`]: the list, and the type-erased entry each surface iterates.
 //! - [`devices`], [`observe`], [`containers`], [`changes`], [`jobs`], [`admin`], [`approvals`]:
-//!   the operations (and [`analytics`]).
+//!   the operations (and [`analytics`], [`applications`]).
 
 pub mod admin;
 pub mod analytics;
+pub mod applications;
 pub mod approvals;
 pub mod changes;
 pub mod confirm;
@@ -48,6 +49,7 @@ pub type Arguments = Map<String, Value>;
 pub enum Method {
     Get,
     Post,
+    Put,
     Delete,
 }
 
@@ -56,6 +58,7 @@ impl Method {
         match self {
             Self::Get => "get",
             Self::Post => "post",
+            Self::Put => "put",
             Self::Delete => "delete",
         }
     }

@@ -98,6 +98,13 @@ reference!(
     "a letter or digit followed by letters, digits, '_', '.' or '-', at most 128 characters"
 );
 
+reference!(
+    AppRef,
+    "application name",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+    "a letter or digit followed by letters, digits, '_', '.' or '-', at most 128 characters"
+);
+
 /// `{device}` in the path.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +118,13 @@ pub struct DevicePath {
 pub struct ContainerPath {
     pub device: DeviceRef,
     pub container: ContainerRef,
+}
+
+/// `{app}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPath {
+    pub app: AppRef,
 }
 
 /// `{change}` in the path.

@@ -9,8 +9,9 @@ use axum::Router;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use super::observe;
 use super::pipeline::{execute, How, Outcome};
-use super::{admin, analytics, approvals, changes, containers, devices, jobs, observe};
+use super::{admin, analytics, applications, approvals, changes, containers, devices, jobs};
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -146,6 +147,11 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<containers::ContainerLogs>::NEW,
     &Entry::<containers::ContainerStats>::NEW,
     &Entry::<containers::ContainerAction>::NEW,
+    &Entry::<applications::ListApplications>::NEW,
+    &Entry::<applications::GetApplication>::NEW,
+    &Entry::<applications::DeclareApplication>::NEW,
+    &Entry::<applications::ManageApplication>::NEW,
+    &Entry::<applications::RemoveApplication>::NEW,
     &Entry::<observe::DiagnoseDevice>::NEW,
     &Entry::<observe::DiagnoseInfrastructure>::NEW,
     &Entry::<analytics::AnalyzePerformanceTrends>::NEW,

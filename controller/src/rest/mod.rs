@@ -26,6 +26,7 @@ pub fn route<O: Operation>(router: Router<Services>) -> Router<Services> {
     let method = match O::META.method {
         Method::Get => MethodFilter::GET,
         Method::Post => MethodFilter::POST,
+        Method::Put => MethodFilter::PUT,
         Method::Delete => MethodFilter::DELETE,
     };
     router.route(O::META.path, on(method, handlers::operation::<O>))

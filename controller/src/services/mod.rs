@@ -19,6 +19,7 @@
 //! - [`validate`]: the strict patterns every name must match.
 
 pub mod analytics;
+pub mod applications;
 pub mod approvals;
 pub mod audit;
 pub mod changes;

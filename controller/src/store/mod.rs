@@ -6,6 +6,7 @@
 //! everywhere, so no type differs between the backends.
 
 mod analytics;
+mod applications;
 mod approvals;
 mod audit;
 mod change_journals;
@@ -30,6 +31,7 @@ use sqlx::sqlite::{
 };
 
 pub use analytics::{DayRow, NamedSeries, RollupRow, ShareRow, StoreUsage, TierUsage};
+pub use applications::ApplicationRow;
 pub use approvals::ApprovalRow;
 pub use audit::{AuditFilter, AuditRow};
 pub use change_journals::{ChangeJournalRow, JournalSave};

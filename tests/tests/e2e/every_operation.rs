@@ -41,6 +41,11 @@ impl Fixture {
         json!({"path": format!("{}/{}-{name}.conf", self.root, self.surface), "content": "x=1\n"})
     }
 
+    /// The application each pass declares (one member: the pass's container).
+    fn app(&self) -> String {
+        format!("every-op-{}", self.surface)
+    }
+
     /// Valid arguments for operation `id`, flat (path, query and body fields side by side).
     fn arguments(&self, id: &str) -> Value {
         let agentless = format!("{}-nas", self.surface);
@@ -99,6 +104,13 @@ impl Fixture {
                     "action": "restart", "grace_seconds": 1}),
                 None => Value::Null,
             },
+            "list_applications" => json!({}),
+            "get_application" => json!({"app": self.app()}),
+            "declare_application" => json!({"app": self.app(), "members": [
+                {"name": "main", "device": self.agent,
+                 "container": format!("every-op-{}", self.surface)}]}),
+            "manage_application" => json!({"app": self.app(), "action": "status"}),
+            "remove_application" => json!({"app": self.app()}),
             other => panic!("no example arguments for operation {other:?}: add them here"),
         }
     }
@@ -147,6 +159,14 @@ async fn fixture(
         approvals: [String::new(), String::new()],
         container: None,
     };
+    let declared = controller
+        .put_body(
+            &format!("/applications/{}", fixture.app()),
+            &json!({"members": [{"name": "main", "device": agent,
+                "container": format!("every-op-{surface}")}]}),
+        )
+        .await;
+    assert_eq!(declared.0, 200, "{}", declared.1);
     if docker::engine_with_image().await.is_some() {
         let name = format!("every-op-{surface}");
         docker::docker_cli(&["rm", "-f", &name]);

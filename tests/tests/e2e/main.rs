@@ -3,6 +3,7 @@
 //! Run one suite with `cargo test -p infrastructor-e2e --test e2e <suite>::`.
 
 mod analytics;
+mod applications;
 mod config_changes;
 mod conformance;
 mod containers;

@@ -17,7 +17,7 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 25] = [
+const CATALOGUE: [&str; 26] = [
     "add_agentless_device",
     "analyze_cost_optimization",
     "analyze_performance_trends",
@@ -37,6 +37,7 @@ const CATALOGUE: [&str; 25] = [
     "list_changes",
     "list_containers",
     "list_devices",
+    "manage_application",
     "manage_container",
     "predict_capacity",
     "query_metrics",

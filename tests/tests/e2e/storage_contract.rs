@@ -703,3 +703,52 @@ contract!(change_transactions_and_their_targets, |store| {
     assert_eq!(of_d2, ["c1"]);
     assert_eq!(store.changes(None, 1).await.unwrap().len(), 1);
 });
+
+contract!(
+    applications_keep_every_version_and_refuse_stale_declarations,
+    |store| {
+        let v1 = store
+            .declare_application("shop", Some("[1]"), Some(0), "alice", T0)
+            .await
+            .unwrap();
+        assert_eq!(v1, 1);
+        let v2 = store
+            .declare_application("shop", Some("[2]"), None, "bob", T0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(v2, 2);
+        // Declared over a version the caller had not seen: refused, nothing stored.
+        let stale = store
+            .declare_application("shop", Some("[3]"), Some(1), "carol", T0 + 2)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stale.kind(),
+            infrastructor_controller::error::ErrorKind::Conflict
+        );
+        store
+            .declare_application("blog", Some("[9]"), None, "alice", T0)
+            .await
+            .unwrap();
+        let removed = store
+            .declare_application("blog", None, Some(1), "alice", T0 + 3)
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        let live = store.applications().await.unwrap();
+        let names: Vec<(&str, i64)> = live.iter().map(|a| (a.name.as_str(), a.version)).collect();
+        assert_eq!(names, [("shop", 2)], "the removed one is not listed");
+        let first = store.application("shop", Some(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (first.spec.as_deref(), first.declared_by.as_str()),
+            (Some("[1]"), "alice")
+        );
+        let latest = store.application("blog", None).await.unwrap().unwrap();
+        assert_eq!(
+            (latest.version, latest.spec),
+            (2, None),
+            "kept as a removal"
+        );
+        assert!(store.application("nothing", None).await.unwrap().is_none());
+    }
+);
