@@ -5,6 +5,7 @@
 use infrastructor_hostops::container_ops;
 use infrastructor_hostops::container_wire;
 use infrastructor_hostops::docker::{self, DockerError};
+use infrastructor_hostops::names::ContainerName;
 use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
     agent_message, command_result, AgentMessage, CommandFailed, CommandResult, CommandSucceeded,
@@ -15,7 +16,8 @@ use tracing::Instrument;
 
 /// What the controller asked for.
 pub(crate) enum ContainerRequest {
-    List,
+    /// These containers (every one when empty).
+    List(Vec<String>),
     One(ContainerCommand),
 }
 
@@ -57,8 +59,16 @@ pub(crate) fn spawn(
 async fn run(request: ContainerRequest) -> Result<(String, Payload), (ErrorKind, String)> {
     let engine = docker::connect().await.map_err(failure)?;
     match request {
-        ContainerRequest::List => {
-            let containers = docker::list_containers(&engine).await.map_err(failure)?;
+        ContainerRequest::List(names) => {
+            let names = names
+                .iter()
+                .map(|n| ContainerName::new(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| (ErrorKind::InvalidInput, e.to_string()))?;
+            let only = (!names.is_empty()).then_some(names.as_slice());
+            let containers = docker::list_containers_named(&engine, only)
+                .await
+                .map_err(failure)?;
             let message = format!("{} containers", containers.len());
             Ok((
                 message,

@@ -267,9 +267,10 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 Ok(()) => return None,
                 Err(message) => Err((ErrorKind::InvalidInput, message)),
             },
-            Some(command::Kind::ListContainers(_)) => {
+            Some(command::Kind::ListContainers(list)) => {
                 let outbox = shared.outbox_sender.clone();
-                containers::spawn(outbox, command.request_id, ContainerRequest::List);
+                let request = ContainerRequest::List(list.names);
+                containers::spawn(outbox, command.request_id, request);
                 return None;
             }
             Some(command::Kind::Container(one)) => {

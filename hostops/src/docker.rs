@@ -79,14 +79,44 @@ pub async fn connect() -> Result<Docker, DockerError> {
 
 /// Every container, running or not.
 pub async fn list_containers(docker: &Docker) -> Result<Vec<ContainerInfo>, DockerError> {
+    list_containers_named(docker, None).await
+}
+
+/// Inspects at once, at most this many per engine.
+const INSPECTS_AT_ONCE: usize = 8;
+
+/// The containers named in `only` (every container when `None`), running or not; names the
+/// host does not have are left out. Each is inspected, several at once.
+pub async fn list_containers_named(
+    docker: &Docker,
+    only: Option<&[ContainerName]>,
+) -> Result<Vec<ContainerInfo>, DockerError> {
     let summaries = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default().all(true).build(),
         ))
         .await?;
-    let mut containers = Vec::with_capacity(summaries.len());
-    for id in summaries.into_iter().filter_map(|s| s.id) {
-        match inspect(docker, &id).await {
+    let wanted = |summary: &bollard::models::ContainerSummary| {
+        only.is_none_or(|names| {
+            summary.names.iter().flatten().any(|listed| {
+                let listed = listed.trim_start_matches('/');
+                names.iter().any(|name| name.as_str() == listed)
+            })
+        })
+    };
+    let ids: Vec<String> = summaries
+        .into_iter()
+        .filter(|s| wanted(s))
+        .filter_map(|s| s.id)
+        .collect();
+    let inspected: Vec<Result<ContainerInfo, DockerError>> = futures::stream::iter(ids)
+        .map(|id| async move { inspect(docker, &id).await })
+        .buffered(INSPECTS_AT_ONCE)
+        .collect()
+        .await;
+    let mut containers = Vec::with_capacity(inspected.len());
+    for info in inspected {
+        match info {
             Ok(info) => containers.push(info),
             // Removed between list and inspect: not an error.
             Err(DockerError::Api(bollard::errors::Error::DockerResponseServerError {

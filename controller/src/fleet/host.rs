@@ -102,8 +102,13 @@ pub trait Host: Send + Sync {
         step: ChangeStep<'a>,
     ) -> BoxFuture<'a, Result<CommitReport>>;
 
-    /// Every container on the host, running or not, read now.
-    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>>;
+    /// The containers named in `only` (every container when `None`), running or not, read
+    /// now; names the host does not have are left out.
+    fn containers<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        only: Option<&'a [ContainerName]>,
+    ) -> BoxFuture<'a, Result<Vec<ContainerInfo>>>;
 
     /// One operation on one container.
     fn container<'a>(
@@ -297,13 +302,24 @@ impl Host for AgentHost {
         })
     }
 
-    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
+    fn containers<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        only: Option<&'a [ContainerName]>,
+    ) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
         Box::pin(async move {
-            let call = RoutedCall::Containers;
+            let names: Vec<String> = only
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.as_str().to_string())
+                .collect();
+            let call = RoutedCall::Containers {
+                names: names.clone(),
+            };
             if let Some(answer) = self.elsewhere(ctx, call, CONTAINER_SLACK).await {
                 return answer;
             }
-            let kind = Kind::ListContainers(ListContainers {});
+            let kind = Kind::ListContainers(ListContainers { names });
             self.command(ctx, kind, CONTAINER_SLACK).await
         })
     }
@@ -487,10 +503,14 @@ impl Host for SshHost {
         })
     }
 
-    fn containers<'a>(&'a self, ctx: &'a Ctx) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
+    fn containers<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        only: Option<&'a [ContainerName]>,
+    ) -> BoxFuture<'a, Result<Vec<ContainerInfo>>> {
         Box::pin(async move {
             let engine = self.docker().await?;
-            let listed = docker::list_containers(&engine);
+            let listed = docker::list_containers_named(&engine, only);
             tokio::time::timeout(ctx.bounded(CONTAINER_SLACK), listed)
                 .await
                 .map_err(|_| self.too_slow(CONTAINER_SLACK))?

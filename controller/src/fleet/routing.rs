@@ -67,7 +67,9 @@ pub enum RoutedCall {
     Status {
         txn_id: String,
     },
-    Containers,
+    Containers {
+        names: Vec<String>,
+    },
     Container {
         name: String,
         op: ContainerOp,
@@ -444,7 +446,14 @@ async fn run(host: &AgentHost, ctx: &Ctx, call: &str) -> Result<Value> {
             host.change_step(ctx, &txn(txn_id)?, ChangeStep::Status)
                 .await?,
         ),
-        RoutedCall::Containers => to_json(host.containers(ctx).await?),
+        RoutedCall::Containers { names } => {
+            let names = names
+                .iter()
+                .map(|n| ContainerName::new(n).map_err(|e| Error::invalid(e.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            let only = (!names.is_empty()).then_some(names.as_slice());
+            to_json(host.containers(ctx, only).await?)
+        }
         RoutedCall::Container { name, op } => {
             let name = ContainerName::new(name).map_err(|e| Error::invalid(e.to_string()))?;
             to_json(host.container(ctx, &name, op).await?)

@@ -521,17 +521,23 @@ impl Services {
     /// Each member's state, from one container list per host, asked of all hosts at once.
     async fn member_states(&self, ctx: &Ctx, graph: &Graph) -> Result<Vec<MemberView>> {
         let mut by_device: BTreeMap<&str, Option<DeviceRow>> = BTreeMap::new();
+        let mut wanted: BTreeMap<&str, Vec<ContainerName>> = BTreeMap::new();
         for member in &graph.members {
             if !by_device.contains_key(member.device.as_str()) {
                 let row = self.require_device(&member.device).await.ok();
                 by_device.insert(member.device.as_str(), row);
             }
+            if let Ok(name) = ContainerName::new(&member.container) {
+                wanted.entry(member.device.as_str()).or_default().push(name);
+            }
         }
+        let wanted = &wanted;
         let lists = join_all(by_device.iter().map(|(device, row)| async move {
+            let only = wanted.get(device).map(Vec::as_slice).unwrap_or_default();
             let listed = match row {
                 Some(row) => self
                     .host(row)
-                    .containers(ctx)
+                    .containers(ctx, Some(only))
                     .await
                     .and_then(untrusted::clean_as)
                     .map_err(|e| e.to_string()),
