@@ -434,3 +434,72 @@ async fn an_application_spans_an_agent_host_and_an_agentless_one() {
     agent.stop().await;
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_start_interrupted_by_a_controller_crash_is_taken_over_and_finished() {
+    use infrastructor_e2e::controller_config;
+    use infrastructor_e2e::Backend;
+    let Some(_docker) = engine_with_image().await else {
+        return;
+    };
+    let Some(sshd) = start_sshd() else { return };
+    let project = format!("crash{}", std::process::id());
+    let names = vec![
+        member(&project, "db", "", Some("0.3")),
+        member(&project, "api", "", None),
+    ];
+    let _cleanup = Containers(names.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    config.jobs.lease = Duration::from_secs(3);
+    config.jobs.halt_before_step = Some("start api".into());
+    let controller = TestController::start(config).await;
+    sshd.register(&controller, "nas").await;
+    let spec = json!({"members": [
+        {"name": "db", "device": "nas", "container": names[0]},
+        {"name": "api", "device": "nas", "container": names[1],
+         "depends_on": [{"member": "db", "condition": "service_healthy"}]},
+    ]});
+    let (status, body) = controller
+        .put_body(&format!("/applications/{project}"), &spec)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, job) = controller
+        .post_body(
+            &format!("/applications/{project}/actions"),
+            &json!({"action": "start"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(60),
+        "halted before starting api",
+        || async {
+            let (_, job) = controller.get_json(&format!("/jobs/{id}")).await;
+            job["steps"]
+                .as_array()?
+                .iter()
+                .any(|s| s["name"] == "start api")
+                .then_some(())
+        },
+    )
+    .await;
+    let mut restart = controller.restart_config();
+    restart.jobs.halt_before_step = None;
+    controller.kill();
+    let controller = TestController::start(restart).await;
+    let job = eventually(Duration::from_secs(90), "the job ended", || async {
+        let (_, job) = controller.get_json(&format!("/jobs/{id}")).await;
+        (!["queued", "running"].contains(&job["state"].as_str()?)).then_some(job)
+    })
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "taken over once: {job}");
+    let run = &job["result"];
+    // The second attempt found db as the first left it, and finished with api.
+    assert_eq!(outcome(run, "db")["result"], "already_running", "{run}");
+    assert_eq!(outcome(run, "api")["result"], "started", "{run}");
+    assert_eq!(outcome(run, "api")["state"]["state"], "running", "{run}");
+    controller.shutdown().await;
+}
