@@ -136,6 +136,9 @@ impl HostMetrics {
         self.last_network_refresh = Instant::now();
         let mut rates: HashMap<&str, (u64, u64)> = HashMap::new();
         for (name, data) in self.networks.list() {
+            if is_container_link(name) {
+                continue;
+            }
             rates.insert(name.as_str(), (data.received(), data.transmitted()));
         }
         for (name, (received, transmitted)) in rates {
@@ -215,9 +218,23 @@ pub fn is_host_filesystem(mount: &str, fs: &str) -> bool {
     !layered && !in_runtime
 }
 
+/// The host end of a container's virtual link (`veth…`): one per container, gone with it.
+/// Its traffic is counted again on the bridge and where it leaves the host.
+pub fn is_container_link(interface: &str) -> bool {
+    interface.starts_with("veth")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_links_are_not_series() {
+        assert!(is_container_link("veth0cf0532"));
+        assert!(!is_container_link("eth0"));
+        assert!(!is_container_link("docker0"));
+        assert!(!is_container_link("br-3f2a"));
+    }
 
     #[test]
     fn containers_and_images_are_not_host_filesystems() {
