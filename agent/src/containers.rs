@@ -8,8 +8,7 @@ use infrastructor_hostops::docker::{self, DockerError};
 use infrastructor_hostops::names::ContainerName;
 use infrastructor_proto::v1::command_succeeded::Payload;
 use infrastructor_proto::v1::{
-    agent_message, command_result, AgentMessage, CommandFailed, CommandResult, CommandSucceeded,
-    ContainerCommand, ErrorKind,
+    command_result, AgentMessage, CommandFailed, CommandSucceeded, ContainerCommand, ErrorKind,
 };
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -43,14 +42,7 @@ pub(crate) fn spawn(
                     })
                 }
             };
-            let result = CommandResult {
-                request_id,
-                outcome: Some(outcome),
-            };
-            let message = AgentMessage {
-                body: Some(agent_message::Body::CommandResult(result)),
-            };
-            let _ = outbox.send(message).await;
+            crate::link::answer(&outbox, request_id, outcome).await;
         }
         .instrument(span),
     );

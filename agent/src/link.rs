@@ -345,18 +345,28 @@ fn spawn_change(
                     })
                 }
             };
-            let result = CommandResult {
-                request_id,
-                outcome: Some(outcome),
-            };
-            let message = AgentMessage {
-                body: Some(agent_message::Body::CommandResult(result)),
-            };
-            let _ = outbox.send(message).await;
+            answer(&outbox, request_id, outcome).await;
         }
         .instrument(span),
     );
     Ok(())
+}
+
+/// Sends the answer to a command that ran on its own task, through the outbox.
+pub(crate) async fn answer(
+    outbox: &mpsc::Sender<AgentMessage>,
+    request_id: String,
+    outcome: command_result::Outcome,
+) {
+    let result = CommandResult {
+        request_id,
+        outcome: Some(outcome),
+    };
+    let message = AgentMessage {
+        body: Some(agent_message::Body::CommandResult(result)),
+    };
+    // The outbox closes only when the agent stops; the controller resends what it needs.
+    let _ = outbox.send(message).await;
 }
 
 fn txn_id(id: &str) -> std::result::Result<TxnId, ChangeError> {

@@ -568,9 +568,23 @@ impl TestAgent {
         state: &Path,
         policy: infrastructor_hostops::change::ChangePolicy,
     ) -> (Self, String) {
+        Self::connected_with(controller, state, |config| config.changes = policy).await
+    }
+
+    /// An agent enrolled and connected whose checks run when asked (and once at start).
+    pub async fn connected(controller: &TestController, state: &Path) -> (Self, String) {
+        let hourly = |config: &mut AgentConfig| config.checks.interval = Duration::from_secs(3600);
+        Self::connected_with(controller, state, hourly).await
+    }
+
+    async fn connected_with(
+        controller: &TestController,
+        state: &Path,
+        adjust: impl FnOnce(&mut AgentConfig),
+    ) -> (Self, String) {
         let identity = controller.enroll(state).await;
         let mut config = agent_config(state, Duration::from_secs(1));
-        config.changes = policy;
+        adjust(&mut config);
         let agent = Self::start(config, Box::new(SequenceSource::new(0, 0).0));
         let handle = agent.handle.clone();
         eventually(Duration::from_secs(10), "agent connected", || {

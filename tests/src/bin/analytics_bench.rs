@@ -16,10 +16,10 @@ use augurs_mstl::MSTLModel;
 use clap::Parser;
 use infrastructor_controller::ratelimit::RateLimit;
 use infrastructor_controller::services::analytics::forecast::{self, Question};
-use infrastructor_controller::services::analytics::history::{self, History, HourBucket};
+use infrastructor_controller::services::analytics::history::{History, HourBucket};
 use infrastructor_controller::services::analytics::synthetic::Synthetic;
 use infrastructor_controller::services::analytics::trend::Point;
-use infrastructor_controller::store::{IngestSample, Pool, Resolution};
+use infrastructor_controller::store::{IngestSample, Pool};
 use infrastructor_e2e::{controller_config, fresh_postgres_database, Backend, TestController};
 use serde_json::json;
 
@@ -427,54 +427,34 @@ async fn speed(backend: Backend, name: &str, args: &Args) -> anyhow::Result<()> 
 /// Where the fleet forecast's time goes: the reads of the history (day summaries before
 /// the hourly tail, hours within it), and the forecasts over it.
 async fn breakdown(controller: &TestController) -> anyhow::Result<()> {
-    let store = controller.services.store.clone();
+    let services = controller.services.clone();
     let (read, rows, series, compute) = controller
         .run(async move {
-            let series = store.series_named(None, &["disk.used_percent"]).await?;
+            let series = services
+                .store
+                .series_named(None, &["disk.used_percent"])
+                .await?;
             let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
             let now = infrastructor_controller::services::now_ms();
-            let (from, tail) = (now - 90 * DAY_MS, history::tail_start_ms(now));
             let started = Instant::now();
-            let (days, hours) = futures::try_join!(
-                store.daily_summary(&ids, from, tail),
-                store.rollup_history(Resolution::OneHour, &ids, tail, now),
-            )?;
+            let histories = services
+                .forecast_history(&ids, now - 90 * DAY_MS, now)
+                .await?;
             let read = started.elapsed();
-            let rows = days.len() + hours.len();
-            let mut by_series: std::collections::BTreeMap<i64, History> = Default::default();
-            for row in days {
-                by_series
-                    .entry(row.series_id)
-                    .or_default()
-                    .days
-                    .push(history::DayBucket {
-                        day: row.day,
-                        peak: row.peak,
-                        mean: row.mean,
-                        hours: row.hours as u32,
-                    });
-            }
-            for row in hours {
-                by_series
-                    .entry(row.series_id)
-                    .or_default()
-                    .hours
-                    .push(HourBucket {
-                        ts_ms: row.bucket_ms,
-                        avg: row.avg,
-                        max: row.max,
-                    });
-            }
+            let rows: usize = histories
+                .values()
+                .map(|h| h.days.len() + h.hours.len())
+                .sum();
             let question = Question {
                 threshold: 90.0,
                 horizon_days: 90.0,
                 now_ms: now,
             };
             let started = Instant::now();
-            for history in by_series.values() {
+            for history in histories.values() {
                 std::hint::black_box(forecast::forecast(history, question));
             }
-            Ok::<_, anyhow::Error>((read, rows, by_series.len(), started.elapsed()))
+            Ok::<_, anyhow::Error>((read, rows, histories.len(), started.elapsed()))
         })
         .await?;
     println!(

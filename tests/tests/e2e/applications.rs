@@ -12,7 +12,7 @@ use bollard::Docker;
 use infrastructor_e2e::docker::{create, docker_cli, engine_with_image, Containers};
 use infrastructor_e2e::sshd::start_sshd;
 use infrastructor_e2e::TestController;
-use infrastructor_e2e::{agent_config, eventually, path, SequenceSource, TestAgent};
+use infrastructor_e2e::{eventually, path, TestAgent};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -90,16 +90,7 @@ async fn finished(docker: &Docker, name: &str) -> i64 {
 
 async fn with_agent() -> (TempDir, TestController, TestAgent, String) {
     let (dir, controller) = TestController::start_sqlite().await;
-    let device = controller.enroll(&path(&dir, "agent")).await.meta.device_id;
-    let mut config = agent_config(&path(&dir, "agent"), Duration::from_secs(3600));
-    config.checks.interval = Duration::from_secs(3600);
-    let agent = TestAgent::start(config, Box::new(SequenceSource::new(0, 0).0));
-    let handle = agent.handle.clone();
-    eventually(Duration::from_secs(10), "agent connected", || {
-        let connected = handle.is_connected();
-        async move { connected.then_some(()) }
-    })
-    .await;
+    let (agent, device) = TestAgent::connected(&controller, &path(&dir, "agent")).await;
     (dir, controller, agent, device)
 }
 

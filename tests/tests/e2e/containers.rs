@@ -7,7 +7,7 @@ use std::time::Duration;
 use infrastructor_e2e::docker::{docker_cli, engine_with_image, run, Containers};
 use infrastructor_e2e::sshd::start_sshd;
 use infrastructor_e2e::TestController;
-use infrastructor_e2e::{agent_config, eventually, path, SequenceSource, TestAgent};
+use infrastructor_e2e::{eventually, path, TestAgent};
 use serde_json::{json, Value};
 
 /// A container that prints a numbered line five times a second (PID 1 ignores SIGTERM, so a
@@ -166,15 +166,7 @@ async fn container_operations_through_an_agent() {
     let _cleanup = Containers(vec![name.clone()]);
     chatty(&name);
     let (dir, controller) = TestController::start_sqlite().await;
-    let device = controller.enroll(&path(&dir, "agent")).await.meta.device_id;
-    let config = agent_config(&path(&dir, "agent"), Duration::from_secs(3600));
-    let agent = TestAgent::start(config, Box::new(SequenceSource::new(0, 0).0));
-    let handle = agent.handle.clone();
-    eventually(Duration::from_secs(10), "agent connected", || {
-        let connected = handle.is_connected();
-        async move { connected.then_some(()) }
-    })
-    .await;
+    let (agent, device) = TestAgent::connected(&controller, &path(&dir, "agent")).await;
     exercise(&controller, &device, &name).await;
     agent.stop().await;
     controller.shutdown().await;

@@ -577,7 +577,7 @@ impl Services {
     /// What forecasts read of `series` over `[from_ms, now_ms]`: day summaries grouped by the
     /// database before the hourly tail, the 1-hour rollup's buckets within it. The day
     /// summaries and the hours are read at once.
-    async fn forecast_history(
+    pub async fn forecast_history(
         &self,
         series: &[i64],
         from_ms: i64,

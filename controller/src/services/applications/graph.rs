@@ -206,25 +206,28 @@ impl Graph {
     }
 }
 
+/// A member on device `nas` with its container named after it, for the tests here and in
+/// `plan`.
+#[cfg(test)]
+pub(super) fn member(name: &str, deps: &[(&str, Condition)]) -> MemberSpec {
+    MemberSpec {
+        name: name.into(),
+        device: "nas".into(),
+        container: name.into(),
+        depends_on: deps
+            .iter()
+            .map(|(m, c)| DependencySpec {
+                member: m.to_string(),
+                condition: *c,
+                required: true,
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(name: &str, deps: &[(&str, Condition)]) -> MemberSpec {
-        MemberSpec {
-            name: name.into(),
-            device: "nas".into(),
-            container: name.into(),
-            depends_on: deps
-                .iter()
-                .map(|(m, c)| DependencySpec {
-                    member: m.to_string(),
-                    condition: *c,
-                    required: true,
-                })
-                .collect(),
-        }
-    }
 
     fn shop() -> Vec<MemberSpec> {
         use Condition::*;

@@ -172,24 +172,8 @@ fn step(graph: &Graph, i: usize, does: StepKind) -> PlanStep {
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph::{DependencySpec, MemberSpec};
+    use super::super::graph::member;
     use super::*;
-
-    fn member(name: &str, deps: &[(&str, Condition)]) -> MemberSpec {
-        MemberSpec {
-            name: name.into(),
-            device: "nas".into(),
-            container: format!("shop-{name}-1"),
-            depends_on: deps
-                .iter()
-                .map(|(m, c)| DependencySpec {
-                    member: m.to_string(),
-                    condition: *c,
-                    required: true,
-                })
-                .collect(),
-        }
-    }
 
     #[test]
     fn the_plan_names_every_wait_and_gate_in_order() {
