@@ -18,6 +18,7 @@
 //! - [`untrusted`]: cleaning and bounding of everything hosts report.
 //! - [`validate`]: the strict patterns every name must match.
 
+pub mod alerts;
 pub mod analytics;
 pub mod applications;
 pub mod approvals;
