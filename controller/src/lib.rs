@@ -9,7 +9,8 @@
 //! - [`operations`]: every operation as a type, one registry, one execution pipeline.
 //! - [`services`]: all behaviour; knows nothing of HTTP or gRPC.
 //! - Resources: [`store`] (SQLite/PostgreSQL), [`pki`] (internal CA), [`fleet`] (live agent
-//!   streams), [`telemetry`] (the controller's own metrics).
+//!   streams), [`telemetry`] (the controller's own metrics), [`notify`] (what notification
+//!   channels receive).
 //! - Shared resources besides the store: [`cache`] (Redis or in process), [`ratelimit`]
 //!   (per-principal token buckets), [`performance`] (operation timings), [`connections`]
 //!   (connection caps, timeouts, failed-authentication budgets per peer).
@@ -31,6 +32,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod maintenance;
 pub mod mcp;
+pub mod notify;
 pub mod operations;
 pub mod performance;
 pub mod pki;
