@@ -5,14 +5,14 @@
 //! from hosts is already cleaned; here it is only placed, never interpreted.
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 /// The header carrying the signature, `t=<unix seconds>,v1=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-infrastructor-signature";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
