@@ -250,7 +250,8 @@ impl Services {
     }
 }
 
-fn state(answer: ContainerAnswer) -> Result<ContainerInfo> {
+/// The container's state from an answer that must carry one.
+pub(crate) fn state(answer: ContainerAnswer) -> Result<ContainerInfo> {
     match answer {
         ContainerAnswer::State(info) => Ok(*info),
         _ => Err(unexpected()),

@@ -311,14 +311,15 @@ impl Services {
             )));
         }
         let by = ctx.principal.name.clone();
+        let now = self.now_ms();
         let version = self
             .store
-            .declare_application(name, None, Some(row.version), &by, self.now_ms())
+            .declare_application(name, None, Some(row.version), &by, now)
             .await?;
         let source = Source::Declared {
             version,
             declared_by: by,
-            declared_at: rfc3339(self.now_ms()),
+            declared_at: rfc3339(now),
         };
         Ok(ApplicationSummary {
             name: name.to_string(),

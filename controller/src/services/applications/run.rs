@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use infrastructor_hostops::compose::Condition;
-use infrastructor_hostops::container_ops::{
-    ActionOptions, ContainerAction, ContainerAnswer, ContainerOp,
-};
+use infrastructor_hostops::container_ops::{ActionOptions, ContainerAction, ContainerOp};
 use infrastructor_hostops::docker::ContainerInfo;
 use infrastructor_hostops::names::ContainerName;
 use schemars::JsonSchema;
@@ -24,7 +22,7 @@ use super::plan::{gate_for_dependants, StepKind};
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
 use crate::fleet::Host;
-use crate::services::untrusted;
+use crate::services::{containers, untrusted};
 
 /// How often a gate looks at a member's state again.
 const POLL: Duration = Duration::from_millis(200);
@@ -216,20 +214,15 @@ impl Member<'_> {
 
     async fn op(&self, op: ContainerOp) -> Result<ContainerInfo> {
         let target = self.target();
-        match target
+        let answer = target
             .host
             .container(self.ctx, &target.container, &op)
-            .await?
-        {
-            ContainerAnswer::State(info) => untrusted::clean_as(*info),
-            _ => Err(Error::Unavailable(
-                "the host answered a different container operation".into(),
-            )),
-        }
+            .await?;
+        untrusted::clean_as(containers::state(answer)?)
     }
 
-    /// Waits until member `on` reaches what `ready` accepts; false when it never will, the
-    /// run halts, or the wait outlasts `limit` (`None`: no limit of its own).
+    /// Waits until member `on` reaches what `ready` accepts; false when it never will or the
+    /// run halts. (Its own gates bound how long a member can keep another waiting.)
     async fn wait_for(&self, on: usize, ready: impl Fn(Reached) -> bool) -> bool {
         let mut watch = self.channels[on].subscribe();
         let met = watch.wait_for(|r| ready(*r) || *r == Reached::Gone);
