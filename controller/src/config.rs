@@ -13,7 +13,9 @@ use infrastructor_hostops::change::ChangePolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::connections::ConnectionLimits;
+use crate::notify::channels::NotificationsConfig;
 use crate::ratelimit::RateLimit;
+use crate::services::alerts::rules::AlertsConfig;
 use crate::services::analytics::waste::rules::WasteConfig;
 use crate::store::redact_url;
 
@@ -190,6 +192,10 @@ pub struct ControllerConfig {
     pub jobs: JobsConfig,
     /// The waste report's thresholds and prices.
     pub waste: WasteConfig,
+    /// Alert rules (the built-in ones included) and evaluation.
+    pub alerts: AlertsConfig,
+    /// Notification channels, routes and delivery.
+    pub notifications: NotificationsConfig,
 }
 
 const DAY: u64 = 86_400;
@@ -221,6 +227,8 @@ impl Default for ControllerConfig {
             connections: ConnectionLimits::default(),
             jobs: JobsConfig::default(),
             waste: WasteConfig::default(),
+            alerts: AlertsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -379,6 +387,19 @@ impl ControllerConfig {
         if let Err(message) = self.waste.validate() {
             return invalid(message);
         }
+        if let Err(message) = self.alerts.validate() {
+            return invalid(message);
+        }
+        let n = &self.notifications;
+        if n.max_attempts == 0 || n.max_attempts > 100 {
+            return invalid("notifications.max_attempts must be 1..=100".into());
+        }
+        if n.retry_after.is_zero() || n.retry_max < n.retry_after {
+            return invalid("notifications: 0 < retry_after <= retry_max".into());
+        }
+        if n.timeout < Duration::from_secs(1) || n.timeout > Duration::from_secs(120) {
+            return invalid("notifications.timeout must be between 1s and 2m".into());
+        }
         if !(1..=256).contains(&self.jobs.parallelism) {
             return invalid("jobs.parallelism must be 1..=256".into());
         }
@@ -479,20 +500,31 @@ mod tests {
     }
 
     #[test]
+    // figment's own error type is what its test jail returns.
+    #[allow(clippy::result_large_err)]
     fn layers_apply_in_order() {
-        let file = write(
-            "data_dir = \"/from/file\"\nhttp_listen = \"127.0.0.1:9000\"\n[retention]\nraw = \"2d\"\n",
-        );
-        let args = ConfigArgs {
-            config: Some(file.path().to_path_buf()),
-            http_listen: Some("127.0.0.1:9100".parse().unwrap()),
-            ..Default::default()
-        };
-        let config = ControllerConfig::load(&args).unwrap();
-        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
-        assert_eq!(config.http_listen.port(), 9100, "flag/env beats file");
-        assert_eq!(config.retention.raw, Duration::from_secs(2 * DAY));
-        assert_eq!(config.retention.rollup_5m, Duration::from_secs(90 * DAY));
+        // In a jail: another test's environment must not leak into this one.
+        figment::Jail::expect_with(|_| {
+            let file = write(
+                "data_dir = \"/from/file\"\nhttp_listen = \"127.0.0.1:9000\"\n[retention]\nraw = \"2d\"\n\
+                 [alerts.rules.disk_space]\nenabled = false\n",
+            );
+            let args = ConfigArgs {
+                config: Some(file.path().to_path_buf()),
+                http_listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Default::default()
+            };
+            let config = ControllerConfig::load(&args).unwrap();
+            assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(config.http_listen.port(), 9100, "flag/env beats file");
+            assert_eq!(config.retention.raw, Duration::from_secs(2 * DAY));
+            assert_eq!(config.retention.rollup_5m, Duration::from_secs(90 * DAY));
+            // A built-in rule is tuned by naming it; the rest of it stays.
+            let disk = &config.alerts.rules["disk_space"];
+            assert!(!disk.enabled && disk.when.is_some());
+            assert!(config.alerts.rules["agent_offline"].enabled);
+            Ok(())
+        });
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum StartError {
     Ssh(crate::fleet::ssh_driver::SshError),
     #[error("cache: {0}")]
     Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Notifications(String),
 }
 
 /// Opens the shared resources in order — data directory, database, CA, cache (and rate-limit
@@ -131,7 +133,14 @@ async fn open_after_database(
         store.clone(),
         routing.clone(),
     ));
+    let channels = crate::notify::channels::Channels::new(&config.notifications)
+        .map_err(StartError::Notifications)?;
+    tracing::info!(
+        channels = channels.views().len(),
+        "started: notification channels"
+    );
     Ok(Services {
+        channels: Arc::new(channels),
         ssh,
         agentless_changes,
         ssh_public_key,
@@ -341,6 +350,11 @@ impl Controller {
                 ))
             }));
         let supervisor = services.clone();
+        self.background
+            .push(Running::spawn("alerts and notifications", {
+                let services = services.clone();
+                move |stop| Box::pin(crate::services::alerts::run(services, stop))
+            }));
         self.background
             .push(Running::spawn("job leases and takeovers", move |stop| {
                 Box::pin(crate::jobs::runner::supervise(supervisor, stop))

@@ -5,6 +5,7 @@
 //! from hosts is already cleaned; here it is only placed, never interpreted.
 
 use hmac::{Hmac, Mac};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -12,27 +13,56 @@ use sha2::Sha256;
 /// The header carrying the signature, `t=<unix seconds>,v1=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-infrastructor-signature";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
     Critical,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+impl Severity {
+    fn upper(self) -> &'static str {
+        match self {
+            Self::Warning => "WARNING",
+            Self::Critical => "CRITICAL",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Firing,
     Resolved,
     Flapping,
     Settled,
+    /// A channel's test message (`POST /notifications/channels/{c}/test`).
+    Test,
 }
 
-/// One notification about one alert.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Notification {
+impl Event {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+            Self::Flapping => "flapping",
+            Self::Settled => "settled",
+            Self::Test => "test",
+        }
+    }
+
+    /// Whether it says something is wrong (as opposed to fixed).
+    fn is_trouble(self) -> bool {
+        matches!(self, Self::Firing | Self::Flapping)
+    }
+}
+
+/// What one notification says about one alert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Item {
     pub alert: String,
-    pub device: String,
     pub severity: Severity,
     pub event: Event,
     /// One line, for people.
@@ -41,33 +71,78 @@ pub struct Notification {
     pub since_ms: i64,
 }
 
+/// One notification: what one evaluation has to say about one device's alerts, grouped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub device: String,
+    pub items: Vec<Item>,
+}
+
 impl Notification {
-    /// `[CRITICAL] nas: zfs.pool:tank firing` and the like.
+    /// The most severe of what is wrong (or of everything, when all is fixed).
+    pub fn severity(&self) -> Severity {
+        let trouble = self.items.iter().filter(|i| i.event.is_trouble());
+        trouble
+            .map(|i| i.severity)
+            .max()
+            .or_else(|| self.items.iter().map(|i| i.severity).max())
+            .unwrap_or(Severity::Warning)
+    }
+
+    fn is_trouble(&self) -> bool {
+        self.items.iter().any(|i| i.event.is_trouble())
+    }
+
+    /// `[CRITICAL] nas: zfs.pool:tank firing`, or `[CRITICAL] nas: 3 alerts (2 firing,
+    /// 1 resolved)` for a group.
     pub fn title(&self) -> String {
-        let severity = match self.severity {
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-        };
-        let event = match self.event {
-            Event::Firing => "firing",
-            Event::Resolved => "resolved",
-            Event::Flapping => "flapping",
-            Event::Settled => "settled",
-        };
-        format!("[{severity}] {}: {} {event}", self.device, self.alert)
+        let severity = self.severity().upper();
+        match self.items.as_slice() {
+            [one] => format!(
+                "[{severity}] {}: {} {}",
+                self.device,
+                one.alert,
+                one.event.as_str()
+            ),
+            items => {
+                let mut counts: Vec<(&str, usize)> = Vec::new();
+                for item in items {
+                    match counts.iter_mut().find(|(e, _)| *e == item.event.as_str()) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((item.event.as_str(), 1)),
+                    }
+                }
+                let counts: Vec<String> = counts.iter().map(|(e, n)| format!("{n} {e}")).collect();
+                format!(
+                    "[{severity}] {}: {} alerts ({})",
+                    self.device,
+                    items.len(),
+                    counts.join(", ")
+                )
+            }
+        }
+    }
+
+    /// The summary, or one line per alert for a group.
+    pub fn text(&self) -> String {
+        match self.items.as_slice() {
+            [one] => one.summary.clone(),
+            items => items
+                .iter()
+                .map(|i| format!("- {} {}: {}", i.alert, i.event.as_str(), i.summary))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
     }
 }
 
 /// The generic webhook's body.
 pub fn webhook_body(notification: &Notification) -> Value {
     json!({
-        "alert": notification.alert,
         "device": notification.device,
-        "severity": notification.severity,
-        "event": notification.event,
-        "summary": notification.summary,
-        "since_ms": notification.since_ms,
+        "severity": notification.severity(),
         "title": notification.title(),
+        "alerts": notification.items,
     })
 }
 
@@ -83,47 +158,57 @@ pub fn signature(secret: &[u8], unix_seconds: i64, body: &[u8]) -> String {
 
 /// ntfy: the text as the body, the rest as headers (`Title`, `Priority` 1–5, `Tags`).
 pub fn ntfy(notification: &Notification) -> (Vec<(&'static str, String)>, String) {
-    let (priority, tag) = match (notification.event, notification.severity) {
-        (Event::Resolved | Event::Settled, _) => ("3", "white_check_mark"),
-        (_, Severity::Critical) => ("5", "rotating_light"),
-        (_, Severity::Warning) => ("4", "warning"),
+    let (priority, tag) = match (notification.is_trouble(), notification.severity()) {
+        (false, _) => ("3", "white_check_mark"),
+        (true, Severity::Critical) => ("5", "rotating_light"),
+        (true, Severity::Warning) => ("4", "warning"),
     };
     let headers = vec![
         ("Title", notification.title()),
         ("Priority", priority.to_string()),
         ("Tags", tag.to_string()),
     ];
-    (headers, notification.summary.clone())
+    (headers, notification.text())
 }
 
 /// Gotify's `POST /message` body (priority 0–10).
 pub fn gotify(notification: &Notification) -> Value {
-    let priority = match (notification.event, notification.severity) {
-        (Event::Resolved | Event::Settled, _) => 2,
-        (_, Severity::Critical) => 8,
-        (_, Severity::Warning) => 5,
+    let priority = match (notification.is_trouble(), notification.severity()) {
+        (false, _) => 2,
+        (true, Severity::Critical) => 8,
+        (true, Severity::Warning) => 5,
     };
-    json!({"title": notification.title(), "message": notification.summary,
+    json!({"title": notification.title(), "message": notification.text(),
         "priority": priority})
 }
 
 /// A Slack-compatible incoming webhook's body.
 pub fn slack(notification: &Notification) -> Value {
-    json!({"text": format!("*{}*\n{}", notification.title(), notification.summary)})
+    json!({"text": format!("*{}*\n{}", notification.title(), notification.text())})
 }
 
 /// A Discord webhook's body; mentions are switched off, so host text cannot ping anyone.
 pub fn discord(notification: &Notification) -> Value {
-    json!({"content": format!("**{}**\n{}", notification.title(), notification.summary),
+    json!({"content": format!("**{}**\n{}", notification.title(), notification.text()),
         "allowed_mentions": {"parse": []}})
 }
 
 /// An email's subject and plain-text body.
 pub fn email(notification: &Notification) -> (String, String) {
-    let body = format!(
-        "{}\n\nalert: {}\ndevice: {}\nsince: {} (Unix ms)\n",
-        notification.summary, notification.alert, notification.device, notification.since_ms
+    let mut body = format!(
+        "{}\n\ndevice: {}\n",
+        notification.text(),
+        notification.device
     );
+    for item in &notification.items {
+        body += &format!(
+            "alert: {} ({}, {}) since {}\n",
+            item.alert,
+            item.event.as_str(),
+            item.severity.upper().to_lowercase(),
+            crate::services::rfc3339(item.since_ms)
+        );
+    }
     (notification.title(), body)
 }
 
@@ -131,14 +216,20 @@ pub fn email(notification: &Notification) -> (String, String) {
 mod tests {
     use super::*;
 
+    fn item(alert: &str, severity: Severity, event: Event) -> Item {
+        Item {
+            alert: alert.into(),
+            severity,
+            event,
+            summary: format!("{alert} is DEGRADED: 1 faulted vdev"),
+            since_ms: 1_796_310_000_000,
+        }
+    }
+
     fn pool() -> Notification {
         Notification {
-            alert: "zfs.pool:tank".into(),
             device: "nas".into(),
-            severity: Severity::Critical,
-            event: Event::Firing,
-            summary: "tank is DEGRADED: 1 faulted vdev".into(),
-            since_ms: 1_796_310_000_000,
+            items: vec![item("zfs.pool:tank", Severity::Critical, Event::Firing)],
         }
     }
 
@@ -166,24 +257,47 @@ mod tests {
         let n = pool();
         assert_eq!(n.title(), "[CRITICAL] nas: zfs.pool:tank firing");
         let body = webhook_body(&n);
-        assert_eq!(body["event"], "firing");
+        assert_eq!(body["alerts"][0]["event"], "firing");
         assert_eq!(body["severity"], "critical");
         let (headers, text) = ntfy(&n);
         assert!(headers.contains(&("Priority", "5".to_string())));
-        assert_eq!(text, n.summary);
+        assert_eq!(text, n.items[0].summary);
         assert_eq!(gotify(&n)["priority"], 8);
         assert!(slack(&n)["text"]
             .as_str()
             .unwrap()
             .starts_with("*[CRITICAL]"));
         assert_eq!(discord(&n)["allowed_mentions"]["parse"], json!([]));
-        let resolved = Notification {
-            event: Event::Resolved,
-            ..n
-        };
+        let mut resolved = n.clone();
+        resolved.items[0].event = Event::Resolved;
         assert_eq!(gotify(&resolved)["priority"], 2);
         let (subject, body) = email(&resolved);
         assert!(subject.ends_with("resolved"));
         assert!(body.contains("device: nas"));
+        assert!(body.contains("since 2026-"), "{body}");
+    }
+
+    #[test]
+    fn a_group_names_its_alerts_and_takes_the_worst_severity_of_what_is_wrong() {
+        let group = Notification {
+            device: "nas".into(),
+            items: vec![
+                item("disk_space", Severity::Warning, Event::Firing),
+                item("degraded_pools", Severity::Critical, Event::Resolved),
+                item("failed_units", Severity::Warning, Event::Firing),
+            ],
+        };
+        assert_eq!(
+            group.title(),
+            "[WARNING] nas: 3 alerts (2 firing, 1 resolved)",
+            "a resolved critical does not make the group critical"
+        );
+        assert_eq!(group.text().lines().count(), 3);
+        assert!(group.text().contains("- degraded_pools resolved:"));
+        let stored = serde_json::to_string(&group).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Notification>(&stored).unwrap(),
+            group
+        );
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::payload::Severity;
 
 /// One label matcher: equal to `value`, or (with `not`) anything but it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Matcher {
     pub label: String,
@@ -45,7 +45,7 @@ fn rank(severity: Severity) -> u8 {
 }
 
 impl Matcher {
-    fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
         let equal = labels.get(&self.label).is_some_and(|v| *v == self.value);
         equal != self.not
     }

@@ -85,6 +85,8 @@ pub struct Services {
     pub ingest: ingest::IngestQueue,
     /// The URL agents dial (for enrollment instructions).
     pub gateway_url: String,
+    /// Notification channels, their secrets read at start.
+    pub channels: Arc<crate::notify::channels::Channels>,
 }
 
 pub fn now_ms() -> i64 {

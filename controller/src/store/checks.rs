@@ -13,6 +13,13 @@ pub struct CheckRow {
     pub checked_at_ms: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct CurrentCheck {
+    device_id: String,
+    #[sqlx(flatten)]
+    check: CheckRow,
+}
+
 impl Store {
     /// Stores one round of reports and the capabilities detected with it, atomically.
     pub async fn record_checks(
@@ -45,6 +52,22 @@ impl Store {
                 .bind(report.checked_at_ms)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO check_latest (device_id, check_name, status, message, evidence, \
+                     checked_at_ms, recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (device_id, check_name) DO UPDATE SET status = excluded.status, \
+                     message = excluded.message, evidence = excluded.evidence, \
+                     checked_at_ms = excluded.checked_at_ms, recorded_at_ms = excluded.recorded_at_ms",
+                )
+                .bind(device_id)
+                .bind(&report.check_name)
+                .bind(report.status.as_str())
+                .bind(&report.message)
+                .bind(&report.evidence)
+                .bind(report.checked_at_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -54,13 +77,29 @@ impl Store {
     /// The newest report of every check of the device.
     pub async fn latest_checks(&self, device_id: &str) -> StoreResult<Vec<CheckRow>> {
         Ok(read!(self, |p| sqlx::query_as::<_, CheckRow>(
-            "SELECT check_name, status, message, evidence, checked_at_ms FROM check_reports c \
-             WHERE device_id = $1 AND id = (SELECT MAX(id) FROM check_reports \
-             WHERE device_id = $1 AND check_name = c.check_name) ORDER BY check_name"
+            "SELECT check_name, status, message, evidence, checked_at_ms FROM check_latest \
+             WHERE device_id = $1 ORDER BY check_name"
         )
         .bind(device_id)
         .fetch_all(p)
         .await)?)
+    }
+
+    /// The checks of every live device's latest round (a check its newest round no longer
+    /// reports, like a destroyed pool's, is left out), with the device ID.
+    pub async fn current_checks(&self) -> StoreResult<Vec<(String, CheckRow)>> {
+        let rows =
+            read!(self, |p| {
+                sqlx::query_as::<_, CurrentCheck>(
+            "SELECT c.device_id, c.check_name, c.status, c.message, c.evidence, c.checked_at_ms \
+             FROM check_latest c JOIN devices d ON d.id = c.device_id \
+             WHERE d.revoked_at_ms IS NULL AND c.recorded_at_ms = d.capabilities_at_ms \
+             ORDER BY c.device_id, c.check_name"
+        )
+        .fetch_all(p)
+        .await
+            })?;
+        Ok(rows.into_iter().map(|r| (r.device_id, r.check)).collect())
     }
 
     /// Reports newest first, optionally of one check, at most `limit`.
@@ -94,14 +133,21 @@ impl Store {
         .unwrap_or_else(|| ("[]".to_string(), None)))
     }
 
-    /// Deletes reports older than `before_ms`.
+    /// Deletes reports older than `before_ms`, the newest ones included.
     pub async fn expire_checks(&self, before_ms: i64) -> StoreResult<u64> {
-        Ok(on_pool!(&self.writer, |p| sqlx::query(
-            "DELETE FROM check_reports WHERE checked_at_ms < $1"
-        )
-        .bind(before_ms)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?)
+        Ok(on_pool!(&self.writer, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM check_latest WHERE checked_at_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM check_reports WHERE checked_at_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(deleted)
+        })?)
     }
 }

@@ -5,6 +5,7 @@
 //! `INSERT` on SQLite, `UNNEST` arrays on PostgreSQL). Times are Unix milliseconds (`i64`)
 //! everywhere, so no type differs between the backends.
 
+mod alerts;
 mod analytics;
 mod applications;
 mod approvals;
@@ -30,6 +31,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use alerts::{
+    AlertRow, Delivery, MaintenanceRow, NewNotification, NotificationRow, SilenceRow,
+};
 pub use analytics::{DayRow, NamedSeries, RollupRow, ShareRow, StoreUsage, TierUsage};
 pub use applications::ApplicationRow;
 pub use approvals::ApprovalRow;
