@@ -17,7 +17,7 @@
 //! - Cross-cutting: [`auth`] (tokens, scopes, principals), [`ctx`] (per-request context),
 //!   [`error`] (one error type with a kind), [`domain`] (domain enums), [`clock`] (the
 //!   injected wall clock), [`recovery`] (which failures to retry, how),
-//!   [`maintenance`] (rollups and retention).
+//!   [`upkeep`] (rollups and retention).
 
 pub mod auth;
 pub mod cache;
@@ -30,7 +30,6 @@ pub mod error;
 pub mod fleet;
 pub mod gateway;
 pub mod jobs;
-pub mod maintenance;
 pub mod mcp;
 pub mod notify;
 pub mod operations;
@@ -44,6 +43,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod upkeep;
 
 pub use config::{ConfigArgs, ControllerConfig};
 pub use server::Controller;

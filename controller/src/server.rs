@@ -24,7 +24,7 @@ use crate::services::tokens::CreatedApiToken;
 use crate::services::Services;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
-use crate::{maintenance, rest};
+use crate::{rest, upkeep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -363,7 +363,7 @@ impl Controller {
         let (retention, interval) = (config.retention, config.maintenance_interval);
         self.background
             .push(Running::spawn("rollups and retention", move |stop| {
-                Box::pin(maintenance::run(store, retention, interval, stop))
+                Box::pin(upkeep::run(store, retention, interval, stop))
             }));
         let limiter = services.limiter.clone();
         let auth_failures = services.auth_failures.clone();

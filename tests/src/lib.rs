@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod mcp;
+pub mod receivers;
 pub mod sim;
 pub mod sshd;
 
@@ -124,6 +125,11 @@ pub fn controller_config(data_dir: &Path, backend: &Backend) -> ControllerConfig
         http_listen: "127.0.0.1:0".parse().expect("addr"),
         grpc_listen: "127.0.0.1:0".parse().expect("addr"),
         maintenance_interval: Duration::from_secs(1),
+        // Alerts evaluate (and notifications go out) every second, not every 15.
+        alerts: infrastructor_controller::services::alerts::rules::AlertsConfig {
+            interval: Duration::from_secs(1),
+            ..Default::default()
+        },
         // Suites probe routes and scopes with many unauthenticated requests from one address;
         // the failed-authentication budget has its own test with its own figures.
         connections: infrastructor_controller::connections::ConnectionLimits {

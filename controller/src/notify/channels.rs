@@ -197,6 +197,17 @@ impl Channels {
             .map_err(|e| format!("notifications: HTTP client: {e}"))?;
         let mut channels = BTreeMap::new();
         for (name, channel) in &config.channels {
+            let valid = name.len() <= 64
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !valid {
+                return Err(format!(
+                    "notifications.channels.{name}: a channel name is a letter or digit, then \
+                     letters, digits, '_', '.' or '-' (at most 64)"
+                ));
+            }
             let built = build(channel, config.timeout)
                 .map_err(|e| format!("notifications.channels.{name}: {e}"))?;
             channels.insert(name.clone(), built);

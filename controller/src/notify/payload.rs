@@ -53,9 +53,10 @@ impl Event {
         }
     }
 
-    /// Whether it says something is wrong (as opposed to fixed).
+    /// Whether it says something is wrong (as opposed to fixed); a test looks like trouble,
+    /// so it tests the path real trouble takes.
     fn is_trouble(self) -> bool {
-        matches!(self, Self::Firing | Self::Flapping)
+        matches!(self, Self::Firing | Self::Flapping | Self::Test)
     }
 }
 

@@ -13,6 +13,7 @@
 //!   the operations (and [`analytics`], [`applications`]).
 
 pub mod admin;
+pub mod alerts;
 pub mod analytics;
 pub mod applications;
 pub mod approvals;

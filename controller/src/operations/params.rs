@@ -105,6 +105,25 @@ reference!(
     "a letter or digit followed by letters, digits, '_', '.' or '-', at most 128 characters"
 );
 
+reference!(
+    SilenceId,
+    "silence ID",
+    "^[A-Za-z0-9-]{1,64}$",
+    "1 to 64 letters, digits and '-'"
+);
+reference!(
+    ChannelRef,
+    "notification channel name",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "a letter or digit followed by letters, digits, '_', '.' or '-', at most 64 characters"
+);
+reference!(
+    NotificationId,
+    "notification ID",
+    "^[0-9]{1,18}$",
+    "a number"
+);
+
 /// `{device}` in the path.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +165,27 @@ pub struct JobPath {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalPath {
     pub approval: ApprovalId,
+}
+
+/// `{silence}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilencePath {
+    pub silence: SilenceId,
+}
+
+/// `{channel}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPath {
+    pub channel: ChannelRef,
+}
+
+/// `{notification}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationPath {
+    pub notification: NotificationId,
 }
 
 #[cfg(test)]

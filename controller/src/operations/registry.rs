@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use super::observe;
 use super::pipeline::{execute, How, Outcome};
-use super::{admin, analytics, applications, approvals, changes, containers, devices, jobs};
+use super::{
+    admin, alerts, analytics, applications, approvals, changes, containers, devices, jobs,
+};
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -152,6 +154,16 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<applications::DeclareApplication>::NEW,
     &Entry::<applications::ManageApplication>::NEW,
     &Entry::<applications::RemoveApplication>::NEW,
+    &Entry::<alerts::SetMaintenanceMode>::NEW,
+    &Entry::<alerts::ListAlerts>::NEW,
+    &Entry::<alerts::ListAlertRules>::NEW,
+    &Entry::<alerts::ListSilences>::NEW,
+    &Entry::<alerts::CreateSilence>::NEW,
+    &Entry::<alerts::EndSilence>::NEW,
+    &Entry::<alerts::ListChannels>::NEW,
+    &Entry::<alerts::TestChannel>::NEW,
+    &Entry::<alerts::ListNotifications>::NEW,
+    &Entry::<alerts::RetryNotification>::NEW,
     &Entry::<observe::DiagnoseDevice>::NEW,
     &Entry::<observe::DiagnoseInfrastructure>::NEW,
     &Entry::<analytics::AnalyzePerformanceTrends>::NEW,

@@ -12,6 +12,7 @@ use crate::ctx::Ctx;
 use crate::domain::DeviceKind;
 use crate::error::{Error, Result};
 use crate::fleet::{AgentHost, Host, Link, SshHost};
+use crate::services::maintenance;
 use crate::store::{DeviceRow, LatestSample, NewDevice};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -39,6 +40,9 @@ pub struct DeviceView {
     /// The newest jobs working on this device, live ones included (one device's view only;
     /// empty in listings).
     pub jobs: Vec<crate::services::jobs::JobSummary>,
+    /// Who put the device in maintenance, why and until when, and what was stopped; its
+    /// alerts are silenced meanwhile.
+    pub maintenance: Option<crate::services::maintenance::MaintenanceView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -174,6 +178,7 @@ impl Services {
             spool_dropped_samples: row.spool_dropped_samples,
             summary,
             jobs: Vec::new(),
+            maintenance: None,
         }
     }
 
@@ -202,6 +207,13 @@ impl Services {
         ctx.principal.require(Scope::Read)?;
         let load = async {
             let rows = self.store.list_devices().await?;
+            let mut maintained: HashMap<String, _> = self
+                .store
+                .all_maintenance()
+                .await?
+                .into_iter()
+                .map(|m| (m.device_id.clone(), m))
+                .collect();
             let mut latest: HashMap<String, Vec<LatestSample>> = HashMap::new();
             for sample in self.store.latest_samples_of_all(&SUMMARY_SERIES).await? {
                 latest
@@ -213,7 +225,10 @@ impl Services {
                 rows.into_iter()
                     .map(|row| {
                         let samples = latest.remove(&row.id).unwrap_or_default();
-                        self.view(row, &samples)
+                        let maintenance = maintained.remove(&row.id);
+                        let mut view = self.view(row, &samples);
+                        view.maintenance = maintenance.as_ref().map(maintenance::view);
+                        view
                     })
                     .collect(),
             )
@@ -228,7 +243,9 @@ impl Services {
         let row = self.require_device(id_or_name).await?;
         let latest = self.store.latest_samples(&row.id, &SUMMARY_SERIES).await?;
         let jobs = self.store.jobs(Some(&row.id), None, DEVICE_JOBS).await?;
+        let maintenance = self.store.maintenance(&row.id).await?;
         let mut view = self.view(row, &latest);
+        view.maintenance = maintenance.as_ref().map(maintenance::view);
         view.jobs = jobs
             .into_iter()
             .map(crate::services::jobs::summary)

@@ -53,6 +53,8 @@ pub struct DeviceDiagnosis {
     pub findings: Vec<Finding>,
     pub recommendations: Vec<String>,
     pub diagnosed_at: String,
+    /// The device's maintenance, while it is in it (its alerts are silenced).
+    pub maintenance: Option<crate::services::maintenance::MaintenanceView>,
 }
 
 impl DeviceDiagnosis {
@@ -181,6 +183,20 @@ fn score(findings: &[Finding]) -> (u8, Health) {
 
 impl Services {
     async fn diagnose_row(&self, ctx: &Ctx, row: &DeviceRow) -> Result<DeviceDiagnosis> {
+        let mut diagnosis = self.diagnose_checks(ctx, row).await?;
+        let maintenance = self.store.maintenance(&row.id).await?;
+        diagnosis.maintenance = maintenance.as_ref().map(crate::services::maintenance::view);
+        if let Some(m) = &diagnosis.maintenance {
+            let note = format!(
+                "in maintenance until {} ({}): its alerts are silenced",
+                m.until, m.reason
+            );
+            diagnosis.recommendations.insert(0, note);
+        }
+        Ok(diagnosis)
+    }
+
+    async fn diagnose_checks(&self, ctx: &Ctx, row: &DeviceRow) -> Result<DeviceDiagnosis> {
         let host = self.host(row);
         let link = host.link();
         let mut findings = Vec::new();
@@ -278,6 +294,7 @@ impl Services {
             fresh,
             findings,
             diagnosed_at: rfc3339(now_ms()),
+            maintenance: None,
         })
     }
 
@@ -479,6 +496,7 @@ fn unreachable_device(row: &DeviceRow, reason: String) -> DeviceDiagnosis {
             "check the host and its agent; the diagnosis could not reach it".into(),
         ],
         diagnosed_at: rfc3339(now_ms()),
+        maintenance: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! All behaviour of the controller, behind methods that take a [`Ctx`] first and know nothing
 //! of HTTP or gRPC. Surfaces (REST, the agent gateway, later MCP) are thin adapters over these.
 //!
+//! - [`alerts`]: alert rules, their evaluation, silences, and notifications' views.
 //! - [`approvals`]: MCP requests held for a human's decision.
 //! - [`audit`]: the audit trail of every mutation.
 //! - [`changes`]: configuration changes across devices (plan, deploy, confirm, rollback).
@@ -11,6 +12,7 @@
 //! - [`ingest`]: group commit of agent batches.
 //! - [`jobs`]: durable jobs as callers see them (submit, list, read, wait, events, cancel).
 //! - [`links`]: an agent stream's bookkeeping (hello, resume point, last seen, gone).
+//! - [`maintenance`]: a device's maintenance mode, entered and left as a job.
 //! - [`enrollment`]: join tokens, enrolling agents, renewing certificates.
 //! - [`performance`]: operation timing summaries and their flush.
 //! - [`redact`]: the one redaction of secrets and file contents for every view.
@@ -32,6 +34,7 @@ pub mod enrollment;
 pub mod ingest;
 pub mod jobs;
 pub mod links;
+pub mod maintenance;
 pub mod metrics;
 pub mod performance;
 pub mod redact;

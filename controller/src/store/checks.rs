@@ -88,9 +88,8 @@ impl Store {
     /// The checks of every live device's latest round (a check its newest round no longer
     /// reports, like a destroyed pool's, is left out), with the device ID.
     pub async fn current_checks(&self) -> StoreResult<Vec<(String, CheckRow)>> {
-        let rows =
-            read!(self, |p| {
-                sqlx::query_as::<_, CurrentCheck>(
+        let rows = read!(self, |p| {
+            sqlx::query_as::<_, CurrentCheck>(
             "SELECT c.device_id, c.check_name, c.status, c.message, c.evidence, c.checked_at_ms \
              FROM check_latest c JOIN devices d ON d.id = c.device_id \
              WHERE d.revoked_at_ms IS NULL AND c.recorded_at_ms = d.capabilities_at_ms \
@@ -98,7 +97,7 @@ impl Store {
         )
         .fetch_all(p)
         .await
-            })?;
+        })?;
         Ok(rows.into_iter().map(|r| (r.device_id, r.check)).collect())
     }
 

@@ -12,7 +12,9 @@ use infrastructor_controller::operations::REGISTRY;
 use infrastructor_controller::services::tokens::NewApiToken;
 use infrastructor_e2e::docker::{self, Containers};
 use infrastructor_e2e::mcp::{call, call_confirmed, connect, structured, Client};
-use infrastructor_e2e::{agent_config, change_policy, path, SequenceSource};
+use infrastructor_e2e::{
+    agent_config, change_policy, controller_config, path, Backend, SequenceSource,
+};
 use infrastructor_e2e::{eventually, TestAgent, TestController};
 use serde_json::{json, Value};
 
@@ -31,6 +33,9 @@ struct Fixture {
     /// (started just before `cancel_job`, as the host runs one change at a time).
     running: String,
     approvals: [String; 2],
+    /// A silence to end, and a dead letter to send again.
+    silence: String,
+    dead_letter: i64,
     /// A running container on the agent's host; `None` without a Docker engine (the
     /// container operations are then skipped, unless services are required).
     container: Option<String>,
@@ -111,6 +116,16 @@ impl Fixture {
                  "container": format!("every-op-{}", self.surface)}]}),
             "manage_application" => json!({"app": self.app(), "action": "status"}),
             "remove_application" => json!({"app": self.app()}),
+            "set_maintenance_mode" => json!({"device": self.agent, "enable": true,
+                "reason": format!("every operation ({})", self.surface), "duration": "1h"}),
+            "list_alerts" => json!({"device": self.agent, "all": true}),
+            "list_alert_rules" | "list_silences" | "list_notification_channels" => json!({}),
+            "create_silence" => json!({"devices": [self.agent], "reason": "every operation",
+                "expires": "1h"}),
+            "end_silence" => json!({"silence": self.silence}),
+            "test_notification_channel" => json!({"channel": "every-op"}),
+            "list_notifications" => json!({"state": "dead", "limit": 10}),
+            "retry_notification" => json!({"notification": self.dead_letter.to_string()}),
             other => panic!("no example arguments for operation {other:?}: add them here"),
         }
     }
@@ -158,6 +173,8 @@ async fn fixture(
         running: String::new(),
         approvals: [String::new(), String::new()],
         container: None,
+        silence: String::new(),
+        dead_letter: 0,
     };
     let declared = controller
         .put_body(
@@ -173,6 +190,35 @@ async fn fixture(
         docker::run(&name, &[], &["sleep", "3600"]);
         fixture.container = Some(name);
     }
+    // The other pass left the device in maintenance (its job may still run): leave it,
+    // healthy or not.
+    eventually(
+        Duration::from_secs(60),
+        "no maintenance job running",
+        || async {
+            let (_, jobs) = controller
+                .get_json(&format!("/jobs?device={agent}&limit=100"))
+                .await;
+            let busy = jobs.as_array()?.iter().any(|j| {
+                j["operation"] == "set_maintenance_mode"
+                    && (j["state"] == "queued" || j["state"] == "running")
+            });
+            (!busy).then_some(())
+        },
+    )
+    .await;
+    let (_, view) = controller.get_json(&format!("/devices/{agent}")).await;
+    if !view["maintenance"].is_null() {
+        let leave = json!({"enable": false});
+        let url = format!("/devices/{agent}/maintenance?wait=120");
+        let (status, job) = controller.post_body(&url, &leave).await;
+        assert_eq!(status, 200, "{job}");
+    }
+    let silence = json!({"devices": [agent], "reason": "to end", "expires": "2h"});
+    let (status, silence) = controller.post_body("/silences", &silence).await;
+    assert_eq!(status, 201, "{silence}");
+    fixture.silence = silence["id"].as_str().unwrap().to_string();
+    fixture.dead_letter = dead_letter(controller, agent).await;
     fixture.awaiting_confirmation =
         deploy_awaiting_confirmation(controller, &fixture, "to-confirm").await;
     fixture.applied = deploy_awaiting_confirmation(controller, &fixture, "to-roll-back").await;
@@ -190,6 +236,38 @@ async fn fixture(
         *slot = held["id"].as_str().unwrap().to_string();
     }
     fixture
+}
+
+/// A notification the delivery loop gave up on: queued for the `every-op` channel, whose
+/// receiver refuses connections, with one attempt allowed.
+async fn dead_letter(controller: &TestController, device: &str) -> i64 {
+    use infrastructor_controller::notify::payload::{Event, Item, Notification, Severity};
+    let notification = Notification {
+        device: device.to_string(),
+        items: vec![Item {
+            alert: "every_op".into(),
+            severity: Severity::Warning,
+            event: Event::Firing,
+            summary: "queued by the every-operation suite".into(),
+            since_ms: 0,
+        }],
+    };
+    let queued = infrastructor_controller::store::NewNotification {
+        channel: "every-op".into(),
+        device_id: device.to_string(),
+        body: serde_json::to_string(&notification).unwrap(),
+    };
+    let store = controller.services.store.clone();
+    let now = infrastructor_controller::services::now_ms();
+    controller
+        .run(async move { store.save_evaluation(&[], &[], &[queued], now).await })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "a dead letter", || async {
+        let (_, dead) = controller.get_json("/notifications?state=dead").await;
+        dead.as_array()?.first()?["id"].as_i64()
+    })
+    .await
 }
 
 /// The REST request for `arguments`: path parameters into the path, query parameters into
@@ -247,7 +325,14 @@ async fn over_mcp(client: &Client, id: &str, mutating: bool, arguments: Value) -
 
 #[tokio::test]
 async fn every_registered_operation_succeeds_over_rest_and_over_mcp() {
-    let (dir, controller) = TestController::start_sqlite().await;
+    let dir = infrastructor_e2e::temp_dir();
+    let mut config = controller_config(&path(&dir, "controller"), &Backend::Sqlite);
+    // Nothing listens on port 1: the channel's test answers "not delivered", and what is
+    // queued for it becomes a dead letter after one attempt.
+    config.notifications = serde_json::from_value(json!({"max_attempts": 1,
+        "channels": {"every-op": {"kind": "webhook", "url": "http://127.0.0.1:1/"}}}))
+    .unwrap();
+    let controller = TestController::start(config).await;
     let root = path(&dir, "managed");
     std::fs::create_dir_all(&root).unwrap();
     let identity = controller.enroll(&path(&dir, "agent")).await;

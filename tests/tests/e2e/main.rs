@@ -2,6 +2,7 @@
 //! once rather than once per suite, which keeps the build small on disk and fast on two cores.
 //! Run one suite with `cargo test -p infrastructor-e2e --test e2e <suite>::`.
 
+mod alerts;
 mod analytics;
 mod applications;
 mod config_changes;

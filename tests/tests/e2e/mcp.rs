@@ -17,7 +17,7 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 27] = [
+const CATALOGUE: [&str; 29] = [
     "add_agentless_device",
     "analyze_cost_optimization",
     "analyze_performance_trends",
@@ -34,6 +34,7 @@ const CATALOGUE: [&str; 27] = [
     "get_controller_performance",
     "get_device",
     "get_job",
+    "list_alerts",
     "list_approvals",
     "list_changes",
     "list_containers",
@@ -45,6 +46,7 @@ const CATALOGUE: [&str; 27] = [
     "remove_device",
     "rollback_change",
     "run_checks",
+    "set_maintenance_mode",
 ];
 
 #[tokio::test]

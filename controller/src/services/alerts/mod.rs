@@ -67,6 +67,9 @@ impl Services {
         if let Err(error) = self.evaluate_alerts(forecasts, now).await {
             tracing::warn!(%error, "alert evaluation failed; will retry");
         }
+        if let Err(error) = self.expire_maintenance(now).await {
+            tracing::warn!(%error, "cannot end expired maintenance; will retry");
+        }
         let (store, channels) = (&self.store, &self.channels);
         let config = &self.config.notifications;
         if let Err(error) = crate::notify::deliver::deliver_due(store, channels, config, now).await
@@ -158,9 +161,16 @@ impl Services {
             .collect())
     }
 
-    pub async fn list_alerts(&self, ctx: &Ctx, query: &AlertQuery) -> Result<Vec<AlertView>> {
+    /// Alerts of every device or of one; `all` adds the inactive ones kept for flap
+    /// detection.
+    pub async fn list_alerts(
+        &self,
+        ctx: &Ctx,
+        device: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<AlertView>> {
         ctx.principal.require(Access::Read)?;
-        let device = self.device_filter(query.device.as_deref()).await?;
+        let device = self.device_filter(device).await?;
         let names: HashMap<String, String> = self
             .store
             .list_devices()
@@ -174,7 +184,7 @@ impl Services {
             .filter_map(from_row)
             .filter(|a| device.as_ref().is_none_or(|d| *d == a.device_id))
             .map(|a| view(a, &names))
-            .filter(|v| query.all || v.state != AlertState::Inactive)
+            .filter(|v| all || v.state != AlertState::Inactive)
             .collect())
     }
 
@@ -543,17 +553,6 @@ fn view(alert: Alert, names: &HashMap<String, String>) -> AlertView {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AlertQuery {
-    /// One device's alerts (ID or name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// Also the inactive ones kept for flap detection.
-    #[serde(default)]
-    pub all: bool,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct NamedRule {
     pub name: String,
@@ -637,6 +636,7 @@ pub struct NotificationQuery {
     pub state: Option<DeliveryState>,
     /// At most this many, newest first (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<i64>,
 }
 

@@ -40,6 +40,10 @@ pub async fn run_once(
         store
             .delete_operation_metrics_before(cutoffs.rollup_5m_before_ms)
             .await?;
+        // Delivered notifications too (dead letters stay until someone sends them again).
+        store
+            .expire_notifications(cutoffs.rollup_5m_before_ms)
+            .await?;
         if raw + five + hour > 0 {
             tracing::info!(
                 raw,
