@@ -806,3 +806,167 @@ async fn maintenance_mode_silences_stops_and_brings_a_device_back() {
     agent.stop().await;
     controller.shutdown().await;
 }
+
+/// One metric batch over the device's stream.
+fn batch(seq: u64, samples: &[(&str, &[(&str, &str)], i64, f64)]) -> AgentMessage {
+    use infrastructor_proto::v1::{MetricBatch, Sample};
+    AgentMessage {
+        body: Some(agent_message::Body::Metrics(MetricBatch {
+            seq,
+            samples: samples
+                .iter()
+                .map(|(series, labels, ts, value)| Sample {
+                    series: series.to_string(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    timestamp_ms: *ts,
+                    value: *value,
+                })
+                .collect(),
+            spool_dropped_batches: 0,
+            spool_dropped_samples: 0,
+        })),
+    }
+}
+
+#[tokio::test]
+async fn metric_thresholds_stale_metrics_and_failed_jobs_fire_their_rules() {
+    let dir = temp_dir();
+    let hook = HttpReceiver::start().await;
+    let channels = json!({"ops-hook": webhook(&hook, &secret_file(dir.path()))});
+    let rules = json!({
+        "disk_space": {"for": "1s"},
+        "metrics_stale": {"when": {"kind": "metrics_stale", "after": "10s"}},
+    });
+    let config = config(
+        dir.path(),
+        &Backend::Sqlite,
+        channels,
+        rules,
+        Duration::from_millis(300),
+    );
+    let controller = TestController::start(config).await;
+    let identity = controller.enroll(&path(&dir, "agent")).await;
+    let device = identity.meta.device_id.clone();
+    let (agent, _inbound) = controller.raw_agent(&identity, "files").await;
+    let now = infrastructor_controller::services::now_ms();
+    agent
+        .send(batch(
+            1,
+            &[
+                ("disk.used_percent", &[("mount", "/data")], now, 95.5),
+                ("disk.used_percent", &[("mount", "/")], now, 40.0),
+                ("cpu.usage_percent", &[], now - 60_000, 3.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    // A job that fails: maintenance on a host nothing answers for, stopping a container.
+    let unreachable = controller.unreachable_device("gone").await;
+    let (status, _) = controller
+        .post_body(
+            &format!("/devices/{unreachable}/maintenance?wait=60"),
+            &json!({"enable": true, "reason": "r", "duration": "1h",
+                "stop": [{"kind": "container", "name": "app"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "all three fired", || async {
+        let received = hook.on("/hook");
+        let fired = |alert: &str| events(&received, alert) == ["firing"];
+        (fired("disk_space") && fired("metrics_stale") && fired("job_failed")).then_some(())
+    })
+    .await;
+    let disk = alert(&controller, &device, "disk_space").await.unwrap();
+    assert_eq!(disk["subject"], "disk.used_percent{mount=/data}", "{disk}");
+    assert!(
+        disk["summary"].as_str().unwrap().contains("95.5, above 90"),
+        "{disk}"
+    );
+    let (_, alerts) = controller.get_json("/alerts").await;
+    let job = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert"] == "job_failed")
+        .unwrap();
+    assert_eq!(job["device"], "controller");
+    assert_eq!(job["subject"], "set_maintenance_mode");
+    let mounts: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alert"] == "disk_space")
+        .collect();
+    assert_eq!(mounts.len(), 1, "only the full mount: {alerts}");
+
+    // Back under the threshold: resolved.
+    let now = infrastructor_controller::services::now_ms();
+    agent
+        .send(batch(
+            2,
+            &[("disk.used_percent", &[("mount", "/data")], now, 50.0)],
+        ))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "disk resolved", || async {
+        (events(&hook.on("/hook"), "disk_space") == ["firing", "resolved"]).then_some(())
+    })
+    .await;
+    drop(agent);
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_two_controllers_one_evaluates_and_nothing_is_sent_twice() {
+    let Some(url) = infrastructor_e2e::fresh_postgres_database().await else {
+        return;
+    };
+    let dir = temp_dir();
+    let hook = HttpReceiver::start().await;
+    let channels = json!({"ops-hook": webhook(&hook, &secret_file(dir.path()))});
+    let backend = Backend::Postgres(url);
+    let config = config(
+        dir.path(),
+        &backend,
+        channels,
+        json!({}),
+        Duration::from_millis(200),
+    );
+    let a = TestController::start(config.clone()).await;
+    let b = TestController::start(config).await;
+    let identity = a.enroll(&path(&dir, "agent")).await;
+    let (agent, _inbound) = b.raw_agent(&identity, "nas").await;
+    agent
+        .send(round(&[("zfs.pool:tank", CheckStatus::Critical, "tank")]))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "firing told", || async {
+        (events(&hook.on("/hook"), "degraded_pools").len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(events(&hook.on("/hook"), "degraded_pools"), ["firing"]);
+    // The holder stops: the other takes the lease over and carries on from the store.
+    a.kill();
+    agent
+        .send(round(&[("zfs.pool:tank", CheckStatus::Ok, "tank")]))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "resolved by whoever holds it",
+        || async { (events(&hook.on("/hook"), "degraded_pools").len() == 2).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        events(&hook.on("/hook"), "degraded_pools"),
+        ["firing", "resolved"],
+        "each change once, from one evaluator at a time"
+    );
+    drop(agent);
+    b.shutdown().await;
+}

@@ -580,8 +580,156 @@ contract!(check_reports_keep_history_and_latest_per_check, |store| {
         store.capabilities("d1").await.unwrap(),
         (r#"["docker","zfs"]"#.to_string(), Some(T0 + 60_000))
     );
+    // Only the latest round counts for alerts: the pool it no longer reports is left out.
+    let current = store.current_checks().await.unwrap();
+    assert_eq!(
+        current
+            .iter()
+            .map(|(d, r)| (d.as_str(), r.check_name.as_str()))
+            .collect::<Vec<_>>(),
+        [("d1", "docker.containers")]
+    );
     assert_eq!(store.expire_checks(T0 + 1).await.unwrap(), 2);
     assert_eq!(store.check_history("d1", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.latest_checks("d1").await.unwrap().len(), 1);
+});
+
+contract!(alerts_notifications_silences_and_leases, |store| {
+    use infrastructor_controller::store::{
+        AlertRow, Delivery, MaintenanceRow, NewNotification, SilenceRow,
+    };
+    store.insert_device(&device("d1", "nas")).await.unwrap();
+    // One controller holds a lease until it lapses; then another may take it.
+    assert!(store
+        .hold_lease("alerts", "a", T0 + 30_000, T0)
+        .await
+        .unwrap());
+    assert!(!store
+        .hold_lease("alerts", "b", T0 + 40_000, T0 + 10_000)
+        .await
+        .unwrap());
+    assert!(store
+        .hold_lease("alerts", "a", T0 + 60_000, T0 + 20_000)
+        .await
+        .unwrap());
+    assert!(store
+        .hold_lease("alerts", "b", T0 + 90_000, T0 + 61_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .hold_lease("alerts", "a", T0 + 99_000, T0 + 62_000)
+        .await
+        .unwrap());
+
+    // An evaluation's alerts and notifications land together.
+    let alert = AlertRow {
+        alert_key: "degraded_pools/d1/zfs.pool:tank".into(),
+        rule: "degraded_pools".into(),
+        device_id: "d1".into(),
+        subject: "zfs.pool:tank".into(),
+        severity: "critical".into(),
+        summary: "tank".into(),
+        labels: "{}".into(),
+        record: "{}".into(),
+        announced: "firing".into(),
+        suppressed: None,
+        updated_at_ms: T0,
+    };
+    let queued = |channel: &str, n: u32| NewNotification {
+        channel: channel.into(),
+        device_id: "d1".into(),
+        body: format!("{{\"n\":{n}}}"),
+    };
+    store
+        .save_evaluation(
+            std::slice::from_ref(&alert),
+            &[],
+            &[queued("hook", 1), queued("hook", 2), queued("mail", 3)],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.alerts().await.unwrap(), [alert.clone()]);
+    let due = store.due_notifications(T0, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    // A channel is a queue: while its first waits for a retry, the next is not due.
+    let first = due[0].id;
+    let retry = Delivery::Retry {
+        at_ms: T0 + 5_000,
+        error: "503",
+    };
+    store.record_delivery(first, 1, retry, T0).await.unwrap();
+    let due = store.due_notifications(T0 + 1_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>(),
+        ["mail"]
+    );
+    store
+        .record_delivery(first, 2, Delivery::Dead { error: "503" }, T0 + 5_000)
+        .await
+        .unwrap();
+    let dead = store.notifications(Some("dead"), 10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].attempts), (1, 2));
+    assert!(store.requeue_notification(first, T0 + 6_000).await.unwrap());
+    assert!(!store.requeue_notification(first, T0 + 6_000).await.unwrap());
+    store
+        .record_delivery(first, 1, Delivery::Sent, T0 + 7_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.notifications(Some("sent"), 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.expire_notifications(T0 + 1).await.unwrap(), 1);
+    store
+        .save_evaluation(&[], &[alert.alert_key.clone()], &[], T0 + 8_000)
+        .await
+        .unwrap();
+    assert!(store.alerts().await.unwrap().is_empty());
+
+    // A device's maintenance and its silence, together; the silence ends on its own.
+    let silence = SilenceRow {
+        id: "s1".into(),
+        scope: "{}".into(),
+        schedule: "{}".into(),
+        reason: "disk swap".into(),
+        created_by: "alice".into(),
+        created_at_ms: T0,
+        expires_at_ms: T0 + 3_600_000,
+        ended_at_ms: None,
+        ended_by: None,
+    };
+    let entry = MaintenanceRow {
+        device_id: "d1".into(),
+        reason: "disk swap".into(),
+        started_by: "alice".into(),
+        started_at_ms: T0,
+        until_ms: T0 + 3_600_000,
+        stopped: "[]".into(),
+        silence_id: "s1".into(),
+    };
+    store.start_maintenance(&entry, &silence).await.unwrap();
+    store.record_maintenance_stopped("d1", "[1]").await.unwrap();
+    assert_eq!(
+        store.maintenance("d1").await.unwrap().unwrap().stopped,
+        "[1]"
+    );
+    assert_eq!(store.silences(T0).await.unwrap().len(), 1);
+    assert!(store.silences(T0 + 3_600_000).await.unwrap().is_empty());
+    assert!(store.end_silence("s1", "bob", T0 + 10).await.unwrap());
+    assert!(!store.end_silence("s1", "bob", T0 + 11).await.unwrap());
+    assert_eq!(
+        store
+            .silence("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_by
+            .as_deref(),
+        Some("bob")
+    );
+    assert!(store.end_maintenance("d1").await.unwrap());
+    assert!(store.all_maintenance().await.unwrap().is_empty());
 });
 
 contract!(change_transactions_and_their_targets, |store| {
