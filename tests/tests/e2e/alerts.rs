@@ -807,8 +807,11 @@ async fn maintenance_mode_silences_stops_and_brings_a_device_back() {
     controller.shutdown().await;
 }
 
+/// A sample: series, labels, time, value.
+type At<'a> = (&'a str, &'a [(&'a str, &'a str)], i64, f64);
+
 /// One metric batch over the device's stream.
-fn batch(seq: u64, samples: &[(&str, &[(&str, &str)], i64, f64)]) -> AgentMessage {
+fn batch(seq: u64, samples: &[At<'_>]) -> AgentMessage {
     use infrastructor_proto::v1::{MetricBatch, Sample};
     AgentMessage {
         body: Some(agent_message::Body::Metrics(MetricBatch {

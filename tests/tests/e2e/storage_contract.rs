@@ -649,7 +649,7 @@ contract!(alerts_notifications_silences_and_leases, |store| {
         )
         .await
         .unwrap();
-    assert_eq!(store.alerts().await.unwrap(), [alert.clone()]);
+    assert_eq!(store.alerts().await.unwrap(), std::slice::from_ref(&alert));
     let due = store.due_notifications(T0, 10).await.unwrap();
     assert_eq!(due.len(), 3);
     // A channel is a queue: while its first waits for a retry, the next is not due.
@@ -682,7 +682,7 @@ contract!(alerts_notifications_silences_and_leases, |store| {
     );
     assert_eq!(store.expire_notifications(T0 + 1).await.unwrap(), 1);
     store
-        .save_evaluation(&[], &[alert.alert_key.clone()], &[], T0 + 8_000)
+        .save_evaluation(&[], std::slice::from_ref(&alert.alert_key), &[], T0 + 8_000)
         .await
         .unwrap();
     assert!(store.alerts().await.unwrap().is_empty());
