@@ -648,6 +648,13 @@ mod tests {
             .certificate_names()
             .contains(&"controller.example.net".to_string()));
         assert_eq!(config.agentless_changes.roots[0].as_str(), "/etc/nginx");
+        assert!(config.alerts.rules["api_down"].enabled);
+        assert!(
+            config.alerts.rules["agent_offline"].enabled,
+            "built-ins stay"
+        );
+        assert_eq!(config.notifications.channels.len(), 2);
+        assert_eq!(config.notifications.routes[0].channels, ["mail"]);
     }
 
     #[test]
