@@ -973,3 +973,83 @@ async fn with_two_controllers_one_evaluates_and_nothing_is_sent_twice() {
     drop(agent);
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_disk_forecast_to_fill_within_a_week_fires_its_rule() {
+    use infrastructor_controller::services::analytics::synthetic::Synthetic;
+    use infrastructor_controller::store::IngestSample;
+    let dir = temp_dir();
+    let hook = HttpReceiver::start().await;
+    let channels = json!({"ops-hook": webhook(&hook, &secret_file(dir.path()))});
+    let mut config = config(
+        dir.path(),
+        &Backend::Sqlite,
+        channels,
+        json!({}),
+        Duration::from_millis(300),
+    );
+    // Its own rollups would skip history older than raw retention, racing the test's.
+    config.maintenance_interval = Duration::from_secs(86_400);
+    let controller = TestController::start(config).await;
+    let now = infrastructor_controller::services::now_ms();
+    // A month of growth, 0.6 points a day, at 98 % now: full in about three days. Beside it a
+    // flat disk at 40 %.
+    let filling = Synthetic {
+        noise_sd: 0.3,
+        seed: 11,
+        ..Synthetic::growth(now, 30, 80.0, 0.6)
+    };
+    let flat = Synthetic {
+        noise_sd: 0.3,
+        seed: 12,
+        ..Synthetic::growth(now, 30, 40.0, 0.0)
+    };
+    for (name, series) in [("filling", filling), ("flat", flat)] {
+        let device = controller.unreachable_device(name).await;
+        let samples: Vec<IngestSample> = series
+            .points()
+            .iter()
+            .map(|p| IngestSample {
+                series: "disk.used_percent".into(),
+                labels: r#"{"mount":"/data"}"#.into(),
+                ts_ms: p.ts_ms,
+                value: p.value,
+            })
+            .collect();
+        let store = controller.services.store.clone();
+        controller
+            .run(async move {
+                store
+                    .ingest_batch(&device, 1, &samples, (0, 0), now)
+                    .await
+                    .unwrap();
+                while store.run_rollups(0, 1000).await.unwrap() > 0 {}
+            })
+            .await;
+    }
+    // Forecasts are asked once an hour: a fresh evaluator asks at its first pass.
+    let restart = controller.restart_config();
+    controller.shutdown().await;
+    let controller = TestController::start(restart).await;
+    let received = eventually(Duration::from_secs(60), "the forecast fired", || async {
+        let received = hook.on("/hook");
+        (!events(&received, "disk_full_soon").is_empty()).then_some(received)
+    })
+    .await;
+    let fired: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    let devices: Vec<&str> = fired
+        .iter()
+        .filter(|b| b["alerts"][0]["alert"] == "disk_full_soon")
+        .map(|b| b["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["filling"], "only the disk that fills: {fired:?}");
+    let summary = fired[0]["alerts"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        summary.contains("disk.used_percent{mount=/data}: forecast to cross 100"),
+        "{summary}"
+    );
+    controller.shutdown().await;
+}

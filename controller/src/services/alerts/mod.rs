@@ -100,6 +100,9 @@ impl Services {
             .filter(|a| outcome.changed.contains(&a.key))
             .map(|a| to_row(a, now))
             .collect();
+        if changed.is_empty() && outcome.forgotten.is_empty() && outbox.is_empty() {
+            return Ok(());
+        }
         self.store
             .save_evaluation(&changed, &outcome.forgotten, &outbox, now)
             .await?;
