@@ -98,6 +98,14 @@ fn round(reports: &[(&str, CheckStatus, &str)]) -> AgentMessage {
     }
 }
 
+/// Sends a round of check reports over the device's own stream.
+async fn report(
+    agent: &tokio::sync::mpsc::Sender<AgentMessage>,
+    reports: &[(&str, CheckStatus, &str)],
+) {
+    agent.send(round(reports)).await.unwrap();
+}
+
 /// The events the webhook received, in order (`firing`, `resolved`, …), per alert.
 fn events(received: &[Received], alert: &str) -> Vec<String> {
     received
@@ -181,14 +189,11 @@ async fn a_critical_check_notifies_once_through_two_channels_and_resolves_once_a
         let (_, view) = controller.get_json(&format!("/devices/{device}")).await;
         let host = view["name"].as_str().unwrap().to_string();
         let (agent, _inbound) = controller.raw_agent(&identity, "nas").await;
-        agent
-            .send(round(&[(
-                "zfs.pool:tank",
-                CheckStatus::Critical,
-                "tank is DEGRADED",
-            )]))
-            .await
-            .unwrap();
+        report(
+            &agent,
+            &[("zfs.pool:tank", CheckStatus::Critical, "tank is DEGRADED")],
+        )
+        .await;
         eventually(
             Duration::from_secs(20),
             "firing on both channels",
@@ -221,14 +226,11 @@ async fn a_critical_check_notifies_once_through_two_channels_and_resolves_once_a
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(events(&hook.on("/hook"), "degraded_pools"), ["firing"]);
         let (agent, _inbound) = controller.raw_agent(&identity, "nas").await;
-        agent
-            .send(round(&[(
-                "zfs.pool:tank",
-                CheckStatus::Ok,
-                "tank is ONLINE",
-            )]))
-            .await
-            .unwrap();
+        report(
+            &agent,
+            &[("zfs.pool:tank", CheckStatus::Ok, "tank is ONLINE")],
+        )
+        .await;
         eventually(
             Duration::from_secs(20),
             "resolved on both channels",
@@ -275,10 +277,7 @@ async fn a_flapping_check_is_reported_as_flapping_not_twenty_times() {
         } else {
             (CheckStatus::Ok, false)
         };
-        agent
-            .send(round(&[("systemd.units", status, "nginx.service failed")]))
-            .await
-            .unwrap();
+        report(&agent, &[("systemd.units", status, "nginx.service failed")]).await;
         // Wait for an evaluation to see it, so every flip is one.
         eventually(Duration::from_secs(10), "the flip evaluated", || async {
             let alert = alert(&controller, &device, "failed_units").await?;
@@ -328,17 +327,18 @@ async fn a_maintenance_window_holds_back_then_lets_through_what_still_fires() {
     assert_eq!(silence["created_by"], "bootstrap-admin");
     let (agent, _inbound) = controller.raw_agent(&identity, "nas").await;
     // Begins and ends inside the window.
-    agent
-        .send(round(&[
+    report(
+        &agent,
+        &[
             (
                 "systemd.units",
                 CheckStatus::Critical,
                 "smartd.service failed",
             ),
             ("zfs.pool:tank", CheckStatus::Critical, "tank is DEGRADED"),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     eventually(Duration::from_secs(10), "both firing, silenced", || async {
         let units = alert(&controller, &device, "failed_units").await?;
         let pool = alert(&controller, &device, "degraded_pools").await?;
@@ -347,13 +347,14 @@ async fn a_maintenance_window_holds_back_then_lets_through_what_still_fires() {
     })
     .await;
     let pool_since = alert(&controller, &device, "degraded_pools").await.unwrap()["since"].clone();
-    agent
-        .send(round(&[
+    report(
+        &agent,
+        &[
             ("systemd.units", CheckStatus::Ok, "all units active"),
             ("zfs.pool:tank", CheckStatus::Critical, "tank is DEGRADED"),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     eventually(Duration::from_secs(10), "the unit cleared", || async {
         let units = alert(&controller, &device, "failed_units").await;
         units.is_none_or(|u| u["state"] == "inactive").then_some(())
@@ -409,14 +410,15 @@ async fn an_offline_host_inhibits_its_containers_alerts() {
     let identity = controller.enroll(&path(&dir, "agent")).await;
     let device = identity.meta.device_id.clone();
     let (agent, inbound) = controller.raw_agent(&identity, "web-2").await;
-    agent
-        .send(round(&[(
+    report(
+        &agent,
+        &[(
             "docker.containers",
             CheckStatus::Critical,
             "api is unhealthy",
-        )]))
-        .await
-        .unwrap();
+        )],
+    )
+    .await;
     eventually(Duration::from_secs(10), "pending", || async {
         let a = alert(&controller, &device, "unhealthy_containers").await?;
         (a["state"] == "pending").then_some(())
@@ -446,14 +448,11 @@ async fn an_offline_host_inhibits_its_containers_alerts() {
     );
     // Back, and the container is healthy again: the host's recovery is the only news.
     let (agent, _inbound) = controller.raw_agent(&identity, "web-2").await;
-    agent
-        .send(round(&[(
-            "docker.containers",
-            CheckStatus::Ok,
-            "all healthy",
-        )]))
-        .await
-        .unwrap();
+    report(
+        &agent,
+        &[("docker.containers", CheckStatus::Ok, "all healthy")],
+    )
+    .await;
     eventually(Duration::from_secs(20), "online again", || async {
         (events(&hook.on("/hook"), "agent_offline").len() == 2).then_some(())
     })
@@ -556,7 +555,7 @@ async fn every_channel_gets_its_format_and_failures_retry_then_wait_as_dead_lett
             .iter()
             .map(|p| (*p, CheckStatus::Critical, "faulted"))
             .collect();
-        agent.send(round(&reports)).await.unwrap();
+        report(&agent, &reports).await;
         let want = n + 1;
         eventually(Duration::from_secs(10), "the next pool fires", || async {
             let (_, all) = controller.get_json("/notifications?limit=1000").await;
@@ -588,15 +587,16 @@ async fn every_channel_gets_its_format_and_failures_retry_then_wait_as_dead_lett
         .await;
     assert_eq!(test["delivered"], false);
     assert!(test["error"].as_str().unwrap().contains("503"), "{test}");
-    agent
-        .send(round(&[
+    report(
+        &agent,
+        &[
             ("zfs.pool:a", CheckStatus::Critical, "faulted"),
             ("zfs.pool:b", CheckStatus::Critical, "faulted"),
             ("zfs.pool:c", CheckStatus::Critical, "faulted"),
             ("zfs.pool:tank", CheckStatus::Critical, "tank is FAULTED"),
-        ]))
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let dead = eventually(
         Duration::from_secs(30),
         "a dead letter for hook",
@@ -942,10 +942,7 @@ async fn with_two_controllers_one_evaluates_and_nothing_is_sent_twice() {
     let b = TestController::start(config).await;
     let identity = a.enroll(&path(&dir, "agent")).await;
     let (agent, _inbound) = b.raw_agent(&identity, "nas").await;
-    agent
-        .send(round(&[("zfs.pool:tank", CheckStatus::Critical, "tank")]))
-        .await
-        .unwrap();
+    report(&agent, &[("zfs.pool:tank", CheckStatus::Critical, "tank")]).await;
     eventually(Duration::from_secs(20), "firing told", || async {
         (events(&hook.on("/hook"), "degraded_pools").len() == 1).then_some(())
     })
@@ -954,10 +951,7 @@ async fn with_two_controllers_one_evaluates_and_nothing_is_sent_twice() {
     assert_eq!(events(&hook.on("/hook"), "degraded_pools"), ["firing"]);
     // The holder stops: the other takes the lease over and carries on from the store.
     a.kill();
-    agent
-        .send(round(&[("zfs.pool:tank", CheckStatus::Ok, "tank")]))
-        .await
-        .unwrap();
+    report(&agent, &[("zfs.pool:tank", CheckStatus::Ok, "tank")]).await;
     eventually(
         Duration::from_secs(60),
         "resolved by whoever holds it",
