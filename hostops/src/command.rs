@@ -44,7 +44,7 @@ pub enum CommandError {
 }
 
 impl HostCommand {
-    fn new(program: &str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub(crate) fn new(program: &str, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             program: program.to_string(),
             args: args.into_iter().map(Into::into).collect(),

@@ -31,6 +31,7 @@ pub mod fsutil;
 pub mod journal;
 pub mod names;
 pub mod process;
+pub mod restic;
 pub mod systemd;
 pub mod zfs;
 

@@ -3,3 +3,4 @@
 
 mod change_engine;
 mod parsers;
+mod restic;

@@ -294,3 +294,68 @@ fn docker_disk_usage_lists_what_nothing_uses() {
     assert_eq!(stopped[0].image, "infrastructor-test-busybox:latest");
     assert_eq!(usage.reclaimable.containers_bytes, 0);
 }
+
+#[test]
+fn restic_backup_snapshots_ls_stats_and_forget_are_read_from_captured_json() {
+    use infrastructor_hostops::restic::{self, NodeKind};
+    let summary = restic::parse_backup(&fixture("restic/backup.jsonl")).unwrap();
+    assert_eq!(summary.snapshot_id, "3745e56f");
+    assert_eq!(
+        (
+            summary.files_new,
+            summary.files_changed,
+            summary.files_unmodified
+        ),
+        (0, 1, 3)
+    );
+    assert_eq!(summary.total_bytes_processed, 6015);
+    let snapshots = restic::parse_snapshots(&fixture("restic/snapshots.json")).unwrap();
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(snapshots[1].short_id, "3745e56f");
+    assert_eq!(snapshots[0].tags, ["infrastructor", "target=etc"]);
+    assert!(snapshots[1].time_ms().unwrap() > snapshots[0].time_ms().unwrap());
+    let nodes = restic::parse_ls(&fixture("restic/ls.jsonl")).unwrap();
+    let files: Vec<_> = nodes.iter().filter(|n| n.kind == NodeKind::File).collect();
+    assert_eq!(files.len(), 4);
+    assert!(files
+        .iter()
+        .any(|n| n.path == "/tmp/rx/src/f1.bin" && n.size == Some(2002)));
+    assert!(nodes
+        .iter()
+        .any(|n| n.kind == NodeKind::Dir && n.path == "/tmp/rx/src/sub"));
+    let stats = restic::parse_stats(&fixture("restic/stats.json")).unwrap();
+    assert_eq!(stats.total_file_count, 8, "four files and four directories");
+    let forget = restic::parse_forget(&fixture("restic/forget.json")).unwrap();
+    assert_eq!((forget.kept, forget.removed), (1, 1));
+}
+
+#[test]
+fn restic_check_tells_a_sound_repository_from_a_corrupted_pack_and_a_lock() {
+    use infrastructor_hostops::restic;
+    let ok = restic::parse_check(&fixture("restic/check-ok.txt"), Some(0));
+    assert!(ok.ok && ok.problems.is_empty(), "{ok:?}");
+    let corrupt = restic::parse_check(&fixture("restic/check-corrupt.txt"), Some(1));
+    assert!(!corrupt.ok);
+    assert!(
+        corrupt.problems[0].starts_with("Pack ID does not match"),
+        "{corrupt:?}"
+    );
+    assert!(corrupt
+        .problems
+        .iter()
+        .any(|p| p == "Fatal: repository contains errors"));
+    let locked = restic::parse_check(&fixture("restic/locked.txt"), Some(1));
+    assert!(!locked.ok);
+    assert!(matches!(
+        restic::classify(&fixture("restic/locked.txt")),
+        restic::ResticError::Locked(_)
+    ));
+    assert_eq!(
+        restic::classify(&fixture("restic/wrong-password.txt")),
+        restic::ResticError::WrongPassword
+    );
+    assert_eq!(
+        restic::classify(&fixture("restic/no-repo.txt")),
+        restic::ResticError::NoRepository
+    );
+}
