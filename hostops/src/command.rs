@@ -315,6 +315,23 @@ pub fn make_temp_file(dir: &ManagedPath, prefix: &str) -> HostCommand {
     )
 }
 
+/// `find DIR -type f -printf '%s %P\0'`: every regular file below DIR with its size, NUL
+/// separated (names may hold newlines). DIR is absolute, so find cannot take it for an option.
+pub fn list_files(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("find", [dir.as_str(), "-type", "f", "-printf", "%s %P\\0"])
+}
+
+/// `rm -rf --one-file-system -- DIR`, only for a restore drill's own scratch directory
+/// (made by [`make_temp_dir`] with the drill's prefix), never anything else.
+pub fn remove_drill_dir(dir: &ManagedPath) -> Option<HostCommand> {
+    let name = dir.as_path().file_name()?.to_str()?;
+    name.starts_with(DRILL_PREFIX)
+        .then(|| HostCommand::new("rm", ["-rf", "--one-file-system", "--", dir.as_str()]))
+}
+
+/// The prefix of a restore drill's scratch directory.
+pub const DRILL_PREFIX: &str = "infrastructor-drill.";
+
 /// `realpath -e -- DIR`: the directory with every symlink resolved.
 pub fn realpath(dir: &ManagedPath) -> HostCommand {
     HostCommand::new("realpath", ["-e", "--", dir.as_str()])

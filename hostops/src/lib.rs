@@ -19,6 +19,7 @@
 //! - [`systemd`]: `systemctl` parsers and the unit check.
 //! - [`journal`]: `journalctl -o json` parsing and pattern scanning.
 
+pub mod backup;
 pub mod change;
 pub mod checks;
 pub mod command;

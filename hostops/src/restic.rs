@@ -336,6 +336,21 @@ pub fn restore(
     restic(repo, password_file, args)
 }
 
+/// [`restore`], then restic re-reads every restored file and checks it against the
+/// repository's content hashes.
+pub fn restore_verified(
+    repo: &Repo,
+    password_file: &ManagedPath,
+    snapshot: &SnapshotId,
+    into: &ManagedPath,
+) -> HostCommand {
+    let mut args = strings(["restore", "--verify", "--target"]);
+    args.push(into.as_str().to_string());
+    args.push("--".into());
+    args.push(snapshot.as_str().to_string());
+    restic(repo, password_file, args)
+}
+
 /// The repository's structure, and the data of group `group` of `groups` (1-based), so that
 /// rotating `group` reads all of it over `groups` runs.
 pub fn check(repo: &Repo, password_file: &ManagedPath, group: u32, groups: u32) -> HostCommand {

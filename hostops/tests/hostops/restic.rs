@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use infrastructor_hostops::backup::drill_directory;
 use infrastructor_hostops::names::ManagedPath;
 use infrastructor_hostops::restic::{self, Keep, NodeKind, Repository, SnapshotId, TargetName};
 
@@ -107,6 +108,18 @@ async fn a_directory_is_backed_up_restored_to_the_same_bytes_and_corruption_is_f
         assert_eq!(held.stdout.as_bytes(), bytes.as_slice(), "{}", file.path);
     }
 
+    // The drill: restored into scratch, verified, compared with the manifest, removed.
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let runner = infrastructor_hostops::checks::LocalRunner;
+    let report = drill_directory(&runner, &repo, &password, &snapshot, &managed(&scratch))
+        .await
+        .unwrap();
+    assert!(report.passed, "{report:?}");
+    assert_eq!((report.files_expected, report.files_verified), (2, 2));
+    assert_eq!(report.bytes_restored, 300_012);
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "torn down");
+
     // Retention keeps the newest of the day.
     std::fs::write(source.join("app.conf"), "listen 8081\n").unwrap();
     run(restic::backup(
@@ -152,6 +165,17 @@ async fn a_directory_is_backed_up_restored_to_the_same_bytes_and_corruption_is_f
     );
     assert!(!verdict.ok, "{verdict:?}");
     assert!(!verdict.problems.is_empty(), "{verdict:?}");
+
+    let latest = SnapshotId::new("latest").unwrap();
+    let report = drill_directory(&runner, &repo, &password, &latest, &managed(&scratch))
+        .await
+        .unwrap();
+    assert!(
+        !report.passed,
+        "a damaged repository fails its drill: {report:?}"
+    );
+    assert!(!report.problems.is_empty(), "{report:?}");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "torn down");
 
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "nope\n").unwrap();
