@@ -30,6 +30,7 @@ pub mod checks;
 pub mod containers;
 pub mod devices;
 pub mod diagnostics;
+pub mod dr;
 pub mod enrollment;
 pub mod ingest;
 pub mod jobs;
