@@ -183,9 +183,15 @@ pub fn gotify(notification: &Notification) -> Value {
         "priority": priority})
 }
 
-/// A Slack-compatible incoming webhook's body.
+/// A Slack-compatible incoming webhook's body. `&`, `<` and `>` are escaped as Slack asks,
+/// so host text cannot form `<!channel>`, `<@user>` or a link.
 pub fn slack(notification: &Notification) -> Value {
-    json!({"text": format!("*{}*\n{}", notification.title(), notification.text())})
+    let text = format!("*{}*\n{}", notification.title(), notification.text());
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    json!({"text": escaped})
 }
 
 /// A Discord webhook's body; mentions are switched off, so host text cannot ping anyone.
@@ -269,6 +275,14 @@ mod tests {
             .unwrap()
             .starts_with("*[CRITICAL]"));
         assert_eq!(discord(&n)["allowed_mentions"]["parse"], json!([]));
+        let mut loud = n.clone();
+        loud.items[0].summary = "<!channel> see <https://evil.example|here> & more".into();
+        let text = slack(&loud)["text"].as_str().unwrap().to_string();
+        assert!(
+            text.contains("&lt;!channel&gt;") && !text.contains('<'),
+            "{text}"
+        );
+        assert!(text.contains("&amp; more"), "{text}");
         let mut resolved = n.clone();
         resolved.items[0].event = Event::Resolved;
         assert_eq!(gotify(&resolved)["priority"], 2);
