@@ -115,7 +115,8 @@ pub fn start_sshd_in(namespace: Option<&MountNamespace>) -> Option<Sshd> {
             let config = format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd-{port}.pid\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
+                 PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+                 Subsystem sftp internal-sftp\n",
                 dir = dir.path().display()
             );
             std::fs::write(dir.path().join("sshd_config"), config).expect("sshd setup");

@@ -5,6 +5,7 @@
 mod alerts;
 mod analytics;
 mod applications;
+mod backups;
 mod config_changes;
 mod conformance;
 mod containers;
