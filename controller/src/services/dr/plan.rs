@@ -499,7 +499,10 @@ steps:
             found[0].to_string(),
             format!("line 4, column {}: {}", found[0].column, found[0].message)
         );
-        let bad_ref = errors("name: x\nsteps:\n  - id: a\n    operation: diagnose_device\n    arguments: {device: \"${{ env.HOME }}\"}\n");
+        let bad_ref = errors(
+            "name: x\nsteps:\n  - id: a\n    operation: diagnose_device\n    \
+             arguments: {device: \"${{ env.HOME }}\"}\n",
+        );
         assert!(
             bad_ref[0].message.contains("is not a reference"),
             "{bad_ref:?}"
