@@ -200,6 +200,14 @@ impl Store {
             .await)?)
     }
 
+    pub async fn notification(&self, id: i64) -> StoreResult<Option<NotificationRow>> {
+        let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1");
+        Ok(read!(self, |p| sqlx::query_as::<_, NotificationRow>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)?)
+    }
+
     /// Records one delivery attempt: sent, to retry at `retry_at_ms`, or dead (neither).
     pub async fn record_delivery(
         &self,

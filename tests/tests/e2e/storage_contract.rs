@@ -671,6 +671,9 @@ contract!(alerts_notifications_silences_and_leases, |store| {
     let dead = store.notifications(Some("dead"), 10).await.unwrap();
     assert_eq!((dead.len(), dead[0].attempts), (1, 2));
     assert!(store.requeue_notification(first, T0 + 6_000).await.unwrap());
+    let requeued = store.notification(first).await.unwrap().unwrap();
+    assert_eq!((requeued.state.as_str(), requeued.attempts), ("pending", 0));
+    assert!(store.notification(first + 1000).await.unwrap().is_none());
     assert!(!store.requeue_notification(first, T0 + 6_000).await.unwrap());
     store
         .record_delivery(first, 1, Delivery::Sent, T0 + 7_000)

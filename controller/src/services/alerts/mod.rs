@@ -424,9 +424,9 @@ impl Services {
         if !self.store.requeue_notification(id, self.now_ms()).await? {
             return Err(Error::NotFound(format!("no dead notification {id}")));
         }
-        let rows = self.store.notifications(None, 1000).await?;
-        rows.into_iter()
-            .find(|r| r.id == id)
+        self.store
+            .notification(id)
+            .await?
             .map(notification_view)
             .ok_or_else(|| Error::NotFound(format!("no notification {id}")))
     }
