@@ -45,6 +45,24 @@ pub struct DrillReport {
     pub problems: Vec<String>,
 }
 
+impl DrillReport {
+    fn failed(snapshot: &SnapshotId, problem: String) -> Self {
+        Self {
+            snapshot: snapshot.as_str().to_string(),
+            passed: false,
+            files_expected: 0,
+            files_restored: 0,
+            files_verified: 0,
+            bytes_restored: 0,
+            restore_ms: 0,
+            missing: Vec::new(),
+            wrong_size: Vec::new(),
+            unexpected: Vec::new(),
+            problems: vec![problem],
+        }
+    }
+}
+
 /// Restores `snapshot` under a fresh directory in `scratch`, checks it, removes it.
 pub async fn drill_directory(
     runner: &impl CommandRunner,
@@ -57,7 +75,12 @@ pub async fn drill_directory(
         .run(&restic::ls(repo, password, snapshot), QUICK)
         .await?;
     if listed.code != Some(0) {
-        return Err(restic::classify(&listed.stderr).to_string());
+        // A snapshot that cannot even be listed fails its drill; it is not an error to retry.
+        let problem = format!(
+            "the snapshot cannot be listed: {}",
+            restic::classify(&listed.stderr)
+        );
+        return Ok(DrillReport::failed(snapshot, problem));
     }
     let manifest: BTreeMap<String, u64> = restic::parse_ls(&listed.stdout)
         .map_err(|e| e.to_string())?

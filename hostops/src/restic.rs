@@ -418,6 +418,15 @@ pub fn classify(stderr: &str) -> ResticError {
     {
         return ResticError::NoRepository;
     }
+    // restic (Go) crashes on some damaged trees: the panic line says what, not the stack.
+    if let Some(line) = first("panic:") {
+        return ResticError::Failed(
+            format!("restic crashed: {line}")
+                .chars()
+                .take(300)
+                .collect(),
+        );
+    }
     let fatal = first("Fatal:").unwrap_or_else(|| stderr.lines().last().unwrap_or("").trim());
     ResticError::Failed(fatal.chars().take(300).collect())
 }
@@ -700,6 +709,10 @@ mod tests {
             classify("unable to create lock in backend: repository is already locked exclusively by PID 1"),
             ResticError::Locked(_)
         ));
+        assert_eq!(
+            classify("panic: runtime error: index out of range\n\ngoroutine 1:\nruntime/asm_amd64.s:1594\n"),
+            ResticError::Failed("restic crashed: panic: runtime error: index out of range".into())
+        );
         assert_eq!(
             classify("Fatal: repository contains errors\n"),
             ResticError::Failed("Fatal: repository contains errors".into())
