@@ -315,6 +315,16 @@ pub fn make_temp_file(dir: &ManagedPath, prefix: &str) -> HostCommand {
     )
 }
 
+/// `mkdir -m 0700 -- DIR`: a new directory; an existing one (or a link) is refused.
+pub fn make_dir(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("mkdir", ["-m", "0700", "--", dir.as_str()])
+}
+
+/// `mkdir -p -m 0700 -- DIR`: the directory and its missing parents.
+pub fn make_dirs(dir: &ManagedPath) -> HostCommand {
+    HostCommand::new("mkdir", ["-p", "-m", "0700", "--", dir.as_str()])
+}
+
 /// `find DIR -type f -printf '%s %P\0'`: every regular file below DIR with its size, NUL
 /// separated (names may hold newlines). DIR is absolute, so find cannot take it for an option.
 pub fn list_files(dir: &ManagedPath) -> HostCommand {

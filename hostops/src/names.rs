@@ -110,6 +110,20 @@ validated_name!(
 );
 
 validated_name!(
+    /// A Docker volume name.
+    VolumeName, "volume name", 128,
+    |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'),
+    "letters, digits, '_', '-', '.'; starting with a letter or digit"
+);
+
+validated_name!(
+    /// A PostgreSQL database name (a plain identifier: no quoting is ever needed).
+    DatabaseName, "database name", 63,
+    |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'),
+    "letters, digits, '_', '-'; starting with a letter or digit"
+);
+
+validated_name!(
     /// A configuration transaction's ID: the controller's change ID, or `local-…` for changes
     /// made on the host itself. It names a journal directory, so it is strict.
     TxnId, "transaction ID", 64,

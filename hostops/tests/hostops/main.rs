@@ -2,5 +2,6 @@
 //! Run one suite with `cargo test -p infrastructor-hostops --test hostops <suite>::`.
 
 mod change_engine;
+mod database_drills;
 mod parsers;
 mod restic;

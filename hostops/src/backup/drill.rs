@@ -1,4 +1,4 @@
-//! A restore drill of a directory snapshot: restore it into a fresh scratch directory, prove
+//! A restore drill of a snapshot: restore it into a fresh scratch directory, prove
 //! the restore is the snapshot, then tear the scratch down. "Proved" means: restic re-reads
 //! every restored file and checks it against the repository's content hashes
 //! (`restore --verify`), and every file the snapshot's manifest (`ls`) lists is there with its
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::database::{self, DatabaseReport};
+use super::{source, BackupError, Checked, Source, TargetSpec};
 use crate::checks::CommandRunner;
 use crate::command::{self, DRILL_PREFIX};
 use crate::names::ManagedPath;
@@ -43,6 +45,9 @@ pub struct DrillReport {
     pub unexpected: Vec<String>,
     /// What went wrong, in words.
     pub problems: Vec<String>,
+    /// For a database target: the restored database, opened and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseReport>,
 }
 
 impl DrillReport {
@@ -59,7 +64,76 @@ impl DrillReport {
             wrong_size: Vec::new(),
             unexpected: Vec::new(),
             problems: vec![problem],
+            database: None,
         }
+    }
+}
+
+/// A database target's restored copy, and how to open it.
+enum Database<'a> {
+    Sqlite(ManagedPath),
+    Postgres(ManagedPath, &'a source::PostgresSource),
+}
+
+/// A restore drill of a target's snapshot: the files, then (for a database) the database.
+pub async fn drill(
+    runner: &impl CommandRunner,
+    checked: &Checked<'_>,
+    target: &TargetSpec,
+    snapshot: &SnapshotId,
+) -> Result<DrillReport, BackupError> {
+    let copy = source::database_copy(checked.policy, target)?;
+    let database = match (&target.source, copy) {
+        (Source::Sqlite { .. }, Some(copy)) => Some(Database::Sqlite(copy)),
+        (Source::Postgres(pg), Some(copy)) => Some(Database::Postgres(copy, pg)),
+        _ => None,
+    };
+    let scratch = &checked.policy.scratch;
+    let (repo, password) = (&checked.repo, &checked.password);
+    let open = |dir: ManagedPath| open_database(runner, checked, target, &database, dir);
+    drill_in(runner, repo, password, snapshot, scratch, open)
+        .await
+        .map_err(BackupError::Failed)
+}
+
+/// Opens the restored copy below `dir` (where the restore recreated its absolute path).
+async fn open_database(
+    runner: &impl CommandRunner,
+    checked: &Checked<'_>,
+    target: &TargetSpec,
+    database: &Option<Database<'_>>,
+    dir: ManagedPath,
+) -> Option<DatabaseReport> {
+    let restored = |copy: &ManagedPath| ManagedPath::new(&format!("{dir}{copy}"));
+    let invariants = &target.invariants;
+    match database.as_ref()? {
+        Database::Sqlite(copy) => match restored(copy) {
+            Ok(file) => Some(database::check_sqlite(runner, &file, invariants).await),
+            Err(e) => Some(unopened("sqlite", e.to_string())),
+        },
+        Database::Postgres(copy, pg) => match restored(copy) {
+            Ok(dump) => Some(
+                database::check_postgres(
+                    runner,
+                    checked.policy,
+                    &dir,
+                    &dump,
+                    &pg.database,
+                    invariants,
+                )
+                .await,
+            ),
+            Err(e) => Some(unopened("postgresql", e.to_string())),
+        },
+    }
+}
+
+fn unopened(engine: &str, problem: String) -> DatabaseReport {
+    DatabaseReport {
+        engine: engine.into(),
+        started: false,
+        invariants: Vec::new(),
+        problems: vec![problem],
     }
 }
 
@@ -71,6 +145,24 @@ pub async fn drill_directory(
     snapshot: &SnapshotId,
     scratch: &ManagedPath,
 ) -> Result<DrillReport, String> {
+    let nothing = |_: ManagedPath| async { None };
+    drill_in(runner, repo, password, snapshot, scratch, nothing).await
+}
+
+/// The drill's steps, with `open` checking what the restore put in the scratch directory
+/// (a database) before the directory goes.
+async fn drill_in<F, Fut>(
+    runner: &impl CommandRunner,
+    repo: &Repo,
+    password: &ManagedPath,
+    snapshot: &SnapshotId,
+    scratch: &ManagedPath,
+    open: F,
+) -> Result<DrillReport, String>
+where
+    F: FnOnce(ManagedPath) -> Fut,
+    Fut: std::future::Future<Output = Option<DatabaseReport>>,
+{
     let listed = runner
         .run(&restic::ls(repo, password, snapshot), QUICK)
         .await?;
@@ -96,7 +188,14 @@ pub async fn drill_directory(
         .await?;
     let dir =
         ManagedPath::new(made.stdout.trim()).map_err(|e| format!("the scratch directory: {e}"))?;
-    let report = restore_and_compare(runner, repo, password, snapshot, &dir, &manifest).await;
+    let mut report = restore_and_compare(runner, repo, password, snapshot, &dir, &manifest).await;
+    if let Ok(files) = &mut report {
+        if files.passed {
+            files.database = open(dir.clone()).await;
+            let opened = files.database.as_ref().is_none_or(DatabaseReport::passed);
+            files.passed &= opened;
+        }
+    }
     let removed = match command::remove_drill_dir(&dir) {
         Some(remove) => runner.run(&remove, QUICK).await.map(|o| o.code == Some(0)),
         None => Ok(false),
@@ -148,6 +247,7 @@ async fn restore_and_compare(
         wrong_size: Vec::new(),
         unexpected: Vec::new(),
         problems,
+        database: None,
     };
     for (path, size) in manifest {
         match on_disk.get(path) {
@@ -180,7 +280,7 @@ async fn restore_and_compare(
 }
 
 /// `finished verifying N files in …`.
-fn verified_count(stdout: &str) -> usize {
+pub(super) fn verified_count(stdout: &str) -> usize {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("finished verifying "))
