@@ -31,11 +31,15 @@ pub struct AgentConfig {
     /// Where configuration changes may write and which validators they may run; no roots
     /// disables configuration changes.
     pub changes: infrastructor_hostops::change::ChangePolicy,
+    /// What backups may read and where restores and drills may write; no sources and no
+    /// volumes allow only PostgreSQL dumps.
+    pub backups: infrastructor_hostops::backup::BackupPolicy,
 }
 
 impl AgentConfig {
     pub fn new(state_dir: PathBuf) -> Self {
         Self {
+            backups: backup_policy(&state_dir),
             state_dir,
             controller_url: None,
             interval: Duration::from_secs(10),
@@ -102,6 +106,8 @@ pub struct AgentSettings {
     pub log_patterns: std::collections::BTreeMap<String, String>,
     /// `[changes]`: allowlisted roots and validators for configuration changes.
     pub changes: infrastructor_hostops::change::ChangePolicy,
+    /// `[backups]`: backup sources, restore roots, the password directory, drill settings.
+    pub backups: infrastructor_hostops::backup::BackupPolicy,
 }
 
 impl Default for AgentSettings {
@@ -120,8 +126,22 @@ impl Default for AgentSettings {
             log_files: Vec::new(),
             log_patterns: Default::default(),
             changes: config.changes,
+            backups: config.backups,
         }
     }
+}
+
+/// The default policy, its dumps staged in the state directory.
+fn backup_policy(state_dir: &std::path::Path) -> infrastructor_hostops::backup::BackupPolicy {
+    let mut policy = infrastructor_hostops::backup::BackupPolicy::default();
+    let staging = state_dir.join("backup-staging");
+    if let Some(staging) = staging
+        .to_str()
+        .and_then(|s| infrastructor_hostops::names::ManagedPath::new(s).ok())
+    {
+        policy.staging = staging;
+    }
+    policy
 }
 
 const ENV_PREFIX: &str = "INFRASTRUCTOR_AGENT_";
@@ -170,6 +190,13 @@ impl AgentSettings {
         config.heartbeat_interval = self.heartbeat_interval;
         self.apply_checks(&mut config.checks)?;
         config.changes = self.changes;
+        // The staging directory follows the state directory unless it was set.
+        let defaults = backup_policy(std::path::Path::new("/var/lib/infrastructor-agent"));
+        let mut backups = self.backups;
+        if backups.staging == defaults.staging {
+            backups.staging = config.backups.staging.clone();
+        }
+        config.backups = backups;
         Ok(config)
     }
 

@@ -11,8 +11,10 @@
 //! - [`spool`]: the bounded on-disk spool of unacknowledged metric batches.
 //! - [`link`]: the one gRPC stream to the controller, with resume, acks and backoff.
 //! - `containers`: the controller's container commands, run on the local engine.
+//! - `backups`: the controller's backup commands (restic, drills), run under `[backups]`.
 //! - [`daemon`]: ties collector, link and renewal together ([`Agent`]).
 
+mod backups;
 pub mod config;
 mod containers;
 pub mod daemon;

@@ -278,6 +278,12 @@ fn handle_command(shared: &Shared, command: Command) -> Option<CommandResult> {
                 containers::spawn(outbox, command.request_id, ContainerRequest::One(one));
                 return None;
             }
+            Some(command::Kind::Backup(backup)) => {
+                let outbox = shared.outbox_sender.clone();
+                let policy = shared.config.backups.clone();
+                crate::backups::spawn(outbox, policy, command.request_id, backup);
+                return None;
+            }
             None => Err((ErrorKind::InvalidInput, "unknown command".to_string())),
         }
     };
@@ -310,6 +316,7 @@ fn command_name(kind: Option<&command::Kind>) -> &'static str {
         Some(command::Kind::ChangeStatus(_)) => "change_status",
         Some(command::Kind::ListContainers(_)) => "list_containers",
         Some(command::Kind::Container(_)) => "container",
+        Some(command::Kind::Backup(_)) => "backup",
         None => "unknown",
     }
 }

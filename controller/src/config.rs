@@ -175,6 +175,8 @@ pub struct ControllerConfig {
     pub retention: Retention,
     /// What agentless hosts allow configuration changes to touch.
     pub agentless_changes: ChangePolicy,
+    /// What backups may read and write on agentless hosts (an agent has its own).
+    pub agentless_backups: infrastructor_hostops::backup::BackupPolicy,
     /// Browser origins allowed to reach `/mcp`.
     pub mcp_allowed_origins: Vec<String>,
     /// How long a long MCP tool waits for its job before it answers with the job instead.
@@ -218,6 +220,7 @@ impl Default for ControllerConfig {
             maintenance_interval: Duration::from_secs(60),
             retention: Retention::default(),
             agentless_changes: ChangePolicy::default(),
+            agentless_backups: Default::default(),
             mcp_allowed_origins: Vec::new(),
             mcp_job_wait: Duration::from_secs(50),
             require_approval: false,

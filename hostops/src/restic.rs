@@ -17,7 +17,7 @@ const PROGRAM: &str = "restic";
 pub const TAG: &str = "infrastructor";
 
 /// Where snapshots go.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Repository {
     /// A directory on the host itself (or a mounted disk).
@@ -52,7 +52,7 @@ pub struct Repo {
 }
 
 /// A backup target's name, as it appears in the `target=<name>` tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct TargetName(String);
 
@@ -98,7 +98,7 @@ impl From<TargetName> for String {
 }
 
 /// A snapshot ID as restic prints it (8 to 64 hex digits), or `latest`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
 
@@ -242,7 +242,7 @@ impl Repository {
 }
 
 /// How many snapshots `forget` keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Keep {
     pub daily: u32,
@@ -432,7 +432,7 @@ pub fn classify(stderr: &str) -> ResticError {
 }
 
 /// What a backup did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BackupSummary {
     pub snapshot_id: String,
     pub files_new: u64,
@@ -529,7 +529,7 @@ pub fn parse_ls(stdout: &str) -> Result<Vec<Node>, ResticError> {
 }
 
 /// What `check` found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckVerdict {
     pub ok: bool,
     /// The lines that name a problem (a pack whose hash does not match, a missing blob…).
@@ -560,7 +560,7 @@ pub fn parse_check(output: &str, exit_code: Option<i32>) -> CheckVerdict {
 }
 
 /// What `forget` kept and removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ForgetSummary {
     pub kept: usize,
     pub removed: usize,

@@ -152,6 +152,14 @@ pub struct TestController {
 
 impl TestController {
     pub async fn start(config: ControllerConfig) -> Self {
+        if std::env::var_os("INFRASTRUCTOR_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env(
+                    "INFRASTRUCTOR_TEST_LOG",
+                ))
+                .with_test_writer()
+                .try_init();
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -583,7 +591,7 @@ impl TestAgent {
         Self::connected_with(controller, state, hourly).await
     }
 
-    async fn connected_with(
+    pub async fn connected_with(
         controller: &TestController,
         state: &Path,
         adjust: impl FnOnce(&mut AgentConfig),

@@ -264,6 +264,14 @@ impl Answer for Vec<ContainerInfo> {
     }
 }
 
+impl Answer for infrastructor_hostops::backup::BackupAnswer {
+    fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
+        payload
+            .and_then(infrastructor_hostops::backup::wire::answer_from_payload)
+            .ok_or_else(|| "not a backup answer".to_string())
+    }
+}
+
 impl Answer for ContainerAnswer {
     fn from_payload(payload: Option<Payload>) -> std::result::Result<Self, String> {
         payload

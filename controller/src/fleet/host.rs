@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use infrastructor_hostops::backup::BackupRequest;
+use infrastructor_hostops::backup::{self, BackupAnswer, BackupError, BackupPolicy};
 use infrastructor_hostops::change::{ChangeError, ChangeSet, CommitOptions};
 use infrastructor_hostops::change::{CommitReport, PrepareReport, TxnState};
 use infrastructor_hostops::checks::{self, CheckConfig, Round};
@@ -117,6 +119,14 @@ pub trait Host: Send + Sync {
         name: &'a ContainerName,
         op: &'a ContainerOp,
     ) -> BoxFuture<'a, Result<ContainerAnswer>>;
+
+    /// One backup request (a backup, a check, a drill, a restore) about one target, run with
+    /// restic on the host under the host's backup policy.
+    fn backup<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        request: &'a BackupRequest,
+    ) -> BoxFuture<'a, Result<BackupAnswer>>;
 }
 
 /// How long a container operation may take: a stop's grace period, and the engine's own
@@ -343,6 +353,24 @@ impl Host for AgentHost {
             self.command(ctx, kind, timeout).await
         })
     }
+
+    fn backup<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        request: &'a BackupRequest,
+    ) -> BoxFuture<'a, Result<BackupAnswer>> {
+        Box::pin(async move {
+            let timeout = request.timeout() + COMMAND_TIMEOUT;
+            let call = RoutedCall::Backup {
+                request: Box::new(request.clone()),
+            };
+            if let Some(answer) = self.elsewhere(ctx, call, timeout).await {
+                return answer;
+            }
+            let kind = Kind::Backup(backup::wire::command(request));
+            self.command(ctx, kind, timeout).await
+        })
+    }
 }
 
 /// A step as another replica is asked to take it.
@@ -368,6 +396,8 @@ pub struct SshHost {
     pub target: std::result::Result<SshTarget, String>,
     pub driver: Arc<SshDriver>,
     pub changes: Arc<AgentlessChanges>,
+    /// What backups may do on agentless hosts.
+    pub backups: Arc<BackupPolicy>,
 }
 
 impl SshHost {
@@ -532,6 +562,32 @@ impl Host for SshHost {
                 .map_err(|_| self.too_slow(timeout))?
                 .map_err(docker_error)
         })
+    }
+
+    fn backup<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        request: &'a BackupRequest,
+    ) -> BoxFuture<'a, Result<BackupAnswer>> {
+        Box::pin(async move {
+            let runner = SshRunner {
+                driver: &self.driver,
+                target: self.target()?,
+            };
+            backup::execute(&runner, &self.backups, request)
+                .await
+                .map_err(backup_error)
+        })
+    }
+}
+
+/// The host's refusal or failure as the services' error.
+pub fn backup_error(error: BackupError) -> Error {
+    match error {
+        BackupError::Refused(m) => Error::InvalidInput(m),
+        BackupError::NotFound(m) => Error::NotFound(m),
+        BackupError::Busy(m) => Error::Conflict(m),
+        BackupError::Failed(m) => Error::Unavailable(m),
     }
 }
 

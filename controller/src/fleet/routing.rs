@@ -74,6 +74,9 @@ pub enum RoutedCall {
         name: String,
         op: ContainerOp,
     },
+    Backup {
+        request: Box<infrastructor_hostops::backup::BackupRequest>,
+    },
 }
 
 /// The answer written back: the call's result as JSON, or its error's kind and message.
@@ -458,6 +461,7 @@ async fn run(host: &AgentHost, ctx: &Ctx, call: &str) -> Result<Value> {
             let name = ContainerName::new(name).map_err(|e| Error::invalid(e.to_string()))?;
             to_json(host.container(ctx, &name, op).await?)
         }
+        RoutedCall::Backup { request } => to_json(host.backup(ctx, request).await?),
     };
     Ok(value)
 }

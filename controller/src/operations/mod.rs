@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod analytics;
 pub mod applications;
 pub mod approvals;
+pub mod backups;
 pub mod changes;
 pub mod confirm;
 pub mod containers;

@@ -106,6 +106,20 @@ reference!(
 );
 
 reference!(
+    BackupTargetRef,
+    "backup target name",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "a letter or digit followed by letters, digits, '_', '.' or '-', at most 64 characters"
+);
+
+reference!(
+    DrPlanRef,
+    "DR plan name",
+    "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "a letter or digit followed by letters, digits, '_', '.' or '-', at most 64 characters"
+);
+
+reference!(
     SilenceId,
     "silence ID",
     "^[A-Za-z0-9-]{1,64}$",
@@ -144,6 +158,20 @@ pub struct ContainerPath {
 #[serde(deny_unknown_fields)]
 pub struct AppPath {
     pub app: AppRef,
+}
+
+/// `{target}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTargetPath {
+    pub target: BackupTargetRef,
+}
+
+/// `{plan}` in the path.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrPlanPath {
+    pub plan: DrPlanRef,
 }
 
 /// `{change}` in the path.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::observe;
 use super::pipeline::{execute, How, Outcome};
 use super::{
-    admin, alerts, analytics, applications, approvals, changes, containers, devices, jobs,
+    admin, alerts, analytics, applications, approvals, backups, changes, containers, devices, jobs,
 };
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
@@ -154,6 +154,11 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<applications::DeclareApplication>::NEW,
     &Entry::<applications::ManageApplication>::NEW,
     &Entry::<applications::RemoveApplication>::NEW,
+    &Entry::<backups::ListBackups>::NEW,
+    &Entry::<backups::GetBackupTarget>::NEW,
+    &Entry::<backups::DeclareBackupTarget>::NEW,
+    &Entry::<backups::ManageBackups>::NEW,
+    &Entry::<backups::RemoveBackupTarget>::NEW,
     &Entry::<alerts::SetMaintenanceMode>::NEW,
     &Entry::<alerts::ListAlerts>::NEW,
     &Entry::<alerts::ListAlertRules>::NEW,

@@ -131,6 +131,7 @@ impl Services {
                 target: ssh_target(row).map_err(|e| e.public_message()),
                 driver: self.ssh.clone(),
                 changes: self.agentless_changes.clone(),
+                backups: Arc::new(self.config.agentless_backups.clone()),
             }),
         }
     }

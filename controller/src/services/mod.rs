@@ -4,6 +4,7 @@
 //! - [`alerts`]: alert rules, their evaluation, silences, and notifications' views.
 //! - [`approvals`]: MCP requests held for a human's decision.
 //! - [`audit`]: the audit trail of every mutation.
+//! - [`backups`]: backup targets, backups, drills that verify them, restores.
 //! - [`changes`]: configuration changes across devices (plan, deploy, confirm, rollback).
 //! - [`checks`]: host check reports, history, capabilities and containers.
 //! - [`diagnostics`]: device and infrastructure diagnoses with a health score.
@@ -25,6 +26,7 @@ pub mod analytics;
 pub mod applications;
 pub mod approvals;
 pub mod audit;
+pub mod backups;
 pub mod changes;
 pub mod checks;
 pub mod containers;

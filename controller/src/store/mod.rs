@@ -7,9 +7,9 @@
 
 mod alerts;
 mod analytics;
-mod applications;
 mod approvals;
 mod audit;
+mod backups;
 mod change_journals;
 mod changes;
 mod checks;
@@ -19,6 +19,7 @@ mod metrics;
 mod performance;
 mod routing;
 mod tokens;
+mod versioned;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,9 +36,9 @@ pub use alerts::{
     AlertRow, Delivery, MaintenanceRow, NewNotification, NotificationRow, SilenceRow,
 };
 pub use analytics::{DayRow, NamedSeries, RollupRow, ShareRow, StoreUsage, TierUsage};
-pub use applications::ApplicationRow;
 pub use approvals::ApprovalRow;
 pub use audit::{AuditFilter, AuditRow};
+pub use backups::BackupRunRow;
 pub use change_journals::{ChangeJournalRow, JournalSave};
 pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
@@ -49,6 +50,7 @@ pub use metrics::{
 };
 pub use routing::RoutedCallRow;
 pub use tokens::{ApiTokenRow, IssuedCertificateRow, JoinTokenError, NewApiTokenRow};
+pub use versioned::{ApplicationRow, Declared, DeclaredRow};
 
 use crate::error::ErrorKind;
 

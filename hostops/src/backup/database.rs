@@ -25,7 +25,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const SUPERUSER: &str = "postgres";
 
 /// What a drill found in the restored database.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DatabaseReport {
     /// `postgresql` or `sqlite`.
     pub engine: String,
@@ -50,7 +50,7 @@ impl DatabaseReport {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvariantResult {
     pub table: String,
     /// Its row count; `None` when the table could not be read (it does not exist).

@@ -25,7 +25,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const QUICK: Duration = Duration::from_secs(60);
 
 /// What a drill found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrillReport {
     pub snapshot: String,
     pub passed: bool,

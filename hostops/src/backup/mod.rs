@@ -14,6 +14,7 @@
 pub mod database;
 pub mod drill;
 pub mod source;
+pub mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -109,7 +110,7 @@ impl From<SecretFile> for String {
 }
 
 /// What a target backs up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// Directories or files, as they are.
@@ -177,8 +178,8 @@ pub enum BackupRequest {
         snapshot: SnapshotId,
         into: ManagedPath,
     },
-    /// The bytes of some of a snapshot's files (text, bounded), for an in-place restore
-    /// through the change engine.
+    /// The bytes of some of a snapshot's files (every file when `files` is empty; text,
+    /// bounded), for an in-place restore through the change engine.
     Dump {
         target: TargetSpec,
         snapshot: SnapshotId,
@@ -208,7 +209,7 @@ impl BackupRequest {
 }
 
 /// What a backup did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BackupDone {
     pub summary: BackupSummary,
     /// The repository did not exist and was made first.
@@ -217,7 +218,7 @@ pub struct BackupDone {
 }
 
 /// What a restore to a new location did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RestoreDone {
     pub snapshot: String,
     pub into: String,
@@ -482,6 +483,13 @@ async fn dump(
     snapshot: &SnapshotId,
     files: &[ManagedPath],
 ) -> Result<Vec<DumpedFile>, BackupError> {
+    let listed;
+    let files = if files.is_empty() {
+        listed = snapshot_files(runner, checked, snapshot).await?;
+        listed.as_slice()
+    } else {
+        files
+    };
     let mut dumped = Vec::with_capacity(files.len());
     for file in files {
         let command = restic::dump(&checked.repo, &checked.password, snapshot, file);
@@ -509,6 +517,34 @@ async fn dump(
         });
     }
     Ok(dumped)
+}
+
+/// Every regular file of a snapshot (at most a change set's worth).
+async fn snapshot_files(
+    runner: &impl CommandRunner,
+    checked: &Checked<'_>,
+    snapshot: &SnapshotId,
+) -> Result<Vec<ManagedPath>, BackupError> {
+    let listed = run(
+        runner,
+        &restic::ls(&checked.repo, &checked.password, snapshot),
+        QUICK,
+    )
+    .await?;
+    let files: Vec<ManagedPath> = restic::parse_ls(&listed.stdout)?
+        .into_iter()
+        .filter(|n| n.kind == restic::NodeKind::File)
+        .filter_map(|n| ManagedPath::new(&n.path).ok())
+        .collect();
+    if files.len() > crate::change::spec::MAX_FILES {
+        return Err(BackupError::Refused(format!(
+            "the snapshot holds {} files, more than {} restored in place at once: restore it \
+             to a new location",
+            files.len(),
+            crate::change::spec::MAX_FILES
+        )));
+    }
+    Ok(files)
 }
 
 fn list(paths: &[ManagedPath]) -> String {

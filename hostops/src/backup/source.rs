@@ -19,7 +19,7 @@ const QUICK: Duration = Duration::from_secs(60);
 
 /// One PostgreSQL database to dump. The password, when the server asks for one, is in a
 /// passfile in the host's password directory (never in an argv or the environment).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSource {
     /// A host name or address, or the absolute directory of the server's socket.

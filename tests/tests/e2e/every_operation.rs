@@ -46,6 +46,14 @@ impl Fixture {
         json!({"path": format!("{}/{}-{name}.conf", self.root, self.surface), "content": "x=1\n"})
     }
 
+    /// The backup target each pass declares (the managed directory, to a local repository).
+    fn backup_target(&self) -> Value {
+        json!({"target": format!("every-op-{}", self.surface), "device": self.agent,
+            "source": {"kind": "paths", "paths": [self.root]},
+            "repository": {"kind": "local", "path": format!("{}-repo-{}", self.root, self.surface)},
+            "password_file": "main"})
+    }
+
     /// The application each pass declares (one member: the pass's container).
     fn app(&self) -> String {
         format!("every-op-{}", self.surface)
@@ -126,6 +134,13 @@ impl Fixture {
             "test_notification_channel" => json!({"channel": "every-op"}),
             "list_notifications" => json!({"state": "dead", "limit": 10}),
             "retry_notification" => json!({"notification": self.dead_letter.to_string()}),
+            "list_backups" => json!({}),
+            "declare_backup_target" => self.backup_target(),
+            "get_backup_target" | "remove_backup_target" => {
+                json!({"target": format!("every-op-{}", self.surface)})
+            }
+            "manage_backups" => json!({"target": format!("every-op-{}", self.surface),
+                "action": "trigger"}),
             other => panic!("no example arguments for operation {other:?}: add them here"),
         }
     }
@@ -182,6 +197,12 @@ async fn fixture(
             &json!({"members": [{"name": "main", "device": agent,
                 "container": format!("every-op-{surface}")}]}),
         )
+        .await;
+    assert_eq!(declared.0, 200, "{}", declared.1);
+    let mut target = fixture.backup_target();
+    let name = target.as_object_mut().unwrap().remove("target").unwrap();
+    let declared = controller
+        .put_body(&format!("/backups/{}", name.as_str().unwrap()), &target)
         .await;
     assert_eq!(declared.0, 200, "{}", declared.1);
     if docker::engine_with_image().await.is_some() {
@@ -338,6 +359,14 @@ async fn every_registered_operation_succeeds_over_rest_and_over_mcp() {
     let identity = controller.enroll(&path(&dir, "agent")).await;
     let mut config = agent_config(&path(&dir, "agent"), Duration::from_secs(1));
     config.changes = change_policy(&root, &[]);
+    let passwords = path(&dir, "passwords");
+    std::fs::create_dir_all(&passwords).unwrap();
+    std::fs::write(passwords.join("main"), "every operation\n").unwrap();
+    let managed = |p: &std::path::Path| {
+        infrastructor_hostops::names::ManagedPath::new(p.to_str().unwrap()).unwrap()
+    };
+    config.backups.sources = vec![managed(&root)];
+    config.backups.password_dir = managed(&passwords);
     // run_checks needs host checks on; a long interval keeps them to the rounds asked for.
     config.checks.interval = Duration::from_secs(3600);
     let agent = TestAgent::start(config, Box::new(SequenceSource::new(0, 0).0));

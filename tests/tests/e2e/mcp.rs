@@ -17,7 +17,7 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 29] = [
+const CATALOGUE: [&str; 31] = [
     "add_agentless_device",
     "analyze_cost_optimization",
     "analyze_performance_trends",
@@ -36,10 +36,12 @@ const CATALOGUE: [&str; 29] = [
     "get_job",
     "list_alerts",
     "list_approvals",
+    "list_backups",
     "list_changes",
     "list_containers",
     "list_devices",
     "manage_application",
+    "manage_backups",
     "manage_container",
     "predict_capacity",
     "query_metrics",

@@ -70,6 +70,9 @@ impl Services {
         if let Err(error) = self.expire_maintenance(now).await {
             tracing::warn!(%error, "cannot end expired maintenance; will retry");
         }
+        if let Err(error) = self.start_due_backups(now).await {
+            tracing::warn!(%error, "cannot start scheduled backup work; will retry");
+        }
         let (store, channels) = (&self.store, &self.channels);
         let config = &self.config.notifications;
         if let Err(error) = crate::notify::deliver::deliver_due(store, channels, config, now).await

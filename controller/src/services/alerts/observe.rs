@@ -192,6 +192,11 @@ impl Services {
                         }
                     }
                 }
+                Condition::BackupStale {} => {
+                    for (target, device_id, summary) in self.stale_backups(now_ms).await? {
+                        observe(target, &device_id, severity, summary);
+                    }
+                }
                 Condition::JobFailed { operation, within } => {
                     let mut latest: HashMap<&str, &crate::store::JobRow> = HashMap::new();
                     for job in jobs.iter().filter(|j| j.state.is_final()) {
@@ -216,6 +221,40 @@ impl Services {
             holding,
             device_names,
         })
+    }
+
+    /// Targets whose newest verified backup misses their RPO: (target, device ID, summary).
+    async fn stale_backups(&self, now_ms: i64) -> Result<Vec<(String, String, String)>> {
+        let mut stale = Vec::new();
+        for target in self.backup_targets().await? {
+            let Some(rpo) = target.timing.rpo else {
+                continue;
+            };
+            let rpo_ms = rpo.as_millis() as i64;
+            let rpo_text = humantime::format_duration(rpo);
+            let verified = self.store.newest_verified(&target.name).await?;
+            let summary = match verified.and_then(|v| v.snapshot_at_ms) {
+                Some(taken) if now_ms - taken <= rpo_ms => continue,
+                Some(taken) => format!(
+                    "backup target {}: the newest verified backup is from {}, older than its \
+                     RPO of {rpo_text}",
+                    target.name,
+                    rfc3339(taken)
+                ),
+                None if now_ms - target.row.declared_at_ms <= rpo_ms => continue,
+                None => format!(
+                    "backup target {}: no verified backup (a passing restore drill) within its \
+                     RPO of {rpo_text}",
+                    target.name
+                ),
+            };
+            let device_id = match self.require_device(&target.spec.device).await {
+                Ok(device) => device.id,
+                Err(_) => String::new(),
+            };
+            stale.push((target.name, device_id, summary));
+        }
+        Ok(stale)
     }
 
     /// A forecast rule's crossings, from the capacity forecast over the whole fleet.

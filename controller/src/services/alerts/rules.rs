@@ -132,6 +132,9 @@ pub enum Condition {
         #[schemars(with = "String")]
         within: Duration,
     },
+    /// A backup target's newest verified backup (one a restore drill passed) is older than
+    /// the target's RPO, or it has none and was declared longer ago than its RPO.
+    BackupStale {},
 }
 
 fn warning_level() -> Level {
@@ -142,7 +145,10 @@ impl Condition {
     /// Whether an offline host's alert of this kind says nothing new (its checks and
     /// metrics are what the host last reported).
     pub fn inhibited_by_offline_host(&self) -> bool {
-        !matches!(self, Self::AgentOffline { .. } | Self::JobFailed { .. })
+        !matches!(
+            self,
+            Self::AgentOffline { .. } | Self::JobFailed { .. } | Self::BackupStale {}
+        )
     }
 }
 
@@ -218,6 +224,7 @@ impl Rule {
                     return fail("`within` is more than 0 and at most 30d");
                 }
             }
+            Condition::BackupStale {} => {}
         }
         Ok(())
     }
@@ -356,6 +363,10 @@ pub fn builtin() -> BTreeMap<String, Rule> {
                 after: Duration::from_secs(10 * MINUTE),
             },
         ),
+    );
+    add(
+        "backup_stale",
+        rule(Some(Warning), 0, Condition::BackupStale {}),
     );
     add(
         "job_failed",
