@@ -175,6 +175,9 @@ pub struct ControllerConfig {
     pub retention: Retention,
     /// What agentless hosts allow configuration changes to touch.
     pub agentless_changes: ChangePolicy,
+    /// A directory of DR plans (`*.yaml`), loaded at start: a changed file becomes a new
+    /// revision of its plan.
+    pub dr_plans_dir: Option<PathBuf>,
     /// What backups may read and write on agentless hosts (an agent has its own).
     pub agentless_backups: infrastructor_hostops::backup::BackupPolicy,
     /// Browser origins allowed to reach `/mcp`.
@@ -220,6 +223,7 @@ impl Default for ControllerConfig {
             maintenance_interval: Duration::from_secs(60),
             retention: Retention::default(),
             agentless_changes: ChangePolicy::default(),
+            dr_plans_dir: None,
             agentless_backups: Default::default(),
             mcp_allowed_origins: Vec::new(),
             mcp_job_wait: Duration::from_secs(50),

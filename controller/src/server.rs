@@ -254,6 +254,13 @@ impl Controller {
         services: &mut Services,
     ) -> Result<(), StartError> {
         let bootstrap_admin_token = services.bootstrap_admin_token().await?;
+        if let Some(dir) = &config.dr_plans_dir {
+            // A plan that does not check out is reported and skipped; the directory itself
+            // must be readable.
+            let known = |name: &str| crate::operations::dr::step_entry(name).is_some();
+            let loaded = services.load_dr_plans(dir, &known).await?;
+            tracing::info!(dir = %dir.display(), loaded, "DR plans read from their directory");
+        }
         let tls = services.pki.server_tls_config()?;
 
         let grpc_listener = bind(config.grpc_listen).await?;

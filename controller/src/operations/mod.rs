@@ -22,6 +22,7 @@ pub mod changes;
 pub mod confirm;
 pub mod containers;
 pub mod devices;
+pub mod dr;
 pub mod jobs;
 pub mod observe;
 pub mod params;

@@ -22,6 +22,8 @@ use crate::services::Services;
 pub enum Surface {
     Rest,
     Mcp,
+    /// A step of a DR plan run.
+    DrPlan,
 }
 
 impl Surface {
@@ -29,6 +31,7 @@ impl Surface {
         match self {
             Self::Rest => "rest",
             Self::Mcp => "mcp",
+            Self::DrPlan => "dr_plan",
         }
     }
 
@@ -36,6 +39,7 @@ impl Surface {
         match text {
             "rest" => Ok(Self::Rest),
             "mcp" => Ok(Self::Mcp),
+            "dr_plan" => Ok(Self::DrPlan),
             other => Err(Error::Internal(format!("unknown surface {other:?}"))),
         }
     }
@@ -54,6 +58,9 @@ pub enum How {
     Approved {
         surface: Surface,
     },
+    /// A step of a DR plan whose run was itself confirmed (and approved, where the caller
+    /// needs approval): neither confirmed nor held again.
+    PlanStep,
 }
 
 impl How {
@@ -62,6 +69,7 @@ impl How {
             Self::Rest => Surface::Rest,
             Self::Mcp { .. } => Surface::Mcp,
             Self::Approved { surface } => *surface,
+            Self::PlanStep => Surface::DrPlan,
         }
     }
 }
@@ -156,7 +164,7 @@ async fn steps<O: Operation>(
             return Ok(Outcome::Planned(plan));
         }
     }
-    let may_hold = meta.holdable() && !matches!(how, How::Approved { .. });
+    let may_hold = meta.holdable() && !matches!(how, How::Approved { .. } | How::PlanStep);
     if services.needs_approval(ctx, may_hold) {
         let held = async {
             let plan = O::preview(services, ctx, &input).await?;

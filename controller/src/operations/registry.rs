@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::observe;
 use super::pipeline::{execute, How, Outcome};
 use super::{
-    admin, alerts, analytics, applications, approvals, backups, changes, containers, devices, jobs,
+    admin, alerts, analytics, applications, approvals, backups, changes, containers, devices, dr,
+    jobs,
 };
 use super::{Arguments, Input, Meta, Operation};
 use crate::ctx::Ctx;
@@ -47,6 +48,15 @@ pub trait Registered: Sync {
         ctx: &'a Ctx,
         arguments: Arguments,
     ) -> BoxFuture<'a, Result<JobOutcome>>;
+
+    /// What it would do with these flat arguments, changing nothing: the request decoded,
+    /// its claims resolved, and its preview (a mutation's plan). A DR plan's dry run.
+    fn plan<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<Value>>;
 
     /// Runs it from flat arguments through the pipeline.
     fn call<'a>(
@@ -118,6 +128,22 @@ impl<O: Operation> Registered for Entry<O> {
         })
     }
 
+    fn plan<'a>(
+        &'a self,
+        services: &'a Services,
+        ctx: &'a Ctx,
+        arguments: Arguments,
+    ) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            ctx.principal.require(O::META.scope)?;
+            let input = Input::<O>::from_arguments(arguments)?;
+            if O::JOB {
+                O::claims(services, ctx, &input).await?;
+            }
+            O::preview(services, ctx, &input).await
+        })
+    }
+
     fn call<'a>(
         &'a self,
         services: &'a Services,
@@ -159,6 +185,10 @@ pub static REGISTRY: &[&dyn Registered] = &[
     &Entry::<backups::DeclareBackupTarget>::NEW,
     &Entry::<backups::ManageBackups>::NEW,
     &Entry::<backups::RemoveBackupTarget>::NEW,
+    &Entry::<dr::ListDrPlans>::NEW,
+    &Entry::<dr::GetDrPlan>::NEW,
+    &Entry::<dr::DeclareDrPlan>::NEW,
+    &Entry::<dr::ExecuteDrPlan>::NEW,
     &Entry::<alerts::SetMaintenanceMode>::NEW,
     &Entry::<alerts::ListAlerts>::NEW,
     &Entry::<alerts::ListAlertRules>::NEW,

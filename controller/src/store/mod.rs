@@ -14,6 +14,7 @@ mod change_journals;
 mod changes;
 mod checks;
 mod devices;
+mod dr;
 mod jobs;
 mod metrics;
 mod performance;
@@ -43,6 +44,7 @@ pub use change_journals::{ChangeJournalRow, JournalSave};
 pub use changes::{ChangeRow, ChangeTargetRow, TargetUpdate};
 pub use checks::CheckRow;
 pub use devices::{DeviceRow, NewDevice};
+pub use dr::DrStepRow;
 pub use jobs::{EventWrite, JobEnd, JobEventRow, JobLock, JobRow, JobStepRow, JobWrite, StepWrite};
 pub use metrics::{
     BatchToIngest, Bucket, IngestOutcome, IngestSample, LatestSample, Resolution, RetentionCutoffs,

@@ -54,6 +54,16 @@ impl Fixture {
             "password_file": "main"})
     }
 
+    /// The DR plan each pass declares: one step, a diagnosis of the agent's device.
+    fn dr_plan(&self) -> Value {
+        let yaml = format!(
+            "name: every-op-{}\nsteps:\n  - id: look\n    operation: diagnose_device\n    \
+             arguments: {{device: {}}}\n",
+            self.surface, self.agent
+        );
+        json!({"plan": format!("every-op-{}", self.surface), "yaml": yaml})
+    }
+
     /// The application each pass declares (one member: the pass's container).
     fn app(&self) -> String {
         format!("every-op-{}", self.surface)
@@ -134,7 +144,11 @@ impl Fixture {
             "test_notification_channel" => json!({"channel": "every-op"}),
             "list_notifications" => json!({"state": "dead", "limit": 10}),
             "retry_notification" => json!({"notification": self.dead_letter.to_string()}),
-            "list_backups" => json!({}),
+            "list_backups" | "list_dr_plans" => json!({}),
+            "declare_dr_plan" => self.dr_plan(),
+            "get_dr_plan" => json!({"plan": format!("every-op-{}", self.surface)}),
+            "execute_dr_plan" => json!({"plan": format!("every-op-{}", self.surface),
+                "dry_run": false}),
             "declare_backup_target" => self.backup_target(),
             "get_backup_target" | "remove_backup_target" => {
                 json!({"target": format!("every-op-{}", self.surface)})
@@ -197,6 +211,12 @@ async fn fixture(
             &json!({"members": [{"name": "main", "device": agent,
                 "container": format!("every-op-{surface}")}]}),
         )
+        .await;
+    assert_eq!(declared.0, 200, "{}", declared.1);
+    let mut plan = fixture.dr_plan();
+    let name = plan.as_object_mut().unwrap().remove("plan").unwrap();
+    let declared = controller
+        .put_body(&format!("/dr-plans/{}", name.as_str().unwrap()), &plan)
         .await;
     assert_eq!(declared.0, 200, "{}", declared.1);
     let mut target = fixture.backup_target();

@@ -12,6 +12,7 @@ mod containers;
 mod correlation;
 mod diagnostics;
 mod docker_checks;
+mod dr_plans;
 mod enrollment_and_streaming;
 mod every_operation;
 mod exactly_once;

@@ -17,7 +17,7 @@ const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// The tools offered to a model, by name: purpose-built, not one per route.
-const CATALOGUE: [&str; 31] = [
+const CATALOGUE: [&str; 32] = [
     "add_agentless_device",
     "analyze_cost_optimization",
     "analyze_performance_trends",
@@ -26,6 +26,7 @@ const CATALOGUE: [&str; 31] = [
     "deploy_configuration_change",
     "diagnose_device",
     "diagnose_infrastructure",
+    "execute_dr_plan",
     "get_application",
     "get_approval",
     "get_change",

@@ -903,3 +903,103 @@ contract!(
         assert!(store.application("nothing", None).await.unwrap().is_none());
     }
 );
+
+contract!(backup_runs_verified_snapshots_and_dr_steps, |store| {
+    use infrastructor_controller::store::{BackupRunRow, Declared, DrStepRow};
+    let run =
+        |id: &str, kind: &str, passed: bool, snapshot_at: Option<i64>, at: i64| BackupRunRow {
+            id: id.into(),
+            target: "etc".into(),
+            kind: kind.into(),
+            device_id: "d1".into(),
+            job_id: None,
+            started_at_ms: at - 10,
+            finished_at_ms: at,
+            passed,
+            snapshot: snapshot_at.map(|t| format!("snap{t}")),
+            snapshot_at_ms: snapshot_at,
+            restore_ms: Some(42),
+            details: "{}".into(),
+            error: None,
+        };
+    for row in [
+        run("b1", "backup", true, Some(T0), T0),
+        run("d1", "drill", true, Some(T0), T0 + 100),
+        run("b2", "backup", true, Some(T0 + 1000), T0 + 1000),
+        run("d2", "drill", false, Some(T0 + 1000), T0 + 1100),
+        run("c1", "check", true, None, T0 + 1200),
+    ] {
+        store.record_backup_run(&row).await.unwrap();
+    }
+    let newest = store.newest_verified("etc").await.unwrap().unwrap();
+    assert_eq!(newest.id, "d1", "a failed drill verifies nothing");
+    assert!(newest.passed);
+    let drills = store.backup_runs("etc", Some("drill"), 10).await.unwrap();
+    assert_eq!(
+        drills.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["d2", "d1"]
+    );
+    let all = store.backup_runs("etc", None, 2).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["c1", "d2"]
+    );
+    assert_eq!(store.count_backup_runs("etc", "check").await.unwrap(), 1);
+    assert!(store.newest_verified("other").await.unwrap().is_none());
+
+    let v = store
+        .declare(
+            Declared::DrPlan,
+            "restore",
+            Some("name: restore"),
+            Some(0),
+            "alice",
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, 1);
+    store
+        .declare(
+            Declared::BackupTarget,
+            "restore",
+            Some("{}"),
+            None,
+            "alice",
+            T0,
+        )
+        .await
+        .unwrap();
+    let revisions = store
+        .declared_versions(Declared::DrPlan, "restore")
+        .await
+        .unwrap();
+    assert_eq!(revisions.len(), 1, "kinds are kept apart");
+
+    let step = |state: &str, output: &str| DrStepRow {
+        run_id: "job1".into(),
+        step_id: "restore".into(),
+        plan: "restore".into(),
+        revision: 1,
+        position: 0,
+        operation: "manage_backups".into(),
+        state: state.into(),
+        output: output.into(),
+        error: None,
+        job_id: None,
+        started_at_ms: T0,
+        finished_at_ms: T0 + 5,
+    };
+    store.record_dr_step(&step("failed", "null")).await.unwrap();
+    // Taken again after a crash: the record is replaced, not doubled.
+    store
+        .record_dr_step(&step("succeeded", "{\"ok\":true}"))
+        .await
+        .unwrap();
+    let steps = store.dr_steps("job1").await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        (steps[0].state.as_str(), steps[0].output.as_str()),
+        ("succeeded", "{\"ok\":true}")
+    );
+});

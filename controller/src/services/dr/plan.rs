@@ -189,7 +189,7 @@ fn check_step(
     } else if operation != WAIT_UNTIL && !known(&operation) {
         errors.push(at(
             step.operation.referenced,
-            format!("no operation {operation:?} (a registry operation such as restore_backup, or wait_until)"),
+            format!("no operation {operation:?} (a registry operation such as manage_backups, or wait_until)"),
         ));
     }
     let timeout_ms = match &step.timeout {
