@@ -47,7 +47,7 @@ async fn run(
     let request =
         wire::decode_command(command).map_err(|e| (ErrorKind::InvalidInput, e.to_string()))?;
     tracing::info!(
-        target = request.target().name.as_str(),
+        backup_target = request.target().name.as_str(),
         action = action(&request),
         "backup command"
     );

@@ -468,3 +468,66 @@ async fn a_configuration_directory_is_restored_in_place_through_the_change_engin
     assert!(problem.to_string().contains("restore roots"), "{problem}");
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_schedule_backs_up_and_drills_on_its_own() {
+    if !restic_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    std::fs::write(root.join("srv/data.txt"), "42\n").unwrap();
+    let (_data, controller) = TestController::start_sqlite().await;
+    let backups = policy(&root);
+    let (agent, device) =
+        TestAgent::connected_with(&controller, &path(&dir, "agent"), |c| c.backups = backups).await;
+    let target = json!({
+        "device": device,
+        "source": {"kind": "paths", "paths": [root.join("srv").to_str().unwrap()]},
+        "repository": {"kind": "local", "path": root.join("repo").to_str().unwrap()},
+        "password_file": "main",
+        "schedule": {"backup_every": "1h", "validate_every": "1d"},
+        "keep": {"daily": 3, "weekly": 0, "monthly": 0},
+    });
+    let (status, body) = controller.put_body("/backups/srv", &target).await;
+    assert_eq!(status, 200, "{body}");
+    // Nothing ran yet, so both are due: the backup first, then its validation.
+    let status = eventually(Duration::from_secs(60), "a scheduled drill", || async {
+        let (_, list) = controller.get_json("/backups").await;
+        let status = target_status(&list, "srv")["status"].clone();
+        status["last_drill"]["passed"].as_bool()?.then_some(status)
+    })
+    .await;
+    assert_eq!(status["last_backup"]["passed"], true, "{status}");
+    assert_eq!(
+        status["verified"]["snapshot"],
+        status["last_drill"]["snapshot"]
+    );
+    let (_, jobs) = controller.get_json("/jobs?limit=20").await;
+    let scheduled: Vec<&Value> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["operation"] == "manage_backups")
+        .collect();
+    assert_eq!(scheduled.len(), 2, "one backup, one validation: {jobs}");
+    assert!(
+        scheduled
+            .iter()
+            .all(|j| j["requested_by"] == "backup schedule"),
+        "{jobs}"
+    );
+    // Not due again for an hour: nothing more starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, jobs) = controller.get_json("/jobs?limit=20").await;
+    let count = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["operation"] == "manage_backups")
+        .count();
+    assert_eq!(count, 2);
+    agent.stop().await;
+    controller.shutdown().await;
+}

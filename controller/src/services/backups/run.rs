@@ -781,13 +781,16 @@ impl Services {
         };
         match started.await {
             Ok(job) => {
-                tracing::info!(target = %target.name, action = action.as_str(), job_id = %job.id, "scheduled backup work started");
+                let (action, name) = (action.as_str(), &target.name);
+                let job_id = &job.id;
+                tracing::info!(backup_target = %name, action, %job_id, "scheduled work started");
                 crate::jobs::runner::spawn(self.clone(), job.id);
             }
             // Already running (its lock is held): nothing to do.
             Err(Error::Conflict(_)) => {}
             Err(error) => {
-                tracing::warn!(target = %target.name, %error, "cannot start scheduled backup work")
+                let name = &target.name;
+                tracing::warn!(backup_target = %name, %error, "cannot start scheduled work")
             }
         }
     }
