@@ -756,3 +756,15 @@ mod tests {
         assert!(step_entry("no_such_thing").is_none());
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_shipped_example_plan_checks_out() {
+        let yaml = include_str!("../../../deploy/dr-plan.example.yaml");
+        let plan = crate::services::dr::plan::parse(yaml, super::known).unwrap();
+        assert_eq!(plan.name, "restore-web");
+        assert_eq!(plan.steps.len(), 7);
+        assert_eq!(plan.steps[5].uses, ["restore"]);
+    }
+}
