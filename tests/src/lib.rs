@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod mcp;
 pub mod receivers;
+pub mod rest_repo;
 pub mod sim;
 pub mod sshd;
 

@@ -347,9 +347,7 @@ async fn execute(
     let mut known_so_far = Known::default();
     let total = plan.steps.len();
     for (position, step) in plan.steps.iter().enumerate() {
-        if let Some(job) = &ctx.job {
-            job.progress(position, total).await;
-        }
+        ctx.progress(position, total).await;
         if run.halted_at.is_some() {
             run.steps.push(not_run(step));
             continue;
@@ -390,9 +388,7 @@ async fn execute(
             .insert(step.id.clone(), outcome.output.clone());
         run.steps.push(outcome);
     }
-    if let Some(job) = &ctx.job {
-        job.progress(total, total).await;
-    }
+    ctx.progress(total, total).await;
     run.duration_ms = began.elapsed().as_millis() as u64;
     Ok(run)
 }

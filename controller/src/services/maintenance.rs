@@ -194,18 +194,18 @@ impl Services {
                     self.check_service(device_id, service).await?;
                 }
                 let work = self.start_maintenance(ctx, device_id, reason, duration);
-                step(ctx, "silence and flag", work).await?
+                ctx.step("silence and flag", work).await?
             }
         };
         let mut stopped: Vec<Service> = serde_json::from_str(&entry.stopped).unwrap_or_default();
         let total = request.stop.len();
         for (done, service) in request.stop.iter().enumerate() {
-            progress(ctx, done, total).await;
+            ctx.progress(done, total).await;
             if stopped.contains(service) {
                 continue;
             }
             let work = self.stop_or_start(ctx, device_id, service, false);
-            if let Err(error) = step(ctx, &format!("stop {service}"), work).await {
+            if let Err(error) = ctx.step(&format!("stop {service}"), work).await {
                 let problem = format!(
                     "{service} did not stop: {}; {name} stays in maintenance (leave it to start \
                      again what was stopped)",
@@ -219,7 +219,7 @@ impl Services {
                 .record_maintenance_stopped(device_id, &record)
                 .await?;
         }
-        progress(ctx, total, total).await;
+        ctx.progress(total, total).await;
         self.entered(device_id, stopped, None).await
     }
 
@@ -304,9 +304,9 @@ impl Services {
         let mut problems = Vec::new();
         let total = stopped.len() + 1;
         for (done, service) in stopped.iter().rev().enumerate() {
-            progress(ctx, done, total).await;
+            ctx.progress(done, total).await;
             let work = self.stop_or_start(ctx, device_id, service, true);
-            match step(ctx, &format!("start {service}"), work).await {
+            match ctx.step(&format!("start {service}"), work).await {
                 Ok(()) => started.push(service.clone()),
                 Err(error) => problems.push(format!(
                     "{service} did not start: {}",
@@ -314,8 +314,10 @@ impl Services {
                 )),
             }
         }
-        let diagnosis = step(ctx, "diagnose", self.diagnose_device(ctx, device_id)).await?;
-        progress(ctx, total, total).await;
+        let diagnosis = ctx
+            .step("diagnose", self.diagnose_device(ctx, device_id))
+            .await?;
+        ctx.progress(total, total).await;
         let healthy = problems.is_empty()
             && !matches!(diagnosis.status, Health::Critical | Health::Unreachable);
         if !healthy {
@@ -339,7 +341,7 @@ impl Services {
             self.store.end_maintenance(device_id).await?;
             Ok(())
         };
-        step(ctx, "clear the flag", work).await?;
+        ctx.step("clear the flag", work).await?;
         self.cache
             .invalidate(&crate::cache::key::of_device(device_id))
             .await;
@@ -501,21 +503,4 @@ fn already(current: &MaintenanceRow) -> Error {
 
 fn not_in(name: &str) -> Error {
     Error::Conflict(format!("{name} is not in maintenance"))
-}
-
-async fn step<T>(
-    ctx: &Ctx,
-    name: &str,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match &ctx.job {
-        Some(job) => job.step(name, work).await,
-        None => work.await,
-    }
-}
-
-async fn progress(ctx: &Ctx, done: usize, total: usize) {
-    if let Some(job) = &ctx.job {
-        job.progress(done, total).await;
-    }
 }

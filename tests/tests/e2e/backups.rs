@@ -531,3 +531,52 @@ async fn a_schedule_backs_up_and_drills_on_its_own() {
     agent.stop().await;
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rest_repository_is_backed_up_to_and_drilled_and_credentials_in_its_url_refused() {
+    if !restic_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    std::fs::write(root.join("srv/report.csv"), "a,b\n1,2\n").unwrap();
+    let served = dir.path().join("rest");
+    std::fs::create_dir_all(&served).unwrap();
+    let rest = infrastructor_e2e::rest_repo::RestRepository::start(&served).await;
+    let (_data, controller) = TestController::start_sqlite().await;
+    let backups = policy(&root);
+    let (agent, device) =
+        TestAgent::connected_with(&controller, &path(&dir, "agent"), |c| c.backups = backups).await;
+    let mut target = json!({
+        "device": device,
+        "source": {"kind": "paths", "paths": [root.join("srv").to_str().unwrap()]},
+        "repository": {"kind": "rest", "url": rest.url()},
+        "password_file": "main",
+    });
+    let (status, body) = controller.put_body("/backups/srv", &target).await;
+    assert_eq!(status, 200, "{body}");
+    let backed = act(&controller, "srv", json!({"action": "trigger"})).await;
+    assert_eq!(backed["outcome"], "succeeded", "{backed}");
+    assert!(
+        served.join("config").exists(),
+        "the repository is on the REST server"
+    );
+    assert!(std::fs::read_dir(served.join("snapshots")).unwrap().count() == 1);
+    let validated = act(&controller, "srv", json!({"action": "validate"})).await;
+    assert_eq!(validated["verified"], true, "{validated}");
+    assert_eq!(
+        validated["plan"]["repository"],
+        format!("rest:{}", rest.url())
+    );
+
+    target["repository"]["url"] = json!(format!("http://backup:hunter2@{}/", rest.addr));
+    let (status, problem) = controller.put_body("/backups/srv", &target).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("may not carry credentials"));
+    agent.stop().await;
+    controller.shutdown().await;
+}

@@ -290,11 +290,14 @@ impl Services {
             job_id: ctx.job.as_ref().map(|j| j.id().to_string()),
             started_at_ms: self.now_ms(),
         };
+        let total = run.plan.steps.len();
+        ctx.progress(0, total).await;
         match request.action {
             BackupAction::Trigger => self.trigger(ctx, &record, &mut run).await?,
             BackupAction::Validate => self.validate(ctx, &record, request, &mut run).await?,
             BackupAction::Restore => self.restore(ctx, &record, request, &mut run).await?,
         }
+        ctx.progress(total, total).await;
         run.duration_ms = began.elapsed().as_millis() as u64;
         Ok(run)
     }
@@ -318,7 +321,9 @@ impl Services {
             target: spec,
             keep: Some(target.spec.keep),
         };
-        let answer = step(ctx, "backup", self.on_host(ctx, record, &request)).await;
+        let answer = ctx
+            .step("backup", self.on_host(ctx, record, &request))
+            .await;
         if let Some(app) = quiesce {
             if let Err(problem) = self.app_step(ctx, app, AppAction::Start).await {
                 run.fail(problem);
@@ -326,6 +331,7 @@ impl Services {
         }
         match answer {
             Ok(BackupAnswer::Backup(done)) => {
+                let done = untrusted::clean_as(done)?;
                 let row = record.row(self, "backup", true, Some(&done.summary.snapshot_id));
                 let mut row = row.with_details(&done)?;
                 row.snapshot_at_ms = Some(record.started_at_ms);
@@ -358,7 +364,7 @@ impl Services {
             group,
             groups,
         };
-        match step(ctx, "check", self.on_host(ctx, record, &check)).await {
+        match ctx.step("check", self.on_host(ctx, record, &check)).await {
             Ok(BackupAnswer::Check(verdict)) => {
                 let verdict = untrusted::clean_as(verdict)?;
                 if !verdict.ok {
@@ -378,6 +384,7 @@ impl Services {
                 self.record_failure(record, "check", run).await?;
             }
         }
+        ctx.progress(1, 2).await;
         let snapshot = match self.pick_snapshot(ctx, record, &spec, request).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
@@ -391,7 +398,7 @@ impl Services {
             target: spec,
             snapshot: id,
         };
-        match step(ctx, "drill", self.on_host(ctx, record, &drill)).await {
+        match ctx.step("drill", self.on_host(ctx, record, &drill)).await {
             Ok(BackupAnswer::Drill(report)) => {
                 let report = untrusted::clean_as(report)?;
                 if !report.passed {
@@ -456,7 +463,9 @@ impl Services {
         let target = record.target;
         if request.in_place {
             let change = self.in_place_change(ctx, target, request).await?;
-            let view = step(ctx, "restore in place", self.deploy_change(ctx, change)).await?;
+            let view = ctx
+                .step("restore in place", self.deploy_change(ctx, change))
+                .await?;
             run.change_id = Some(view.id.clone());
             let applied = view.state.is_applied();
             if !applied {
@@ -489,8 +498,12 @@ impl Services {
             snapshot,
             into,
         };
-        match step(ctx, "restore", self.on_host(ctx, record, &restore)).await {
+        match ctx
+            .step("restore", self.on_host(ctx, record, &restore))
+            .await
+        {
             Ok(BackupAnswer::Restore(done)) => {
+                let done = untrusted::clean_as(done)?;
                 let mut row = record
                     .row(self, "restore", true, Some(&done.snapshot))
                     .with_details(&done)?;
@@ -718,17 +731,6 @@ fn repository_label(repository: &infrastructor_hostops::restic::Repository) -> S
 
 fn unexpected() -> Error {
     Error::Unavailable("the host answered another kind of backup answer".into())
-}
-
-async fn step<T>(
-    ctx: &Ctx,
-    name: &str,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match &ctx.job {
-        Some(job) => job.step(name, work).await,
-        None => work.await,
-    }
 }
 
 /// The actions a schedule starts when they are due.
