@@ -178,6 +178,9 @@ pub struct ControllerConfig {
     /// A directory of DR plans (`*.yaml`), loaded at start: a changed file becomes a new
     /// revision of its plan.
     pub dr_plans_dir: Option<PathBuf>,
+    /// The controller's own backups (a `{"kind": "controller"}` target): the password
+    /// directory, scratch and drill settings; its data directory is always a source.
+    pub controller_backups: infrastructor_hostops::backup::BackupPolicy,
     /// What backups may read and write on agentless hosts (an agent has its own).
     pub agentless_backups: infrastructor_hostops::backup::BackupPolicy,
     /// Browser origins allowed to reach `/mcp`.
@@ -225,6 +228,7 @@ impl Default for ControllerConfig {
             agentless_changes: ChangePolicy::default(),
             dr_plans_dir: None,
             agentless_backups: Default::default(),
+            controller_backups: Default::default(),
             mcp_allowed_origins: Vec::new(),
             mcp_job_wait: Duration::from_secs(50),
             require_approval: false,

@@ -120,7 +120,12 @@ pub enum Source {
     /// One PostgreSQL database, dumped in pg_dump's custom format.
     Postgres(source::PostgresSource),
     /// One SQLite database, copied by SQLite's online backup (never the live file).
-    Sqlite { path: ManagedPath },
+    Sqlite {
+        path: ManagedPath,
+        /// Files backed up with the database (a service's keys beside its data).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        with: Vec<ManagedPath>,
+    },
 }
 
 /// A table a drill checks in the restored database, with bounds on its row count.

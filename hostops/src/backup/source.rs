@@ -31,6 +31,9 @@ pub struct PostgresSource {
     pub database: DatabaseName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passfile: Option<SecretFile>,
+    /// Files backed up with the dump (a service's keys beside its data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<ManagedPath>,
 }
 
 fn local_socket() -> String {
@@ -96,11 +99,12 @@ pub fn allowed(policy: &BackupPolicy, source: &Source) -> Result<(), BackupError
             if let Some(file) = &pg.passfile {
                 secret(policy, file)?;
             }
-            Ok(())
+            pg.with.iter().try_for_each(within)
         }
-        Source::Sqlite { path } => {
+        Source::Sqlite { path, with } => {
             plain_path(path)?;
-            within(path)
+            within(path)?;
+            with.iter().try_for_each(within)
         }
     }
 }
@@ -135,7 +139,7 @@ pub fn database_copy(
 ) -> Result<Option<ManagedPath>, BackupError> {
     let name = match &target.source {
         Source::Postgres(pg) => format!("{}.dump", pg.database),
-        Source::Sqlite { path } => path.file_name().to_string(),
+        Source::Sqlite { path, .. } => path.file_name().to_string(),
         Source::Paths { .. } | Source::Volume { .. } => return Ok(None),
     };
     staging_dir(policy, target)?
@@ -150,6 +154,11 @@ pub async fn stage(
     policy: &BackupPolicy,
     target: &TargetSpec,
 ) -> Result<Staged, BackupError> {
+    let with = match &target.source {
+        Source::Postgres(pg) => pg.with.clone(),
+        Source::Sqlite { with, .. } => with.clone(),
+        _ => Vec::new(),
+    };
     let database = match &target.source {
         Source::Paths { paths } => {
             return Ok(Staged {
@@ -164,7 +173,7 @@ pub async fn stage(
             })
         }
         Source::Postgres(pg) => pg_dump(policy, pg)?,
-        Source::Sqlite { path } => sqlite_backup(path),
+        Source::Sqlite { path, .. } => sqlite_backup(path),
     };
     let dir = staging_dir(policy, target)?;
     let made = run(runner, &command::make_dirs(&dir), QUICK).await?;
@@ -184,8 +193,10 @@ pub async fn stage(
             first_line(&dumped.stderr)
         )));
     }
+    let mut paths = vec![dir];
+    paths.extend(with);
     Ok(Staged {
-        paths: vec![dir],
+        paths,
         copy: Some(copy),
     })
 }
@@ -302,6 +313,7 @@ mod tests {
             user: AccountName::new("app").unwrap(),
             database: DatabaseName::new("shop").unwrap(),
             passfile: Some(SecretFile::new("shop.pgpass").unwrap()),
+            with: Vec::new(),
         };
         let copy = database_copy(&policy, &target(Source::Postgres(pg.clone())))
             .unwrap()
@@ -341,7 +353,17 @@ mod tests {
         assert!(allowed(&policy, &volume).is_err());
         let spaced = Source::Sqlite {
             path: path("/srv/app/my db.sqlite"),
+            with: Vec::new(),
         };
+        assert!(allowed(&policy, &spaced).is_err());
+        let keys_elsewhere = Source::Sqlite {
+            path: path("/srv/app/app.db"),
+            with: vec![path("/etc/ssl/private")],
+        };
+        assert!(
+            allowed(&policy, &keys_elsewhere).is_err(),
+            "every file with it is checked"
+        );
         assert!(allowed(&policy, &spaced).is_err());
     }
 

@@ -81,8 +81,12 @@ fn target(spec: &TargetSpec) -> proto::BackupTarget {
             user: pg.user.as_str().to_string(),
             database: pg.database.as_str().to_string(),
             passfile: pg.passfile.as_ref().map(|f| f.as_str().to_string()),
+            with: strings(&pg.with),
         }),
-        Source::Sqlite { path } => WireSource::SqlitePath(path.as_str().to_string()),
+        Source::Sqlite { path, with } => WireSource::Sqlite(proto::SqliteSource {
+            path: path.as_str().to_string(),
+            with: strings(with),
+        }),
     };
     proto::BackupTarget {
         name: spec.name.as_str().to_string(),
@@ -99,6 +103,16 @@ fn target(spec: &TargetSpec) -> proto::BackupTarget {
             })
             .collect(),
     }
+}
+
+fn strings(paths: &[ManagedPath]) -> Vec<String> {
+    paths.iter().map(|p| p.as_str().to_string()).collect()
+}
+
+fn paths(wire: &[String]) -> Result<Vec<ManagedPath>, WireError> {
+    wire.iter()
+        .map(|p| ManagedPath::new(p).map_err(WireError::from))
+        .collect()
 }
 
 fn port(value: u32) -> Result<u16, WireError> {
@@ -189,9 +203,11 @@ fn decode_target(wire: &proto::BackupTarget) -> Result<TargetSpec, WireError> {
             user: AccountName::new(&pg.user)?,
             database: DatabaseName::new(&pg.database)?,
             passfile: pg.passfile.as_deref().map(SecretFile::new).transpose()?,
+            with: paths(&pg.with)?,
         }),
-        WireSource::SqlitePath(path) => Source::Sqlite {
-            path: ManagedPath::new(path)?,
+        WireSource::Sqlite(sqlite) => Source::Sqlite {
+            path: ManagedPath::new(&sqlite.path)?,
+            with: paths(&sqlite.with)?,
         },
     };
     Ok(TargetSpec {
@@ -413,6 +429,7 @@ mod tests {
                 user: AccountName::new("shop").unwrap(),
                 database: DatabaseName::new("shop").unwrap(),
                 passfile: None,
+                with: vec![ManagedPath::new("/etc/shop/keys").unwrap()],
             }),
             invariants: vec![Invariant {
                 table: "public.orders".into(),

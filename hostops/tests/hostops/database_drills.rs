@@ -196,6 +196,7 @@ async fn a_postgres_dump_is_drilled_in_a_throwaway_cluster_with_invariant_querie
         user: AccountName::new(&server.user).unwrap(),
         database: DatabaseName::new(&database).unwrap(),
         passfile: Some(SecretFile::new("shop.pgpass").unwrap()),
+        with: Vec::new(),
     });
     let good = target(
         root.path(),
@@ -276,13 +277,24 @@ async fn an_sqlite_database_is_copied_online_and_drilled_with_its_integrity_chec
         .output()
         .unwrap();
     assert!(made.status.success());
-    let source = Source::Sqlite { path: managed(&db) };
+    // Its keys go with it, as a controller's CA goes with its database.
+    let keys = root.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("ca-key.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    let source = Source::Sqlite {
+        path: managed(&db),
+        with: vec![managed(&keys)],
+    };
     let report = back_up_and_drill(
         &policy,
         &target(root.path(), "notes", source, &[("notes", 40)]),
     )
     .await;
     assert!(report.passed, "{report:#?}");
+    assert_eq!(
+        report.files_expected, 2,
+        "the copy and the key: {report:#?}"
+    );
     let opened = report.database.unwrap();
     assert_eq!((opened.engine.as_str(), opened.started), ("sqlite", true));
     assert_eq!(opened.invariants[0].rows, Some(40));

@@ -580,3 +580,89 @@ async fn a_rest_repository_is_backed_up_to_and_drilled_and_credentials_in_its_ur
     agent.stop().await;
     controller.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_controller_backs_itself_up_with_its_ca_and_a_drill_opens_the_copy() {
+    if !restic_or_skip() {
+        return;
+    }
+    for backend in infrastructor_e2e::backends().await {
+        controller_backs_itself_up(&backend).await;
+    }
+}
+
+async fn controller_backs_itself_up(backend: &infrastructor_e2e::Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    std::fs::create_dir_all(&passwords).unwrap();
+    std::fs::write(
+        passwords.join("controller"),
+        "the controller's own password\n",
+    )
+    .unwrap();
+    let mut config = infrastructor_e2e::controller_config(&path(&dir, "controller"), backend);
+    config.controller_backups.password_dir = managed(&passwords);
+    let mut source = json!({"kind": "controller"});
+    let engine = match backend {
+        infrastructor_e2e::Backend::Sqlite => "sqlite",
+        infrastructor_e2e::Backend::Postgres(url) => {
+            // pg_dump reads the password from a passfile in the password directory.
+            let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+            let password = url.split_once("://").unwrap().1.split_once('@').unwrap().0;
+            let password = password.split_once(':').unwrap().1;
+            let line = format!(
+                "{}:{}:*:{}:{password}\n",
+                options.get_host(),
+                options.get_port(),
+                options.get_username()
+            );
+            let passfile = passwords.join("controller.pgpass");
+            std::fs::write(&passfile, line).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+            source["passfile"] = json!("controller.pgpass");
+            // The drill's throwaway cluster runs as the postgres account.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            "postgresql"
+        }
+    };
+    let controller = TestController::start(config).await;
+    let repo = dir.path().join("controller-repo");
+    let target = json!({
+        "source": source,
+        "repository": {"kind": "local", "path": repo.to_str().unwrap()},
+        "password_file": "controller",
+        "invariants": [{"table": "devices", "min_rows": 0}, {"table": "audit_log", "min_rows": 1}],
+    });
+    let (status, body) = controller.put_body("/backups/controller", &target).await;
+    assert_eq!(status, 200, "{body}");
+    let backed = act(&controller, "controller", json!({"action": "trigger"})).await;
+    assert_eq!(backed["outcome"], "succeeded", "{backed}");
+    assert_eq!(backed["plan"]["source"], "controller");
+    let validated = act(&controller, "controller", json!({"action": "validate"})).await;
+    assert_eq!(validated["verified"], true, "{engine}: {validated}");
+    let drill = &validated["drill"];
+    assert_eq!(drill["database"]["engine"], engine, "{drill}");
+    assert_eq!(drill["database"]["started"], true, "{drill}");
+    assert_eq!(
+        drill["database"]["invariants"][1]["passed"], true,
+        "{drill}"
+    );
+    // The database copy, the CA's certificate and key, the server's, the SSH identity.
+    assert!(drill["files_expected"].as_u64().unwrap() >= 5, "{drill}");
+    let (_, detail) = controller.get_json("/backups/controller").await;
+    let paths = detail["snapshots"][0]["paths"].to_string();
+    assert!(paths.contains("/pki") && paths.contains("/ssh"), "{paths}");
+    let staged = path(&dir, "controller").join("backup-staging/controller");
+    assert_eq!(
+        std::fs::read_dir(&staged).unwrap().count(),
+        0,
+        "the copy is removed"
+    );
+    // Its own target names no device.
+    let mut wrong = target.clone();
+    wrong["device"] = json!("somewhere");
+    let (status, problem) = controller.put_body("/backups/controller", &wrong).await;
+    assert_eq!(status, 400, "{problem}");
+    controller.shutdown().await;
+}

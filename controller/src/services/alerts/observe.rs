@@ -248,10 +248,7 @@ impl Services {
                     target.name
                 ),
             };
-            let device_id = match self.require_device(&target.spec.device).await {
-                Ok(device) => device.id,
-                Err(_) => String::new(),
-            };
+            let device_id = self.target_device_id(&target).await.unwrap_or_default();
             stale.push((target.name, device_id, summary));
         }
         Ok(stale)

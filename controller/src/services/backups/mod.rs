@@ -3,10 +3,12 @@
 //! backup must meet. A backup counts as verified only after a restore drill of it passed.
 //! Declarations are versioned like applications; every run is recorded.
 //!
+//! - [`controller`]: the controller itself as a target (its database, CA and SSH identity).
 //! - [`run`]: `manage_backups` — trigger, validate (a rotating `check` and a restore
 //!   drill), restore (to a new directory, or in place through the change engine) — and the
 //!   schedule that starts them.
 
+pub mod controller;
 pub mod run;
 
 use std::time::Duration;
@@ -45,13 +47,38 @@ pub struct Schedule {
     pub validate_every: Option<String>,
 }
 
+/// What a target backs up: data on a device, or the controller itself.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TargetSource {
+    /// `{"kind": "controller"}`: the controller's database with its CA and SSH identity.
+    Controller(controller::ControllerSource),
+    /// `paths`, `volume`, `postgres` or `sqlite` on the target's device.
+    Host(Source),
+}
+
+impl<'de> Deserialize<'de> for TargetSource {
+    /// By `kind`, so a mistake is reported by the kind's own fields, not as "no variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        let decoded = if value.get("kind").and_then(Value::as_str) == Some("controller") {
+            serde_json::from_value(value).map(Self::Controller)
+        } else {
+            serde_json::from_value(value).map(Self::Host)
+        };
+        decoded.map_err(serde::de::Error::custom)
+    }
+}
+
 /// A backup target as declared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupTargetSpec {
-    /// The device (ID or name) whose data it is; restic runs there.
-    pub device: String,
-    pub source: Source,
+    /// The device (ID or name) whose data it is; restic runs there. Absent for the
+    /// controller's own target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    pub source: TargetSource,
     pub repository: Repository,
     /// The repository's password file, a name in the host's password directory (the
     /// password itself never reaches the controller).
@@ -130,15 +157,26 @@ impl BackupTargetSpec {
         })
     }
 
-    /// The target as its host needs it.
-    pub fn host_spec(&self, name: &str) -> Result<TargetSpec> {
-        Ok(TargetSpec {
-            name: target_name(name)?,
-            repository: self.repository.clone(),
-            password: self.password_file.clone(),
-            source: self.source.clone(),
-            invariants: self.invariants.clone(),
-        })
+    /// The device's ID or name; `None` for the controller's own target.
+    pub fn device(&self) -> Result<Option<&str>> {
+        match (&self.source, &self.device) {
+            (TargetSource::Controller(_), None) => Ok(None),
+            (TargetSource::Controller(_), Some(_)) => Err(Error::invalid(
+                "the controller's own target names no device (restic runs on the controller)",
+            )),
+            (TargetSource::Host(_), Some(device)) => Ok(Some(device)),
+            (TargetSource::Host(_), None) => Err(Error::invalid(
+                "a target names the `device` whose data it is",
+            )),
+        }
+    }
+
+    fn database(&self) -> bool {
+        matches!(
+            self.source,
+            TargetSource::Controller(_)
+                | TargetSource::Host(Source::Postgres(_) | Source::Sqlite { .. })
+        )
     }
 
     fn check(&self, name: &str) -> Result<Timing> {
@@ -146,15 +184,15 @@ impl BackupTargetSpec {
         self.repository
             .checked()
             .map_err(|e| Error::invalid(e.to_string()))?;
-        if matches!(&self.source, Source::Paths { paths } if paths.is_empty()) {
+        self.device()?;
+        if matches!(&self.source, TargetSource::Host(Source::Paths { paths }) if paths.is_empty()) {
             return Err(Error::invalid("source.paths names at least one path"));
         }
         for invariant in &self.invariants {
             infrastructor_hostops::backup::database::quoted_table(&invariant.table)
                 .map_err(Error::invalid)?;
         }
-        let database = matches!(self.source, Source::Postgres(_) | Source::Sqlite { .. });
-        if !self.invariants.is_empty() && !database {
+        if !self.invariants.is_empty() && !self.database() {
             return Err(Error::invalid(
                 "invariants are checked in a restored database: the source is not one",
             ));
@@ -301,7 +339,10 @@ impl Services {
     ) -> Result<BackupTargetView> {
         ctx.principal.require(Scope::Operate)?;
         spec.check(name)?;
-        self.require_device(&spec.device).await?;
+        if let Some(device) = spec.device()? {
+            self.require_device(device).await?;
+        }
+        self.host_spec(name, spec)?;
         if let Some(app) = &spec.quiesce {
             self.application_claims(app).await?;
         }
@@ -378,6 +419,45 @@ impl Services {
             snapshots,
             snapshots_error,
         })
+    }
+
+    /// The target as the host that runs it needs it.
+    pub fn host_spec(&self, name: &str, spec: &BackupTargetSpec) -> Result<TargetSpec> {
+        let source = match &spec.source {
+            TargetSource::Host(source) => source.clone(),
+            TargetSource::Controller(own) => self.controller_source(own)?,
+        };
+        Ok(TargetSpec {
+            name: target_name(name)?,
+            repository: spec.repository.clone(),
+            password: spec.password_file.clone(),
+            source,
+            invariants: spec.invariants.clone(),
+        })
+    }
+
+    /// The device ID a target's runs are recorded under (`""` for the controller's own).
+    pub async fn target_device_id(&self, target: &Target) -> Result<String> {
+        match target.spec.device()? {
+            Some(device) => Ok(self.require_device(device).await?.id),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// One request about a target, on the host that has its data.
+    pub async fn on_target(
+        &self,
+        ctx: &Ctx,
+        target: &Target,
+        request: &infrastructor_hostops::backup::BackupRequest,
+    ) -> Result<infrastructor_hostops::backup::BackupAnswer> {
+        match target.spec.device()? {
+            Some(device) => {
+                let device = self.require_device(device).await?;
+                self.host(&device).backup(ctx, request).await
+            }
+            None => self.controller_backup(request).await,
+        }
     }
 
     /// Every declared target, decoded.
@@ -506,10 +586,22 @@ mod tests {
             max_rows: None,
         }];
         assert!(with.check("etc").is_err());
-        with.source = Source::Sqlite {
+        with.source = TargetSource::Host(Source::Sqlite {
             path: infrastructor_hostops::names::ManagedPath::new("/srv/app.db").unwrap(),
-        };
+            with: Vec::new(),
+        });
         assert!(with.check("etc").is_ok());
+        let own: TargetSource =
+            serde_json::from_value(serde_json::json!({"kind": "controller"})).unwrap();
+        with.source = own;
+        assert!(
+            with.check("etc").is_err(),
+            "the controller's target names no device"
+        );
+        with.device = None;
+        assert!(with.check("controller").is_ok());
+        let typo = serde_json::from_value::<TargetSource>(serde_json::json!({"kind": "pathz"}));
+        assert!(typo.unwrap_err().to_string().contains("pathz"));
         assert!(with.check("no spaces allowed").is_err());
     }
 }

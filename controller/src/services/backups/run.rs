@@ -15,7 +15,7 @@ use infrastructor_hostops::restic::{CheckVerdict, Snapshot, SnapshotId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Target;
+use super::{Target, TargetSource};
 use crate::auth::Scope;
 use crate::ctx::Ctx;
 use crate::error::{Error, Result};
@@ -168,14 +168,16 @@ impl Services {
     ) -> Result<JobClaims> {
         let target = self.backup_target(name).await?;
         check_request(&target, request)?;
-        let device = self.require_device(&target.spec.device).await?;
+        let device_id = self.target_device_id(&target).await?;
         let mut claims = match &target.spec.quiesce {
             Some(app) => self.application_claims(app).await?,
             None => JobClaims::default(),
         };
-        claims.devices.push(device.id.clone());
+        if !device_id.is_empty() {
+            claims.devices.push(device_id.clone());
+        }
         claims.locks.push(JobLock {
-            device_id: device.id,
+            device_id,
             resource: format!("backup target {name}"),
         });
         Ok(claims)
@@ -205,7 +207,7 @@ impl Services {
         request: &ManageBackupsRequest,
     ) -> Result<BackupPlan> {
         check_request(target, request)?;
-        let device = self.require_device(&target.spec.device).await?;
+        let device_id = self.target_device_id(target).await?;
         target
             .spec
             .repository
@@ -250,7 +252,7 @@ impl Services {
         };
         Ok(BackupPlan {
             target: target.name.clone(),
-            device_id: device.id,
+            device_id,
             action: request.action,
             source: source_kind(target).into(),
             repository: repository_label(&target.spec.repository),
@@ -304,7 +306,7 @@ impl Services {
 
     async fn trigger(&self, ctx: &Ctx, record: &Record<'_>, run: &mut BackupRun) -> Result<()> {
         let target = record.target;
-        let spec = target.spec.host_spec(&target.name)?;
+        let spec = self.host_spec(&target.name, &target.spec)?;
         let quiesce = target.spec.quiesce.as_deref();
         if let Some(app) = quiesce {
             let stopped = self.app_step(ctx, app, AppAction::Stop).await;
@@ -355,7 +357,7 @@ impl Services {
         run: &mut BackupRun,
     ) -> Result<()> {
         let target = record.target;
-        let spec = target.spec.host_spec(&target.name)?;
+        let spec = self.host_spec(&target.name, &target.spec)?;
         let done = self.store.count_backup_runs(&target.name, "check").await?;
         let groups = target.timing.check_groups;
         let group = (done.rem_euclid(i64::from(groups)) + 1) as u32;
@@ -494,7 +496,7 @@ impl Services {
             .clone()
             .unwrap_or_else(|| SnapshotId::new("latest").unwrap_or_else(|_| unreachable!()));
         let restore = BackupRequest::Restore {
-            target: target.spec.host_spec(&target.name)?,
+            target: self.host_spec(&target.name, &target.spec)?,
             snapshot,
             into,
         };
@@ -524,18 +526,17 @@ impl Services {
         target: &Target,
         request: &ManageBackupsRequest,
     ) -> Result<ChangeRequest> {
-        let device = self.require_device(&target.spec.device).await?;
+        let device_id = self.target_device_id(target).await?;
         let snapshot = request
             .snapshot
             .clone()
             .unwrap_or_else(|| SnapshotId::new("latest").unwrap_or_else(|_| unreachable!()));
         let dump = BackupRequest::Dump {
-            target: target.spec.host_spec(&target.name)?,
+            target: self.host_spec(&target.name, &target.spec)?,
             snapshot,
             files: Vec::new(),
         };
-        let host = self.host(&device);
-        let BackupAnswer::Dump { files } = host.backup(ctx, &dump).await? else {
+        let BackupAnswer::Dump { files } = self.on_target(ctx, target, &dump).await? else {
             return Err(unexpected());
         };
         if files.is_empty() {
@@ -555,7 +556,7 @@ impl Services {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ChangeRequest {
-            devices: vec![device.id],
+            devices: vec![device_id],
             change: ChangeSet {
                 files,
                 validators: Vec::new(),
@@ -572,25 +573,23 @@ impl Services {
         ctx: &Ctx,
         target: &Target,
     ) -> Result<Vec<Snapshot>> {
-        let device = self.require_device(&target.spec.device).await?;
         let list = BackupRequest::Snapshots {
-            target: target.spec.host_spec(&target.name)?,
+            target: self.host_spec(&target.name, &target.spec)?,
         };
-        match self.host(&device).backup(ctx, &list).await? {
+        match self.on_target(ctx, target, &list).await? {
             BackupAnswer::Snapshots { snapshots } => Ok(snapshots),
             _ => Err(unexpected()),
         }
     }
 
-    /// One request on the target's device, under the job's deadline.
+    /// One request on the host that has the target's data.
     async fn on_host(
         &self,
         ctx: &Ctx,
         record: &Record<'_>,
         request: &BackupRequest,
     ) -> Result<BackupAnswer> {
-        let device = self.require_device(record.device_id).await?;
-        self.host(&device).backup(ctx, request).await
+        self.on_target(ctx, record.target, request).await
     }
 
     /// The application stopped or started in dependency order; why not, when it was not.
@@ -694,7 +693,7 @@ fn check_request(target: &Target, request: &ManageBackupsRequest) -> Result<()> 
     }
     let paths = matches!(
         target.spec.source,
-        infrastructor_hostops::backup::Source::Paths { .. }
+        TargetSource::Host(infrastructor_hostops::backup::Source::Paths { .. })
     );
     if request.in_place && !paths {
         return Err(Error::invalid(
@@ -706,11 +705,12 @@ fn check_request(target: &Target, request: &ManageBackupsRequest) -> Result<()> 
 
 fn source_kind(target: &Target) -> &'static str {
     use infrastructor_hostops::backup::Source;
-    match target.spec.source {
-        Source::Paths { .. } => "paths",
-        Source::Volume { .. } => "volume",
-        Source::Postgres(_) => "postgres",
-        Source::Sqlite { .. } => "sqlite",
+    match &target.spec.source {
+        TargetSource::Controller(_) => "controller",
+        TargetSource::Host(Source::Paths { .. }) => "paths",
+        TargetSource::Host(Source::Volume { .. }) => "volume",
+        TargetSource::Host(Source::Postgres(_)) => "postgres",
+        TargetSource::Host(Source::Sqlite { .. }) => "sqlite",
     }
 }
 
