@@ -134,6 +134,44 @@ fn policy(root: &Path) -> BackupPolicy {
     }
 }
 
+/// A controller and an agent whose backup policy covers `<dir>/host`, with `files` (relative
+/// to it) written there: the root, the controller's data directory, the controller, the
+/// agent and its device ID.
+async fn agent_host(
+    dir: &Path,
+    files: &[(&str, &str)],
+) -> (
+    std::path::PathBuf,
+    tempfile::TempDir,
+    TestController,
+    TestAgent,
+    String,
+) {
+    let root = dir.join("host");
+    for (name, content) in files {
+        let file = root.join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let (data, controller) = TestController::start_sqlite().await;
+    let backups = policy(&root);
+    let agent_dir = dir.join("agent");
+    let (agent, device) =
+        TestAgent::connected_with(&controller, &agent_dir, |c| c.backups = backups).await;
+    (root, data, controller, agent, device)
+}
+
+/// A paths target of directory `name` below `root`, to a local repository there.
+fn paths_target(device: &str, root: &Path, name: &str) -> Value {
+    json!({
+        "device": device,
+        "source": {"kind": "paths", "paths": [root.join(name).to_str().unwrap()]},
+        "repository": {"kind": "local", "path": root.join("repo").to_str().unwrap()},
+        "password_file": "main",
+    })
+}
+
 async fn act(controller: &TestController, target: &str, body: Value) -> Value {
     let (status, run) = controller
         .post_body(&format!("/backups/{target}/actions?wait=300"), &body)
@@ -313,20 +351,10 @@ async fn an_rpo_miss_raises_the_backup_stale_alert() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    std::fs::create_dir_all(root.join("etc-app")).unwrap();
-    std::fs::write(root.join("etc-app/app.conf"), "workers = 4\n").unwrap();
-    let (_data, controller) = TestController::start_sqlite().await;
-    let backups = policy(&root);
-    let (agent, device) =
-        TestAgent::connected_with(&controller, &path(&dir, "agent"), |c| c.backups = backups).await;
-    let target = json!({
-        "device": device,
-        "source": {"kind": "paths", "paths": [root.join("etc-app").to_str().unwrap()]},
-        "repository": {"kind": "local", "path": root.join("repo").to_str().unwrap()},
-        "password_file": "main",
-        "rpo": "10s",
-    });
+    let files = [("etc-app/app.conf", "workers = 4\n")];
+    let (root, _data, controller, agent, device) = agent_host(dir.path(), &files).await;
+    let mut target = paths_target(&device, &root, "etc-app");
+    target["rpo"] = json!("10s");
     let (status, body) = controller.put_body("/backups/etc-app", &target).await;
     assert_eq!(status, 200, "{body}");
     // A backup alone is not verified; a passing drill is.
@@ -475,21 +503,11 @@ async fn a_schedule_backs_up_and_drills_on_its_own() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    std::fs::write(root.join("srv/data.txt"), "42\n").unwrap();
-    let (_data, controller) = TestController::start_sqlite().await;
-    let backups = policy(&root);
-    let (agent, device) =
-        TestAgent::connected_with(&controller, &path(&dir, "agent"), |c| c.backups = backups).await;
-    let target = json!({
-        "device": device,
-        "source": {"kind": "paths", "paths": [root.join("srv").to_str().unwrap()]},
-        "repository": {"kind": "local", "path": root.join("repo").to_str().unwrap()},
-        "password_file": "main",
-        "schedule": {"backup_every": "1h", "validate_every": "1d"},
-        "keep": {"daily": 3, "weekly": 0, "monthly": 0},
-    });
+    let files = [("srv/data.txt", "42\n")];
+    let (root, _data, controller, agent, device) = agent_host(dir.path(), &files).await;
+    let mut target = paths_target(&device, &root, "srv");
+    target["schedule"] = json!({"backup_every": "1h", "validate_every": "1d"});
+    target["keep"] = json!({"daily": 3, "weekly": 0, "monthly": 0});
     let (status, body) = controller.put_body("/backups/srv", &target).await;
     assert_eq!(status, 200, "{body}");
     // Nothing ran yet, so both are due: the backup first, then its validation.
@@ -538,22 +556,13 @@ async fn a_rest_repository_is_backed_up_to_and_drilled_and_credentials_in_its_ur
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("host");
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    std::fs::write(root.join("srv/report.csv"), "a,b\n1,2\n").unwrap();
     let served = dir.path().join("rest");
     std::fs::create_dir_all(&served).unwrap();
     let rest = infrastructor_e2e::rest_repo::RestRepository::start(&served).await;
-    let (_data, controller) = TestController::start_sqlite().await;
-    let backups = policy(&root);
-    let (agent, device) =
-        TestAgent::connected_with(&controller, &path(&dir, "agent"), |c| c.backups = backups).await;
-    let mut target = json!({
-        "device": device,
-        "source": {"kind": "paths", "paths": [root.join("srv").to_str().unwrap()]},
-        "repository": {"kind": "rest", "url": rest.url()},
-        "password_file": "main",
-    });
+    let files = [("srv/report.csv", "a,b\n1,2\n")];
+    let (root, _data, controller, agent, device) = agent_host(dir.path(), &files).await;
+    let mut target = paths_target(&device, &root, "srv");
+    target["repository"] = json!({"kind": "rest", "url": rest.url()});
     let (status, body) = controller.put_body("/backups/srv", &target).await;
     assert_eq!(status, 200, "{body}");
     let backed = act(&controller, "srv", json!({"action": "trigger"})).await;

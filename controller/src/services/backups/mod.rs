@@ -497,6 +497,13 @@ impl Services {
             let rows = self.store.backup_runs(&target.name, Some(kind), 1).await?;
             Ok::<_, Error>(rows.first().map(run_view))
         };
+        // The runs first, then what they verified: a drill recorded in between shows as
+        // verified a moment before it shows as the last drill, never the other way round.
+        let (last_backup, last_check, last_drill) = (
+            last("backup").await?,
+            last("check").await?,
+            last("drill").await?,
+        );
         let verified = self.store.newest_verified(&target.name).await?;
         let now = self.now_ms();
         let view = verified.as_ref().and_then(|row| {
@@ -519,9 +526,9 @@ impl Services {
             },
         };
         Ok(BackupStatus {
-            last_backup: last("backup").await?,
-            last_check: last("check").await?,
-            last_drill: last("drill").await?,
+            last_backup,
+            last_check,
+            last_drill,
             verified: view,
             rpo,
         })
