@@ -177,11 +177,12 @@ pub enum BackupRequest {
         target: TargetSpec,
         snapshot: SnapshotId,
     },
-    /// A snapshot restored below `into`, a new directory in one of the restore roots.
+    /// A snapshot restored below `into`, a new directory in one of the restore roots
+    /// (default: `<first restore root>/<target>-<snapshot>-<unix time>`).
     Restore {
         target: TargetSpec,
         snapshot: SnapshotId,
-        into: ManagedPath,
+        into: Option<ManagedPath>,
     },
     /// The bytes of some of a snapshot's files (every file when `files` is empty; text,
     /// bounded), for an in-place restore through the change engine.
@@ -360,7 +361,11 @@ pub async fn execute(
         }
         BackupRequest::Restore { snapshot, into, .. } => {
             let snapshot = resolve(runner, &checked, target, snapshot).await?;
-            restore(runner, &checked, &snapshot, into)
+            let into = match into {
+                Some(into) => into.clone(),
+                None => default_into(policy, target, &snapshot)?,
+            };
+            restore(runner, &checked, &snapshot, &into)
                 .await
                 .map(BackupAnswer::Restore)
         }
@@ -522,6 +527,25 @@ async fn dump(
         });
     }
     Ok(dumped)
+}
+
+/// A fresh directory in the first restore root, named for what it holds.
+fn default_into(
+    policy: &BackupPolicy,
+    target: &TargetSpec,
+    snapshot: &SnapshotId,
+) -> Result<ManagedPath, BackupError> {
+    let root = policy.restore_roots.first().ok_or_else(|| {
+        BackupError::Refused("this host has no restore roots ([backups] restore_roots)".into())
+    })?;
+    let short: String = snapshot.as_str().chars().take(8).collect();
+    let name = format!(
+        "{}-{short}-{}",
+        target.name.as_str(),
+        crate::now_ms() / 1000
+    );
+    root.join(&name)
+        .map_err(|e| BackupError::Refused(e.to_string()))
 }
 
 /// Every regular file of a snapshot (at most a change set's worth).

@@ -35,7 +35,9 @@ pub fn command(request: &BackupRequest) -> proto::BackupCommand {
         }),
         BackupRequest::Restore { snapshot, into, .. } => Action::Restore(proto::BackupRestore {
             snapshot: snapshot.as_str().to_string(),
-            into: into.as_str().to_string(),
+            into: into
+                .as_ref()
+                .map_or(String::new(), |p| p.as_str().to_string()),
         }),
         BackupRequest::Dump {
             snapshot, files, ..
@@ -154,7 +156,10 @@ pub fn decode_command(command: &proto::BackupCommand) -> Result<BackupRequest, W
         Action::Restore(restore) => BackupRequest::Restore {
             target,
             snapshot: snapshot(&restore.snapshot)?,
-            into: ManagedPath::new(&restore.into)?,
+            into: match restore.into.as_str() {
+                "" => None,
+                into => Some(ManagedPath::new(into)?),
+            },
         },
         Action::Dump(dump) => BackupRequest::Dump {
             target,
@@ -450,7 +455,7 @@ mod tests {
             BackupRequest::Restore {
                 target: spec.clone(),
                 snapshot: SnapshotId::new("latest").unwrap(),
-                into: ManagedPath::new("/srv/restores/shop").unwrap(),
+                into: Some(ManagedPath::new("/srv/restores/shop").unwrap()),
             },
         ];
         for request in requests {

@@ -390,9 +390,22 @@ async fn an_rpo_miss_raises_the_backup_stale_alert() {
         "{problem}"
     );
     let (status, problem) = controller
-        .post_body("/backups/etc-app/actions", &json!({"action": "restore"}))
+        .post_body(
+            "/backups/etc-app/actions",
+            &json!({"action": "restore", "in_place": true, "into": "/srv/x"}),
+        )
         .await;
     assert_eq!(status, 400, "{problem}");
+    // Without `into`, a fresh directory in the host's first restore root.
+    let restored = act(&controller, "etc-app", json!({"action": "restore"})).await;
+    assert_eq!(restored["outcome"], "succeeded", "{restored}");
+    let into = restored["restore"]["into"].as_str().unwrap();
+    assert!(
+        into.starts_with(root.join("restores/etc-app-").to_str().unwrap()),
+        "{into}"
+    );
+    let copy = Path::new(into).join(root.join("etc-app/app.conf").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(copy).unwrap(), "workers = 4\n");
     let (_, detail) = controller.get_json("/backups/etc-app").await;
     assert_eq!(
         detail["version"], 1,

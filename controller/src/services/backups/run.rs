@@ -54,8 +54,9 @@ pub struct ManageBackupsRequest {
     /// validate, restore: the snapshot (default: the target's newest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotId>,
-    /// restore: a new directory below one of the host's restore roots; the snapshot's
-    /// paths are recreated below it.
+    /// restore: a new directory below one of the host's restore roots (default: one made in
+    /// the first, named `<target>-<snapshot>-<time>`); the snapshot's paths are recreated
+    /// below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<ManagedPath>,
     /// restore: put the snapshot's files back where they were, through the two-phase change
@@ -247,7 +248,11 @@ impl Services {
             )],
             BackupAction::Restore => vec![format!(
                 "restore the {snapshot} snapshot below {}",
-                request.into.as_ref().map_or("", |p| p.as_str())
+                request
+                    .into
+                    .as_ref()
+                    .map_or("a new directory in the host's first restore root", |p| p
+                        .as_str())
             )],
         };
         Ok(BackupPlan {
@@ -487,10 +492,7 @@ impl Services {
             row.details = details.to_string();
             return self.store.record_backup_run(&row).await.map_err(Into::into);
         }
-        let into = request
-            .into
-            .clone()
-            .ok_or_else(|| Error::invalid("a restore names `into` (or sets in_place)"))?;
+        let into = request.into.clone();
         let snapshot = request
             .snapshot
             .clone()
@@ -686,9 +688,10 @@ fn check_request(target: &Target, request: &ManageBackupsRequest) -> Result<()> 
             "a backup makes a snapshot: `snapshot` is for validate and restore",
         ));
     }
-    if restore && request.in_place == request.into.is_some() {
+    if request.in_place && request.into.is_some() {
         return Err(Error::invalid(
-            "a restore goes to a new directory (`into`) or in place (`in_place: true`), one of them",
+            "a restore goes to a new directory (`into`, or one made in the host's first \
+             restore root) or in place (`in_place: true`), not both",
         ));
     }
     let paths = matches!(
