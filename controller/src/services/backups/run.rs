@@ -348,8 +348,8 @@ impl Services {
             }
             Ok(_) => Err(unexpected()),
             Err(error) => {
-                run.fail(error.public_message());
-                self.record_failure(record, "backup", run).await
+                self.failed(record, "backup", run, error.public_message())
+                    .await
             }
         }
     }
@@ -387,16 +387,16 @@ impl Services {
             }
             Ok(_) => return Err(unexpected()),
             Err(error) => {
-                run.fail(format!("the repository check: {}", error.public_message()));
-                self.record_failure(record, "check", run).await?;
+                let problem = format!("the repository check: {}", error.public_message());
+                self.failed(record, "check", run, problem).await?;
             }
         }
         ctx.progress(1, 2).await;
         let snapshot = match self.pick_snapshot(ctx, record, &spec, request).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
-                run.fail(format!("no snapshot to drill: {}", error.public_message()));
-                return self.record_failure(record, "drill", run).await;
+                let problem = format!("no snapshot to drill: {}", error.public_message());
+                return self.failed(record, "drill", run, problem).await;
             }
         };
         let snapshot_at = snapshot.time_ms();
@@ -423,8 +423,8 @@ impl Services {
             }
             Ok(_) => Err(unexpected()),
             Err(error) => {
-                run.fail(format!("the restore drill: {}", error.public_message()));
-                self.record_failure(record, "drill", run).await
+                let problem = format!("the restore drill: {}", error.public_message());
+                self.failed(record, "drill", run, problem).await
             }
         }
     }
@@ -628,6 +628,18 @@ impl Services {
                 error.public_message()
             )),
         }
+    }
+
+    /// The run failed at `kind` for `problem`: said in the answer and recorded.
+    async fn failed(
+        &self,
+        record: &Record<'_>,
+        kind: &str,
+        run: &mut BackupRun,
+        problem: String,
+    ) -> Result<()> {
+        run.fail(problem);
+        self.record_failure(record, kind, run).await
     }
 
     async fn record_failure(&self, record: &Record<'_>, kind: &str, run: &BackupRun) -> Result<()> {
