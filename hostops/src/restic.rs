@@ -103,6 +103,11 @@ impl From<TargetName> for String {
 pub struct SnapshotId(String);
 
 impl SnapshotId {
+    /// The target's newest snapshot.
+    pub fn latest() -> Self {
+        Self("latest".into())
+    }
+
     pub fn new(value: &str) -> Result<Self, InvalidName> {
         let hex = (8..=64).contains(&value.len()) && value.chars().all(|c| c.is_ascii_hexdigit());
         if hex || value == "latest" {

@@ -60,7 +60,7 @@ pub struct BackupPolicy {
 
 impl Default for BackupPolicy {
     fn default() -> Self {
-        let path = |p: &str| ManagedPath::new(p).unwrap_or_else(|_| unreachable!("{p}"));
+        let path = ManagedPath::literal;
         Self {
             sources: Vec::new(),
             volumes: false,
@@ -69,7 +69,7 @@ impl Default for BackupPolicy {
             scratch: path("/var/tmp"),
             staging: path("/var/lib/infrastructor-agent/backup-staging"),
             postgres_bin: path("/usr/lib/postgresql/15/bin"),
-            drill_account: AccountName::new("postgres").unwrap_or_else(|_| unreachable!()),
+            drill_account: AccountName::literal("postgres"),
         }
     }
 }

@@ -338,6 +338,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_policy_holds_valid_names() {
+        let policy = BackupPolicy::default();
+        for path in [
+            &policy.password_dir,
+            &policy.scratch,
+            &policy.staging,
+            &policy.postgres_bin,
+        ] {
+            assert!(ManagedPath::new(path.as_str()).is_ok(), "{path}");
+        }
+        assert!(AccountName::new(policy.drill_account.as_str()).is_ok());
+        assert_eq!(
+            crate::restic::SnapshotId::latest(),
+            crate::restic::SnapshotId::new("latest").unwrap()
+        );
+    }
+
+    #[test]
     fn sources_outside_the_policy_are_refused() {
         let mut policy = BackupPolicy::default();
         let path = |p: &str| ManagedPath::new(p).unwrap();

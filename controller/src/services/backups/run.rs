@@ -493,10 +493,7 @@ impl Services {
             return self.store.record_backup_run(&row).await.map_err(Into::into);
         }
         let into = request.into.clone();
-        let snapshot = request
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| SnapshotId::new("latest").unwrap_or_else(|_| unreachable!()));
+        let snapshot = request.snapshot.clone().unwrap_or_else(SnapshotId::latest);
         let restore = BackupRequest::Restore {
             target: self.host_spec(&target.name, &target.spec)?,
             snapshot,
@@ -529,10 +526,7 @@ impl Services {
         request: &ManageBackupsRequest,
     ) -> Result<ChangeRequest> {
         let device_id = self.target_device_id(target).await?;
-        let snapshot = request
-            .snapshot
-            .clone()
-            .unwrap_or_else(|| SnapshotId::new("latest").unwrap_or_else(|_| unreachable!()));
+        let snapshot = request.snapshot.clone().unwrap_or_else(SnapshotId::latest);
         let dump = BackupRequest::Dump {
             target: self.host_spec(&target.name, &target.spec)?,
             snapshot,
