@@ -84,7 +84,7 @@ pub struct BackupPlan {
     pub target: String,
     pub device_id: String,
     pub action: BackupAction,
-    /// What is read: `paths`, `volume`, `postgres` or `sqlite`.
+    /// What is read: `paths`, `volume`, `postgres`, `sqlite` or `controller`.
     pub source: String,
     /// Where the snapshots are (no credentials are ever part of it).
     pub repository: String,
